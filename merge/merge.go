@@ -1,0 +1,241 @@
+// Package merge is a 3-way merge of JSON documents on bytes.
+//
+// A writer read base, wrote mine, and the record is now theirs: Merge applies
+// only what changed from base to mine onto theirs. Objects merge key by key,
+// recursively; arrays and scalars are single values. "Changed" means not
+// JSON-equal: numbers compare by exact decimal value, strings after
+// unescaping, and key order and whitespace never count. Untouched bytes of
+// theirs are kept exactly; edits are spliced into theirs in one pass.
+//
+// Every input is validated by the package's own parser (RFC 8259, UTF-8,
+// no duplicate keys, bounded size and depth) before anything walks it, so
+// no input can exhaust the stack.
+package merge
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Policy says how a conflict is resolved.
+type Policy int
+
+const (
+	// WriterWins resolves every conflict by taking mine's value.
+	WriterWins Policy = iota
+	// Reject produces no merged document when there is any conflict;
+	// Merge then returns ErrRejected.
+	Reject
+)
+
+// ParsePolicy parses "writer-wins" or "reject".
+func ParsePolicy(s string) (Policy, error) {
+	switch s {
+	case "writer-wins":
+		return WriterWins, nil
+	case "reject":
+		return Reject, nil
+	}
+	return 0, fmt.Errorf("unknown conflict policy %q (want writer-wins or reject)", s)
+}
+
+func (p Policy) String() string {
+	switch p {
+	case WriterWins:
+		return "writer-wins"
+	case Reject:
+		return "reject"
+	}
+	return fmt.Sprintf("Policy(%d)", int(p))
+}
+
+const (
+	// DefaultMaxSize is the largest input document accepted when
+	// Options.MaxSize is 0.
+	DefaultMaxSize = 16 << 20
+	// DefaultMaxDepth is the deepest nesting accepted when Options.MaxDepth
+	// is 0. Python's json module cannot encode or decode much deeper than
+	// this (its recursion limit is 1000), so no document a Python worker
+	// writes is refused; the stack a merge uses stays small.
+	DefaultMaxDepth = 1000
+	// maxDepthLimit bounds Options.MaxDepth: parsing, comparing and merging
+	// recurse once per level.
+	maxDepthLimit = 100_000
+)
+
+// Options configure Merge. The zero value is writer-wins with the default
+// limits.
+type Options struct {
+	Policy   Policy
+	MaxSize  int // largest input document in bytes; 0 means DefaultMaxSize
+	MaxDepth int // deepest nesting of arrays and objects; 0 means DefaultMaxDepth
+}
+
+// Inputs are the three versions of a record.
+type Inputs struct {
+	Base      []byte
+	HasBase   bool // false: the writer read nothing (new record or unknown base)
+	Mine      []byte
+	Theirs    []byte
+	HasTheirs bool // false: no record exists now
+}
+
+// Conflict is one key changed differently in mine and in theirs, or a
+// whole-document clash.
+type Conflict struct {
+	// Path is the key path from the top-level object (keys unescaped);
+	// empty for a whole-document conflict.
+	Path []string
+	// Base, Mine and Theirs are the raw values as found in each input, nil
+	// where the key is absent. For a "theirs invalid" conflict Theirs is the
+	// whole invalid input, which is not JSON.
+	Base, Mine, Theirs []byte
+	Reason             string
+}
+
+// Result is the outcome of a merge. Merged and the byte slices in Conflicts
+// never share memory with the inputs.
+type Result struct {
+	Merged []byte // the document to write; nil when rejected
+	// Changed counts the key-level changes applied from base->mine onto
+	// theirs; 0 means Merged is byte-identical to theirs.
+	Changed   int
+	Conflicts []Conflict
+}
+
+// ErrRejected is returned with policy Reject when there are conflicts;
+// Result.Conflicts lists them.
+var ErrRejected = errors.New("merge rejected: conflicting changes")
+
+// InputError says which input is not one valid JSON document and why.
+type InputError struct {
+	Input  string // "base", "mine" or "theirs"
+	Reason string
+	Offset int // byte offset of the problem; -1 if unknown
+}
+
+func (e *InputError) Error() string {
+	if e.Offset < 0 {
+		return fmt.Sprintf("invalid %s document: %s", e.Input, e.Reason)
+	}
+	return fmt.Sprintf("invalid %s document: %s (at byte %d)", e.Input, e.Reason, e.Offset)
+}
+
+// Reasons used in Conflict.Reason.
+const (
+	reasonBoth          = "modified in both"
+	reasonAddedBoth     = "added in both"
+	reasonMineDeleted   = "deleted in mine, modified in theirs"
+	reasonTheirsDeleted = "modified in mine, deleted in theirs"
+	reasonRecordDeleted = "modified in mine, record deleted"
+	reasonTheirsInvalid = "theirs invalid: "
+)
+
+// Merge applies the changes from in.Base to in.Mine onto in.Theirs.
+//
+// An invalid mine or base is an *InputError. An invalid theirs (damaged
+// outside the writer's control) makes mine the result, reported as a
+// whole-document conflict. With policy Reject, any conflict gives a nil
+// Merged and ErrRejected, and the Result still lists the conflicts.
+func Merge(in Inputs, opts Options) (Result, error) {
+	maxSize, maxDepth, err := limits(opts)
+	if err != nil {
+		return Result{}, err
+	}
+	mine, err := load("mine", in.Mine, maxSize, maxDepth)
+	if err != nil {
+		return Result{}, err
+	}
+	var base *tree
+	if in.HasBase {
+		if bytes.Equal(in.Base, in.Mine) {
+			base = mine
+		} else if base, err = load("base", in.Base, maxSize, maxDepth); err != nil {
+			return Result{}, err
+		}
+	}
+	if !in.HasTheirs {
+		res := Result{Merged: bytes.Clone(in.Mine), Changed: 1}
+		if base != nil && !equal(base, 0, mine, 0) {
+			res.Conflicts = []Conflict{{
+				Base: bytes.Clone(in.Base), Mine: bytes.Clone(in.Mine),
+				Reason: reasonRecordDeleted,
+			}}
+		}
+		return finish(res, opts.Policy)
+	}
+	theirs, err := load("theirs", in.Theirs, maxSize, maxDepth)
+	if err != nil {
+		var ie *InputError
+		errors.As(err, &ie)
+		c := Conflict{Mine: bytes.Clone(in.Mine), Theirs: bytes.Clone(in.Theirs), Reason: reasonTheirsInvalid + ie.Reason}
+		if base != nil {
+			c.Base = bytes.Clone(in.Base)
+		}
+		return finish(Result{Merged: bytes.Clone(in.Mine), Changed: 1, Conflicts: []Conflict{c}}, opts.Policy)
+	}
+	return finish(mergeDocuments(base, mine, theirs), opts.Policy)
+}
+
+func limits(opts Options) (maxSize, maxDepth int, err error) {
+	maxSize, maxDepth = opts.MaxSize, opts.MaxDepth
+	if maxSize == 0 {
+		maxSize = DefaultMaxSize
+	}
+	if maxDepth == 0 {
+		maxDepth = DefaultMaxDepth
+	}
+	if opts.Policy != WriterWins && opts.Policy != Reject {
+		return 0, 0, fmt.Errorf("merge: unknown policy %v", opts.Policy)
+	}
+	if maxSize < 0 || maxSize > math.MaxInt32 {
+		return 0, 0, fmt.Errorf("merge: MaxSize %d out of range 0..%d", opts.MaxSize, math.MaxInt32)
+	}
+	if maxDepth < 0 || maxDepth > maxDepthLimit {
+		return 0, 0, fmt.Errorf("merge: MaxDepth %d out of range 0..%d", opts.MaxDepth, maxDepthLimit)
+	}
+	return maxSize, maxDepth, nil
+}
+
+func load(name string, data []byte, maxSize, maxDepth int) (*tree, error) {
+	if len(data) > maxSize {
+		return nil, &InputError{Input: name, Reason: fmt.Sprintf("%d bytes, larger than max size %d", len(data), maxSize), Offset: maxSize}
+	}
+	t, serr := parse(data, maxDepth)
+	if serr != nil {
+		return nil, &InputError{Input: name, Reason: serr.reason, Offset: serr.offset}
+	}
+	return t, nil
+}
+
+func emptyObject() *tree {
+	t, _ := parse([]byte("{}"), 1)
+	return t
+}
+
+func finish(res Result, policy Policy) (Result, error) {
+	if policy == Reject && len(res.Conflicts) > 0 {
+		return Result{Conflicts: res.Conflicts}, ErrRejected
+	}
+	return res, nil
+}
+
+// mergeDocuments merges valid documents; a nil base means the writer read
+// nothing.
+func mergeDocuments(base, mine, theirs *tree) Result {
+	m := &merger{mine: mine, theirs: theirs, empty: emptyObject()}
+	if base == nil {
+		// Two creators: a union of both, as if both had started from {}.
+		base = m.empty
+	}
+	if equal(base, 0, mine, 0) {
+		return Result{Merged: bytes.Clone(theirs.data)}
+	}
+	m.value(base, 0, 0, 0)
+	if len(m.edits) == 0 {
+		return Result{Merged: bytes.Clone(theirs.data), Conflicts: m.conflicts}
+	}
+	return Result{Merged: m.splice(), Changed: m.changed, Conflicts: m.conflicts}
+}
