@@ -1,0 +1,179 @@
+package backing
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"io/fs"
+
+	"golang.org/x/sys/unix"
+)
+
+func closeFD(fd int) {
+	if fd < 0 {
+		return
+	}
+	// Linux releases the descriptor even when close reports EINTR; retrying could close a reused one.
+	_ = unix.Close(fd)
+}
+
+func fstat(fd int) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	for {
+		err := unix.Fstat(fd, &st)
+		if err != unix.EINTR {
+			return st, err
+		}
+	}
+}
+
+func versionOf(st *unix.Stat_t) Version {
+	return Version{
+		Dev:   st.Dev,
+		Ino:   st.Ino,
+		Size:  st.Size,
+		Mtime: st.Mtim.Nano(),
+		Ctime: st.Ctim.Nano(),
+	}
+}
+
+func isRegular(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFREG }
+
+func requireRegular(st *unix.Stat_t) error {
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return nil
+	case unix.S_IFDIR:
+		return fmt.Errorf("not a regular file: %w", unix.EISDIR)
+	}
+	return fmt.Errorf("not a regular file (mode %#o): %w", st.Mode&unix.S_IFMT, unix.EINVAL)
+}
+
+// readAll reads fd from its current offset to EOF; sizeHint (from fstat) sizes the first buffer.
+func readAll(fd int, sizeHint int64) ([]byte, error) {
+	buf := make([]byte, 0, max(sizeHint+1, 512))
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return nil, err
+		case n == 0:
+			return buf, nil
+		}
+		buf = buf[:len(buf)+n]
+	}
+}
+
+func writeAll(fd int, data []byte) error {
+	for len(data) > 0 {
+		n, err := unix.Write(fd, data)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return err
+		case n == 0:
+			return io.ErrShortWrite
+		}
+		data = data[n:]
+	}
+	return nil
+}
+
+// writeAllAt writes data at offset 0 of fd.
+func writeAllAt(fd int, data []byte) error {
+	var off int64
+	for len(data) > 0 {
+		n, err := unix.Pwrite(fd, data, off)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return err
+		case n == 0:
+			return io.ErrShortWrite
+		}
+		data = data[n:]
+		off += int64(n)
+	}
+	return nil
+}
+
+func ftruncate(fd int, size int64) error {
+	for {
+		err := unix.Ftruncate(fd, size)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+func (s *Store) fsync(fd int) error {
+	s.fsyncs.Add(1)
+	for {
+		err := unix.Fsync(fd)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// unixMode converts permission and special bits of an fs.FileMode to a chmod argument.
+func unixMode(m fs.FileMode) uint32 {
+	mode := uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		mode |= unix.S_ISUID
+	}
+	if m&fs.ModeSetgid != 0 {
+		mode |= unix.S_ISGID
+	}
+	if m&fs.ModeSticky != 0 {
+		mode |= unix.S_ISVTX
+	}
+	return mode
+}
+
+type dirent struct {
+	name string
+	typ  uint8 // unix.DT_*
+}
+
+// readDirents lists a directory by descriptor. os.File.ReadDir cannot be used: for DT_UNKNOWN entries
+// it falls back to lstat by path, and after an in-place mount the path leads into the mount itself.
+func readDirents(dirfd int) ([]dirent, error) {
+	var entries []dirent
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := unix.Getdents(dirfd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			return entries, nil
+		}
+		// struct linux_dirent64 { u64 d_ino; s64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+		for off := 0; off < n; {
+			reclen := int(binary.NativeEndian.Uint16(buf[off+16:]))
+			typ := buf[off+18]
+			name := buf[off+19 : off+reclen]
+			for i, c := range name {
+				if c == 0 {
+					name = name[:i]
+					break
+				}
+			}
+			if s := string(name); s != "." && s != ".." {
+				entries = append(entries, dirent{name: s, typ: typ})
+			}
+			off += reclen
+		}
+	}
+}
