@@ -1,0 +1,416 @@
+package mount_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// workerTimeout bounds one run of the Python driver.
+const workerTimeout = 3 * time.Minute
+
+// scenario is one legacy-worker load, run by workers/rmw.py.
+type scenario struct {
+	pattern    string // rw, rplus, replace, mkstemp, pathlib, fsync, mix
+	mode       string // lockstep or free
+	unit       string // process or thread
+	workers    int
+	records    int
+	iterations int
+	size       int // bytes per record
+	nested     bool
+	// sharedField makes every write also set "last", a genuine conflict.
+	sharedField bool
+	retry       bool
+	pollers     int
+}
+
+func (s scenario) name() string {
+	n := fmt.Sprintf("%s/%s/%s/w%d/%s", s.pattern, s.mode, s.unit, s.workers, byteSize(s.size))
+	if s.nested {
+		n += "/nested"
+	}
+	return n
+}
+
+func byteSize(n int) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dMB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%dKB", n>>10)
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+func (s scenario) args(dirs []string) []string {
+	a := []string{
+		"--dir", strings.Join(dirs, ","), "--pattern", s.pattern, "--mode", s.mode, "--unit", s.unit,
+		"--workers", strconv.Itoa(s.workers), "--records", strconv.Itoa(s.records),
+		"--iterations", strconv.Itoa(s.iterations), "--size", strconv.Itoa(s.size),
+		"--pollers", strconv.Itoa(s.pollers),
+	}
+	if s.nested {
+		a = append(a, "--nested")
+	}
+	if s.sharedField {
+		a = append(a, "--shared-field")
+	}
+	if s.retry {
+		a = append(a, "--retry")
+	}
+	return a
+}
+
+// rmwSummary is what workers/rmw.py prints.
+type rmwSummary struct {
+	Attempts      int                       `json:"attempts"`
+	Commits       int                       `json:"commits"`
+	Lost          int                       `json:"lost"`
+	Extra         int                       `json:"extra"`
+	TornReads     int                       `json:"torn_reads"`
+	TornEmpty     int                       `json:"torn_empty"`
+	Unreadable    int                       `json:"unreadable"`
+	OSErrors      int                       `json:"oserrors"`
+	Errnos        map[string]int            `json:"errnos"`
+	Retries       int                       `json:"retries"`
+	GaveUp        int                       `json:"gave_up"`
+	BarrierBroken int                       `json:"barrier_broken"`
+	WorkerErrors  []string                  `json:"worker_errors"`
+	OSErrSamples  []string                  `json:"oserror_samples"`
+	CorruptFinal  []string                  `json:"corrupt_final"`
+	Expected      map[string]map[string]int `json:"expected"`
+	Pollers       pollStats                 `json:"pollers"`
+	Elapsed       float64                   `json:"elapsed"`
+}
+
+type pollStats struct {
+	Reads    int      `json:"reads"`
+	OK       int      `json:"ok"`
+	Empty    int      `json:"empty"`
+	Partial  int      `json:"partial"`
+	Invalid  int      `json:"invalid"`
+	OSErrors int      `json:"oserrors"`
+	Samples  []string `json:"samples"`
+}
+
+func (p pollStats) bad() int { return p.Empty + p.Partial + p.Invalid }
+
+// outcome is one scenario on one target, as checked from the backing directory.
+type outcome struct {
+	sum rmwSummary
+	// lost and extra are computed by the test from the backing files, not
+	// taken from the driver: increments missing, and increments that appear
+	// without a successful write.
+	lost, extra int
+	// damaged lists records that are no longer valid, or whose other fields
+	// changed.
+	damaged []string
+}
+
+func (o outcome) String() string {
+	s := fmt.Sprintf("lost %d/%d", o.lost, o.sum.Commits)
+	if o.extra > 0 {
+		s += fmt.Sprintf(" extra %d", o.extra)
+	}
+	if o.sum.TornReads > 0 {
+		s += fmt.Sprintf(" torn %d", o.sum.TornReads)
+	}
+	if len(o.damaged) > 0 {
+		s += fmt.Sprintf(" damaged %d", len(o.damaged))
+	}
+	if o.sum.OSErrors > 0 {
+		s += fmt.Sprintf(" oserr %v", o.sum.Errnos)
+	}
+	if o.sum.Pollers.Reads > 0 {
+		s += fmt.Sprintf(" poll-bad %d/%d", o.sum.Pollers.bad(), o.sum.Pollers.Reads)
+	}
+	return s
+}
+
+// place is where a scenario runs: the directories workers use, and the
+// backing directory the test verifies.
+type place struct {
+	dirs    []string
+	backing string
+}
+
+func (p place) sub(name string) place {
+	q := place{backing: filepath.Join(p.backing, name)}
+	for _, d := range p.dirs {
+		q.dirs = append(q.dirs, filepath.Join(d, name))
+	}
+	return q
+}
+
+// runScenario creates the records through the first directory, snapshots them
+// from the backing directory, runs the workers and checks the result there.
+func runScenario(t *testing.T, h *harness, sc scenario, at place) outcome {
+	t.Helper()
+	init := sc
+	init.iterations = 0
+	h.python(t, workerTimeout, "rmw.py", append(init.args(at.dirs[:1]), "--init")...)
+	initial := readRecords(t, at.backing, sc.records)
+
+	out := h.python(t, workerTimeout, "rmw.py", sc.args(at.dirs)...)
+	var o outcome
+	if err := json.Unmarshal(out, &o.sum); err != nil {
+		t.Fatalf("rmw.py summary: %v\n%s", err, out)
+	}
+	if len(o.sum.WorkerErrors) > 0 || o.sum.BarrierBroken > 0 {
+		t.Errorf("worker errors (barrier broken %d): %s", o.sum.BarrierBroken, strings.Join(o.sum.WorkerErrors, "\n"))
+	}
+	if want := sc.workers * sc.iterations; o.sum.Attempts < want && o.sum.Unreadable == 0 {
+		t.Errorf("only %d write attempts, want at least %d", o.sum.Attempts, want)
+	}
+
+	for i := range sc.records {
+		name := fmt.Sprintf("r%d.json", i)
+		data, err := os.ReadFile(filepath.Join(at.backing, name))
+		if err != nil {
+			o.damaged = append(o.damaged, fmt.Sprintf("%s: %v", name, err))
+			continue
+		}
+		rec, err := decodeRecord(data)
+		if err != nil {
+			o.damaged = append(o.damaged, fmt.Sprintf("%s: %v (len %d, head %.40q, tail %.40q)", name, err, len(data), data, data[max(0, len(data)-40):]))
+		}
+		got := counters(rec, sc.nested)
+		for w, exp := range o.sum.Expected[name] {
+			n := got[w]
+			o.lost += max(0, exp-n)
+			o.extra += max(0, n-exp)
+		}
+		if rec != nil && initial[i] != nil {
+			if diff := otherFieldsDiffer(initial[i], rec, sc); diff != "" {
+				o.damaged = append(o.damaged, fmt.Sprintf("%s: %s", name, diff))
+			}
+		}
+	}
+	return o
+}
+
+// checkMergefs holds a scenario run through mergefs to the promises.
+func checkMergefs(t *testing.T, h *harness, sc scenario, at place, o outcome) {
+	t.Helper()
+	if o.lost != 0 || o.extra != 0 {
+		t.Errorf("mergefs lost %d and invented %d increments (driver saw lost %d, extra %d)", o.lost, o.extra, o.sum.Lost, o.sum.Extra)
+	}
+	for _, d := range o.damaged {
+		t.Errorf("mergefs damaged a record: %s", d)
+	}
+	if o.sum.TornReads != 0 || o.sum.Unreadable != 0 {
+		t.Errorf("workers saw %d torn reads (%d empty), %d records unreadable", o.sum.TornReads, o.sum.TornEmpty, o.sum.Unreadable)
+	}
+	if !sc.retry && o.sum.OSErrors != 0 {
+		t.Errorf("workers got OS errors %v (writer-wins must not fail a write): %v", o.sum.Errnos, o.sum.OSErrSamples)
+	}
+	if p := o.sum.Pollers; p.bad() != 0 || p.OSErrors != 0 {
+		t.Errorf("pollers saw %d empty, %d partial, %d invalid, %d errors in %d reads: %v", p.Empty, p.Partial, p.Invalid, p.OSErrors, p.Reads, p.Samples)
+	}
+	var names []string
+	if err := json.Unmarshal(h.python(t, workerTimeout, "fsops.py", "ls", at.dirs[0]), &names); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range sc.records {
+		want = append(want, fmt.Sprintf("r%d.json", i))
+	}
+	if !slices.Equal(names, want) {
+		t.Errorf("directory through the mount holds %v, want only the records %v", names, want)
+	}
+}
+
+// checkControl makes sure a control run did what the scenario is there to
+// show. Lockstep collides on every write, so a plain directory must lose.
+func checkControl(t *testing.T, sc scenario, o outcome) {
+	t.Helper()
+	if sc.mode == "lockstep" && o.lost+o.extra+len(o.damaged)+o.sum.TornReads == 0 {
+		t.Errorf("control on a plain directory lost nothing in lockstep: the scenario does not collide")
+	}
+}
+
+type record = map[string]any
+
+func decodeRecord(data []byte) (record, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var rec record
+	if err := dec.Decode(&rec); err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("trailing data after the record")
+	}
+	if rec == nil {
+		return nil, fmt.Errorf("record is null")
+	}
+	return rec, nil
+}
+
+func readRecords(t *testing.T, dir string, n int) []record {
+	t.Helper()
+	recs := make([]record, n)
+	for i := range n {
+		data, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("r%d.json", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if recs[i], err = decodeRecord(data); err != nil {
+			t.Fatalf("initial r%d.json: %v", i, err)
+		}
+	}
+	return recs
+}
+
+func counters(rec record, nested bool) map[string]int {
+	src := rec
+	if nested {
+		src, _ = rec["counters"].(map[string]any)
+	}
+	out := map[string]int{}
+	for k, v := range src {
+		if !strings.HasPrefix(k, "w") {
+			continue
+		}
+		if n, ok := v.(json.Number); ok {
+			i, _ := n.Int64()
+			out[k] = int(i)
+		}
+	}
+	return out
+}
+
+// otherFieldsDiffer compares everything but the counters (and "last") with
+// the record as created, by JSON value.
+func otherFieldsDiffer(before, after record, sc scenario) string {
+	strip := func(r record) record {
+		c := record{}
+		for k, v := range r {
+			if k == "counters" || k == "last" || (!sc.nested && strings.HasPrefix(k, "w")) {
+				continue
+			}
+			c[k] = v
+		}
+		return c
+	}
+	b, a := strip(before), strip(after)
+	if reflect.DeepEqual(b, a) {
+		return ""
+	}
+	for k := range b {
+		if !reflect.DeepEqual(b[k], a[k]) {
+			return fmt.Sprintf("field %q changed: %.60v -> %.60v", k, b[k], a[k])
+		}
+	}
+	return fmt.Sprintf("fields added: %d -> %d keys", len(b), len(a))
+}
+
+// --- the matrix ---------------------------------------------------------------------------------
+
+var patterns = []string{"rw", "rplus", "replace", "mkstemp", "pathlib", "fsync", "mix"}
+
+func iterations(mode string) int {
+	switch {
+	case testing.Short() && mode == "lockstep":
+		return 8
+	case testing.Short():
+		return 20
+	case mode == "lockstep":
+		return 25
+	}
+	return 60
+}
+
+func patternScenarios() []scenario {
+	var out []scenario
+	for _, p := range patterns {
+		for _, mode := range []string{"lockstep", "free"} {
+			out = append(out, scenario{pattern: p, mode: mode, unit: "process", workers: 4, records: 2, iterations: iterations(mode), size: 1 << 10})
+		}
+	}
+	return out
+}
+
+// dimensionScenarios vary one thing at a time around the pattern matrix:
+// threads, worker count, nesting and record size.
+func dimensionScenarios() []scenario {
+	base := scenario{pattern: "mix", mode: "lockstep", unit: "process", workers: 4, records: 2, iterations: iterations("lockstep"), size: 1 << 10}
+	with := func(f func(*scenario)) scenario { s := base; f(&s); return s }
+	var out []scenario
+	for _, p := range patterns {
+		out = append(out, with(func(s *scenario) { s.pattern, s.unit = p, "thread" }))
+	}
+	out = append(out,
+		with(func(s *scenario) { s.unit, s.mode, s.iterations = "thread", "free", iterations("free") }),
+		with(func(s *scenario) { s.workers = 2 }),
+		with(func(s *scenario) { s.workers, s.mode, s.iterations = 2, "free", iterations("free") }),
+		with(func(s *scenario) { s.workers, s.records = 8, 1 }),
+		with(func(s *scenario) { s.workers, s.mode, s.iterations = 8, "free", iterations("free") }),
+		with(func(s *scenario) { s.workers, s.unit = 8, "thread" }),
+		with(func(s *scenario) { s.nested = true }),
+		with(func(s *scenario) { s.nested, s.mode, s.iterations = true, "free", iterations("free") }),
+		with(func(s *scenario) { s.nested, s.pattern, s.unit = true, "rplus", "thread" }),
+		with(func(s *scenario) { s.size = 16 << 10 }),
+		with(func(s *scenario) { s.size, s.mode, s.iterations = 64<<10, "free", iterations("free")/2 }),
+		with(func(s *scenario) { s.size, s.records, s.iterations = 256<<10, 1, iterations("lockstep")/2 }),
+		with(func(s *scenario) { s.size, s.records, s.iterations = 1<<20, 1, max(3, iterations("lockstep")/4) }),
+		with(func(s *scenario) {
+			s.size, s.records, s.iterations, s.nested = 1<<20, 1, max(3, iterations("lockstep")/4), true
+		}),
+	)
+	return out
+}
+
+type tableRow struct {
+	scenario         string
+	control, mergefs string
+}
+
+// runMatrix runs each scenario on a plain directory (the control) and then
+// through one mergefs mount, each in its own subdirectory.
+func runMatrix(t *testing.T, scenarios []scenario) {
+	h := newHarness(t)
+	control := place{dirs: []string{h.path("control")}, backing: h.path("control")}
+	backing, mnt := h.path("backing"), h.path("mnt")
+	_, mountErr := h.mountUnderTest(backing, mnt)
+	through := place{dirs: []string{mnt}, backing: backing}
+
+	var rows []tableRow
+	for i, sc := range scenarios {
+		row := tableRow{scenario: sc.name(), control: "-", mergefs: "-"}
+		t.Run(sc.name(), func(t *testing.T) {
+			sub := fmt.Sprintf("s%02d", i)
+			c := runScenario(t, h, sc, control.sub(sub))
+			row.control = c.String()
+			checkControl(t, sc, c)
+			t.Logf("control: %s", c)
+
+			needMount(t, mountErr)
+			m := runScenario(t, h, sc, through.sub(sub))
+			row.mergefs = m.String()
+			t.Logf("mergefs: %s (%.2fs)", m, m.sum.Elapsed)
+			checkMergefs(t, h, sc, through.sub(sub), m)
+		})
+		rows = append(rows, row)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-40s | %-42s | %s\n", "scenario", "plain directory (control)", "mergefs")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "%-40s | %-42s | %s\n", r.scenario, r.control, r.mergefs)
+	}
+	t.Logf("lost updates per scenario (lost/successful writes):\n%s", b.String())
+}
+
+func TestLegacyWorkerPatterns(t *testing.T) { runMatrix(t, patternScenarios()) }
+
+func TestLegacyWorkerDimensions(t *testing.T) { runMatrix(t, dimensionScenarios()) }

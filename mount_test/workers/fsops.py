@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Single file operations for the end-to-end tests, run as a separate client process.
+
+  fsops.py ls DIR                            print the sorted directory listing as JSON
+  fsops.py cat PATH                          copy the file's bytes to stdout
+  fsops.py write PATH DATAFILE [--mode w|r+|x] [--fsync]
+        write DATAFILE's bytes the way a legacy worker does; print which step failed and how, as
+        JSON: {"open": errno|null, "write": ..., "fsync": ..., "close": ...}
+  fsops.py half-write PATH DATAFILE [--mode w|r+]
+        open, write DATAFILE's bytes (meant to be half a record) and flush them to the kernel,
+        print "ready", then sleep until killed
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def errno_of(fn):
+    try:
+        fn()
+        return None
+    except OSError as e:
+        return e.errno
+
+
+def cmd_ls(a):
+    json.dump(sorted(os.listdir(a.path)), sys.stdout)
+
+
+def cmd_cat(a):
+    with open(a.path, "rb") as f:
+        sys.stdout.buffer.write(f.read())
+
+
+def cmd_write(a):
+    with open(a.datafile, "rb") as f:
+        data = f.read()
+    result = {"open": None, "write": None, "fsync": None, "close": None}
+    try:
+        f = open(a.path, a.mode + "b", buffering=0)
+    except OSError as e:
+        result["open"] = e.errno
+        json.dump(result, sys.stdout)
+        return
+
+    def write_all():
+        view = memoryview(data)
+        while view:
+            view = view[f.write(view):]
+        if a.mode == "r+":
+            f.truncate()
+
+    result["write"] = errno_of(write_all)
+    if a.fsync:
+        result["fsync"] = errno_of(lambda: os.fsync(f.fileno()))
+    result["close"] = errno_of(f.close)
+    json.dump(result, sys.stdout)
+
+
+def cmd_half_write(a):
+    with open(a.datafile, "rb") as f:
+        data = f.read()
+    f = open(a.path, a.mode + "b", buffering=0)
+    f.write(data)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    time.sleep(120)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("ls")
+    s.add_argument("path")
+    s.set_defaults(fn=cmd_ls)
+    s = sub.add_parser("cat")
+    s.add_argument("path")
+    s.set_defaults(fn=cmd_cat)
+    s = sub.add_parser("write")
+    s.add_argument("path")
+    s.add_argument("datafile")
+    s.add_argument("--mode", choices=("w", "r+", "x"), default="w")
+    s.add_argument("--fsync", action="store_true")
+    s.set_defaults(fn=cmd_write)
+    s = sub.add_parser("half-write")
+    s.add_argument("path")
+    s.add_argument("datafile")
+    s.add_argument("--mode", choices=("w", "r+"), default="w")
+    s.set_defaults(fn=cmd_half_write)
+    a = p.parse_args()
+    a.fn(a)
+
+
+if __name__ == "__main__":
+    main()
