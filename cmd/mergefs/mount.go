@@ -1,0 +1,424 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/mergefs/mergefs/backing"
+	mergefs "github.com/mergefs/mergefs/fs"
+	"github.com/mergefs/mergefs/merge"
+)
+
+const mountUsage = `Usage:
+  mergefs mount [flags] BACKING MOUNTPOINT
+  mergefs mount [flags] DIR
+
+Serves the directory BACKING at MOUNTPOINT. Files whose names match the record
+patterns are JSON records: each open handle sees a snapshot, its writes are
+buffered, and on close (or fsync, or a rename onto the record) only the fields
+the writer changed are merged into the current record, atomically, under a
+per-record lock. Everything else passes through unchanged.
+
+With one argument, mergefs mounts in place over DIR: workers keep their
+configured path and mergefs reaches the original directory through a
+descriptor opened before the mount.
+
+Runs in the foreground; SIGINT or SIGTERM unmounts (lazily if the mount is
+busy) and exits 0 once every pending commit is done. Needs root.
+
+Flags:
+`
+
+type mountConfig struct {
+	records        string
+	onConflict     string
+	fsync          string
+	stateDir       string
+	allowOther     bool
+	maxRecordSize  string
+	maxDepth       int
+	readMemory     string
+	readAge        time.Duration
+	logLevel       string
+	logFormat      string
+	debugFUSE      bool
+	backing, mount string
+	inPlace        bool
+}
+
+func mountFlags(cfg *mountConfig, stderr io.Writer) *flag.FlagSet {
+	fl := flag.NewFlagSet("mount", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	fl.StringVar(&cfg.records, "records", "*.json", "comma-separated `patterns` for record file names (matched against base names)")
+	fl.StringVar(&cfg.onConflict, "on-conflict", "writer-wins", "conflict `policy`: writer-wins (take the writer's value, log it) or reject (close/fsync fail with EIO)")
+	fl.StringVar(&cfg.fsync, "fsync", "on-request", "`when` to fsync commits: on-request (when the application calls fsync) or always")
+	fl.StringVar(&cfg.stateDir, "state-dir", "/var/lib/mergefs", "`directory` for rejected content (rejected/); must not be inside the mount")
+	fl.BoolVar(&cfg.allowOther, "allow-other", false, "let users other than root use the mount (the kernel checks file modes)")
+	fl.StringVar(&cfg.maxRecordSize, "max-record-size", "16MiB", "largest record `size` accepted (bytes, or with KiB/MiB/GiB)")
+	fl.IntVar(&cfg.maxDepth, "max-depth", merge.DefaultMaxDepth, "deepest JSON nesting `depth` accepted")
+	fl.StringVar(&cfg.readMemory, "read-memory", "64MiB", "memory `size` for the read versions kept to choose merge bases")
+	fl.DurationVar(&cfg.readAge, "read-age", mergefs.DefaultReadAge, "how long a read version is kept to choose a merge base (`duration`)")
+	fl.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fl.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text or json")
+	fl.BoolVar(&cfg.debugFUSE, "debug-fuse", false, "log every FUSE request (very verbose)")
+	fl.Usage = func() {
+		fmt.Fprint(fl.Output(), mountUsage)
+		fl.PrintDefaults()
+	}
+	return fl
+}
+
+func runMount(args []string, stdout, stderr io.Writer) int {
+	var cfg mountConfig
+	fl := mountFlags(&cfg, stderr)
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fl.SetOutput(stdout)
+			fl.Usage()
+			return 0
+		}
+		return 2
+	}
+	switch fl.NArg() {
+	case 1:
+		cfg.backing, cfg.mount, cfg.inPlace = fl.Arg(0), fl.Arg(0), true
+	case 2:
+		cfg.backing, cfg.mount = fl.Arg(0), fl.Arg(1)
+	default:
+		fmt.Fprintln(stderr, "mergefs mount: need BACKING MOUNTPOINT, or DIR to mount in place (see --help)")
+		return 2
+	}
+	if err := serve(cfg, stderr); err != nil {
+		fmt.Fprintf(stderr, "mergefs mount: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+func serve(cfg mountConfig, stderr io.Writer) error {
+	logger, err := newLogger(cfg.logLevel, cfg.logFormat, stderr)
+	if err != nil {
+		return err
+	}
+	policy, err := merge.ParsePolicy(cfg.onConflict)
+	if err != nil {
+		return fmt.Errorf("--on-conflict: %w", err)
+	}
+	var fsyncPolicy backing.FsyncPolicy
+	switch cfg.fsync {
+	case "on-request":
+		fsyncPolicy = backing.FsyncOnRequest
+	case "always":
+		fsyncPolicy = backing.FsyncAlways
+	default:
+		return fmt.Errorf("--fsync %q: want on-request or always", cfg.fsync)
+	}
+	maxSize, err := parseSize(cfg.maxRecordSize)
+	if err != nil {
+		return fmt.Errorf("--max-record-size: %w", err)
+	}
+	readMemory, err := parseSize(cfg.readMemory)
+	if err != nil {
+		return fmt.Errorf("--read-memory: %w", err)
+	}
+	if cfg.maxDepth < 1 {
+		return fmt.Errorf("--max-depth must be at least 1")
+	}
+	if cfg.readAge <= 0 {
+		return fmt.Errorf("--read-age must be positive")
+	}
+
+	if os.Geteuid() != 0 {
+		return errors.New("must run as root: mergefs mounts with mount(2) directly (no fusermount)")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return fmt.Errorf("no /dev/fuse (load the fuse module, or give the container the device): %w", err)
+	}
+	backingDir, err := filepath.Abs(cfg.backing)
+	if err != nil {
+		return err
+	}
+	mountDir, err := filepath.Abs(cfg.mount)
+	if err != nil {
+		return err
+	}
+	if err := clearStaleMount(mountDir, logger); err != nil {
+		return err
+	}
+	if err := checkDir("backing directory", backingDir); err != nil {
+		return err
+	}
+	if !cfg.inPlace {
+		if err := checkDir("mountpoint", mountDir); err != nil {
+			return err
+		}
+		if err := checkEmpty(mountDir); err != nil {
+			return err
+		}
+	}
+	stateDir, err := filepath.Abs(cfg.stateDir)
+	if err != nil {
+		return err
+	}
+	if within(stateDir, mountDir) {
+		return fmt.Errorf("--state-dir %s is inside the mount %s; rejected content would loop back through mergefs", stateDir, mountDir)
+	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+
+	// The descriptor is opened before mounting: after an in-place mount,
+	// the directory's path leads into mergefs itself.
+	dirFD, err := unix.Open(backingDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open backing directory: %w", err)
+	}
+	loopbackPath := backingDir
+	if cfg.inPlace {
+		loopbackPath = fmt.Sprintf("/proc/self/fd/%d", dirFD)
+	}
+	storeFD, err := unix.FcntlInt(uintptr(dirFD), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(dirFD)
+		return fmt.Errorf("dup backing directory descriptor: %w", err)
+	}
+	store, err := backing.OpenFD(storeFD, backing.Options{Fsync: fsyncPolicy, Logger: logger})
+	if err != nil {
+		unix.Close(dirFD)
+		return fmt.Errorf("open backing store: %w", err)
+	}
+	defer store.Close()
+	defer unix.Close(dirFD)
+	if n := store.Recovered(); n > 0 {
+		logger.Info("removed temporary files left by a crashed daemon", "count", n)
+	}
+
+	fsys, root, err := mergefs.New(mergefs.Config{
+		Store:          store,
+		BackingPath:    loopbackPath,
+		RecordPatterns: splitPatterns(cfg.records),
+		Merge:          merge.Options{Policy: policy, MaxSize: int(maxSize), MaxDepth: cfg.maxDepth},
+		StateDir:       stateDir,
+		ReadMemory:     readMemory,
+		ReadAge:        cfg.readAge,
+		Logger:         logger,
+	})
+	if err != nil {
+		return err
+	}
+	opts := mergefs.MountOptions(backingDir, cfg.allowOther)
+	opts.Debug = cfg.debugFUSE
+	server, err := gofs.Mount(mountDir, root, opts)
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", mountDir, err)
+	}
+	fmt.Fprintf(stderr, "mergefs: ready: serving %s at %s\n", backingDir, mountDir)
+	logger.Info("mounted", "backing", backingDir, "mountpoint", mountDir, "in_place", cfg.inPlace,
+		"records", cfg.records, "on_conflict", policy.String(), "fsync", cfg.fsync)
+
+	waitForShutdown(server, mountDir, logger)
+	st := fsys.Stats()
+	logger.Info("unmounted", "commits", st.Commits, "merges", st.Merges, "conflicts", st.Conflicts,
+		"rejected", st.Rejected, "failed", st.Failed, "base_fallbacks", st.BaseFallbacks)
+	return nil
+}
+
+// waitForShutdown serves until a signal or an external unmount, then makes
+// sure the mount is gone. server.Wait returns only after every request in
+// flight, commits included, has been answered.
+func waitForShutdown(server *fuse.Server, mountDir string, logger *slog.Logger) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	done := make(chan struct{})
+	go func() {
+		server.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return
+	case sig := <-sigs:
+		logger.Info("unmounting", "signal", sig.String())
+	}
+	if err := server.Unmount(); err != nil {
+		logger.Warn("mount is busy; detaching it lazily", "err", err)
+		if err := unix.Unmount(mountDir, unix.MNT_DETACH); err != nil {
+			logger.Error("lazy unmount failed", "err", err)
+		}
+	}
+	<-done
+}
+
+// clearStaleMount unmounts a FUSE mount at dir whose daemon is gone (every
+// access gives ENOTCONN) and refuses a live one.
+func clearStaleMount(dir string, logger *slog.Logger) error {
+	fstype, mounted, err := mountAt(dir)
+	if err != nil || !mounted {
+		return err
+	}
+	if !strings.HasPrefix(fstype, "fuse") {
+		return nil
+	}
+	var st unix.Stat_t
+	err = unix.Stat(dir, &st)
+	if err == nil {
+		return fmt.Errorf("%s is busy: a live %s filesystem is mounted there", dir, fstype)
+	}
+	if !errors.Is(err, unix.ENOTCONN) && !errors.Is(err, unix.ECONNABORTED) {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	logger.Warn("clearing a stale mount left by a crashed daemon", "mountpoint", dir, "fstype", fstype)
+	fmt.Fprintf(os.Stderr, "mergefs: clearing stale %s mount at %s\n", fstype, dir)
+	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("clear stale mount at %s: %w", dir, err)
+	}
+	return nil
+}
+
+// mountAt reports the type of the topmost mount whose mountpoint is dir.
+func mountAt(dir string) (fstype string, mounted bool, err error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", false, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		sep := -1
+		for i, f := range fields {
+			if f == "-" {
+				sep = i
+				break
+			}
+		}
+		if len(fields) < 5 || sep < 0 || sep+1 >= len(fields) {
+			continue
+		}
+		if unescapeMountinfo(fields[4]) == dir {
+			fstype, mounted = fields[sep+1], true
+		}
+	}
+	return fstype, mounted, sc.Err()
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for space) of mountinfo.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func checkDir(what, dir string) error {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("%s %s is not a directory", what, dir)
+	}
+	return nil
+}
+
+func checkEmpty(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("mountpoint: %w", err)
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	if len(names) > 0 {
+		return fmt.Errorf("mountpoint %s is not empty (to mount over a directory in place, give it as the only argument)", dir)
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("mountpoint: %w", err)
+	}
+	return nil
+}
+
+func within(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+func splitPatterns(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// parseSize reads a byte count: a plain number or one with a KiB, MiB or GiB
+// suffix (K, M, G and KB, MB, GB are taken as the same powers of two).
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range sizeUnits {
+		if rest, ok := strings.CutSuffix(t, u.suffix); ok {
+			t, mult = strings.TrimSpace(rest), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size (like 65536, 64KiB or 16MiB)", s)
+	}
+	return n * mult, nil
+}
+
+// sizeUnits lists longer suffixes first, so "MiB" is not read as "B".
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
+	{"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10},
+	{"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10},
+}

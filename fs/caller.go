@@ -1,0 +1,145 @@
+package fs
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+)
+
+// procKey names a thread or a process across pid reuse: the kernel recycles
+// ids, but never two live tasks with one id and one start time.
+type procKey struct {
+	pid   uint32
+	start uint64 // clock ticks since boot, field 22 of /proc/<pid>/stat
+}
+
+// caller is the task behind a FUSE request. FUSE gives the thread id; read
+// tracking needs the process too, since threads of one process may read and
+// write a record on different threads.
+type caller struct {
+	thread procKey
+	proc   procKey
+	uid    uint32
+	gid    uint32
+	comm   string
+}
+
+// callerCacheLimit bounds the thread table; a full table is dropped whole,
+// which only costs the next requests a re-read of /proc.
+const callerCacheLimit = 8192
+
+// callerResolver maps thread ids to processes through /proc. A cached entry
+// is trusted only while the thread's start time still matches, which guards
+// against a thread id being reused by another process.
+type callerResolver struct {
+	procRoot string
+
+	mu    sync.Mutex
+	cache map[uint32]caller
+}
+
+func newCallerResolver(procRoot string) *callerResolver {
+	return &callerResolver{procRoot: procRoot, cache: make(map[uint32]caller)}
+}
+
+// resolve identifies the task tid. The caller of a FUSE request is blocked in
+// its syscall, so its /proc entries exist while the request is served.
+func (r *callerResolver) resolve(tid, uid, gid uint32) (caller, error) {
+	threadStart, _, err := r.readStat(tid)
+	if err != nil {
+		return caller{}, err
+	}
+	r.mu.Lock()
+	c, ok := r.cache[tid]
+	r.mu.Unlock()
+	if ok && c.thread.start == threadStart {
+		c.uid, c.gid = uid, gid
+		return c, nil
+	}
+
+	tgid, err := r.readTgid(tid)
+	if err != nil {
+		return caller{}, err
+	}
+	procStart, comm := threadStart, ""
+	if tgid != tid {
+		procStart, comm, err = r.readStat(tgid)
+		if err != nil {
+			return caller{}, err
+		}
+	} else {
+		_, comm, _ = r.readStat(tid)
+	}
+	c = caller{
+		thread: procKey{pid: tid, start: threadStart},
+		proc:   procKey{pid: tgid, start: procStart},
+		uid:    uid,
+		gid:    gid,
+		comm:   comm,
+	}
+	r.mu.Lock()
+	if len(r.cache) >= callerCacheLimit {
+		clear(r.cache)
+	}
+	r.cache[tid] = c
+	r.mu.Unlock()
+	return c, nil
+}
+
+// readStat returns the start time and command name of task pid.
+func (r *callerResolver) readStat(pid uint32) (uint64, string, error) {
+	data, err := os.ReadFile(fmt.Sprintf("%s/%d/stat", r.procRoot, pid))
+	if err != nil {
+		return 0, "", fmt.Errorf("identify caller %d: %w", pid, err)
+	}
+	return parseStat(data)
+}
+
+// parseStat reads "pid (comm) state ppid ..." where comm may itself contain
+// spaces and parentheses, so fields are counted from the last ')'.
+func parseStat(data []byte) (uint64, string, error) {
+	open := bytes.IndexByte(data, '(')
+	end := bytes.LastIndexByte(data, ')')
+	if open < 0 || end < open {
+		return 0, "", fmt.Errorf("malformed /proc stat line")
+	}
+	comm := string(data[open+1 : end])
+	fields := bytes.Fields(data[end+1:])
+	// fields[0] is field 3 (state); starttime is field 22.
+	const startField = 22 - 3
+	if len(fields) <= startField {
+		return 0, "", fmt.Errorf("short /proc stat line")
+	}
+	start, err := strconv.ParseUint(string(fields[startField]), 10, 64)
+	if err != nil {
+		return 0, "", fmt.Errorf("bad start time in /proc stat: %w", err)
+	}
+	return start, comm, nil
+}
+
+func (r *callerResolver) readTgid(tid uint32) (uint32, error) {
+	data, err := os.ReadFile(fmt.Sprintf("%s/%d/status", r.procRoot, tid))
+	if err != nil {
+		return 0, fmt.Errorf("identify caller %d: %w", tid, err)
+	}
+	return parseTgid(data)
+}
+
+func parseTgid(status []byte) (uint32, error) {
+	const key = "\nTgid:"
+	i := bytes.Index(status, []byte(key))
+	if i < 0 {
+		return 0, fmt.Errorf("no Tgid in /proc status")
+	}
+	rest := status[i+len(key):]
+	if nl := bytes.IndexByte(rest, '\n'); nl >= 0 {
+		rest = rest[:nl]
+	}
+	tgid, err := strconv.ParseUint(string(bytes.TrimSpace(rest)), 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("bad Tgid in /proc status: %w", err)
+	}
+	return uint32(tgid), nil
+}

@@ -1,0 +1,208 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/mergefs/mergefs/backing"
+	"github.com/mergefs/mergefs/merge"
+)
+
+type commitRequest struct {
+	record   string
+	writer   caller
+	trigger  string
+	base     *version
+	baseFrom baseSource
+	// baseIsTheirs: nothing known of what the writer read, and no handle
+	// was opened to write (a rename): the new content replaces the record.
+	baseIsTheirs bool
+	mine         []byte
+	sync         bool
+	create       newRecord
+	source       string // rename commits: the file renamed onto record
+}
+
+// logConflictLimit bounds the conflicting paths named in one log line; the
+// journal has them all.
+const logConflictLimit = 8
+
+// commit merges req.mine into the record under the record's lock. final
+// reports that retrying the same content cannot succeed (invalid content,
+// rejected conflict), as opposed to a failure of the backing store.
+func (fsys *FS) commit(req commitRequest) (errno syscall.Errno, final bool) {
+	start := fsys.now()
+	var (
+		result merge.Result
+		merged bool
+	)
+	opts := fsys.mergeOpts
+	mergeFn := func(theirs []byte, exists bool) ([]byte, error) {
+		// An empty file is a name reserved by an exclusive create, not a
+		// record: merging into it would report its emptiness as damage.
+		if exists && len(theirs) == 0 {
+			exists = false
+		}
+		in := merge.Inputs{Mine: req.mine, Theirs: theirs, HasTheirs: exists}
+		switch {
+		case req.baseIsTheirs:
+			in.Base, in.HasBase = theirs, exists
+		case req.base != nil:
+			in.Base, in.HasBase = req.base.data, true
+		}
+		merged = exists && (!in.HasBase || !bytes.Equal(in.Base, theirs))
+		var err error
+		result, err = merge.Merge(in, opts)
+		if inputErr, ok := errors.AsType[*merge.InputError](err); ok && inputErr.Input == "base" {
+			// The writer read a damaged record; without a usable base
+			// the commit is a union with theirs.
+			in.Base, in.HasBase = nil, false
+			result, err = merge.Merge(in, opts)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return result.Merged, nil
+	}
+	cr, err := fsys.store.Commit(context.Background(), req.record, backing.Commit{
+		Merge:  mergeFn,
+		Mode:   os.FileMode(req.create.mode & 0o7777),
+		Uid:    req.create.uid,
+		Gid:    req.create.gid,
+		Sync:   req.sync,
+		Source: req.source,
+	})
+	ev := CommitEvent{
+		Record:    req.record,
+		Writer:    req.writer.public(),
+		Trigger:   req.trigger,
+		Base:      req.baseFrom.String(),
+		Merged:    merged,
+		Changed:   result.Changed,
+		Conflicts: result.Conflicts,
+		Duration:  fsys.now().Sub(start),
+		LockWait:  cr.Wait,
+		Err:       err,
+	}
+	if req.baseIsTheirs {
+		ev.Base = "fallback"
+	}
+	errno, final = fsys.finishCommit(&ev, req, err, cr)
+	fsys.observer.Commit(ev)
+	return errno, final
+}
+
+// finishCommit counts and logs a commit and maps its error to an errno.
+func (fsys *FS) finishCommit(ev *CommitEvent, req commitRequest, err error, cr backing.CommitResult) (syscall.Errno, bool) {
+	log := fsys.log.With("record", req.record, "pid", ev.Writer.PID, "comm", ev.Writer.Comm, "uid", ev.Writer.UID, "trigger", req.trigger)
+	fsys.counters.conflicts.Add(uint64(len(ev.Conflicts)))
+	if ev.Base == "fallback" {
+		fsys.counters.fallbacks.Add(1)
+		log.Info("no read of this record is known for the writer; base is the record at the writing open", "base", ev.Base)
+	}
+
+	if inputErr, ok := errors.AsType[*merge.InputError](err); ok {
+		ev.Outcome = OutcomeInvalid
+		fsys.counters.rejected.Add(1)
+		saved := fsys.saveRejected(req)
+		log.Error("commit rejected: content is not a valid JSON record; the record is unchanged",
+			"input", inputErr.Input, "reason", inputErr.Reason, "saved", saved)
+		return syscall.EIO, true
+	}
+	if errors.Is(err, merge.ErrRejected) {
+		ev.Outcome = OutcomeConflict
+		fsys.counters.rejected.Add(1)
+		log.Warn("commit rejected by the reject policy: conflicting changes; the record is unchanged",
+			conflictAttrs(ev.Conflicts)...)
+		return syscall.EIO, true
+	}
+	if err != nil {
+		ev.Outcome = OutcomeFailed
+		fsys.counters.failed.Add(1)
+		log.Error("commit failed in the backing store", "err", err)
+		if errno, ok := errors.AsType[syscall.Errno](err); ok && errno != 0 {
+			return errno, false
+		}
+		return syscall.EIO, false
+	}
+
+	if len(ev.Conflicts) > 0 {
+		log.Warn("conflicting changes resolved: the writer's values were taken", conflictAttrs(ev.Conflicts)...)
+	}
+	if cr.Unchanged {
+		ev.Outcome = OutcomeUnchanged
+		fsys.counters.unchanged.Add(1)
+	} else {
+		ev.Outcome = OutcomeCommitted
+		fsys.counters.commits.Add(1)
+	}
+	if ev.Merged {
+		fsys.counters.merges.Add(1)
+	}
+	if log.Enabled(context.Background(), slog.LevelDebug) {
+		log.Debug("commit", "outcome", ev.Outcome, "base", ev.Base, "merged", ev.Merged, "changed", ev.Changed,
+			"lock_wait", cr.Wait, "duration", ev.Duration)
+	}
+	return 0, false
+}
+
+func conflictAttrs(conflicts []merge.Conflict) []any {
+	paths := make([]string, 0, min(len(conflicts), logConflictLimit))
+	for _, c := range conflicts[:min(len(conflicts), logConflictLimit)] {
+		paths = append(paths, "/"+strings.Join(c.Path, "/"))
+	}
+	return []any{"conflicts", len(conflicts), "paths", paths}
+}
+
+// saveRejected keeps refused content for inspection and returns where, or
+// why it could not.
+func (fsys *FS) saveRejected(req commitRequest) string {
+	if fsys.rejectedDir == "" {
+		return "not saved: no state directory"
+	}
+	if err := os.MkdirAll(fsys.rejectedDir, 0o700); err != nil {
+		return fmt.Sprintf("not saved: %v", err)
+	}
+	name := fmt.Sprintf("%s-%d-%s", fsys.now().UTC().Format("20060102T150405.000000000Z"),
+		req.writer.proc.pid, strings.ReplaceAll(req.record, "/", "%2F"))
+	dst := filepath.Join(fsys.rejectedDir, name)
+	if err := os.WriteFile(dst, req.mine, 0o600); err != nil {
+		return fmt.Sprintf("not saved: %v", err)
+	}
+	return dst
+}
+
+func (c caller) public() Writer {
+	return Writer{PID: c.proc.pid, TID: c.thread.pid, UID: c.uid, Comm: c.comm}
+}
+
+// callerOf identifies the task behind a request. If /proc cannot say (it
+// always can for a task blocked in a request), the thread stands for its own
+// process: that task then matches no other reader or writer.
+func (fsys *FS) callerOf(ctx context.Context) caller {
+	fc, ok := fuseCaller(ctx)
+	if !ok {
+		return caller{}
+	}
+	c, err := fsys.callers.resolve(fc.Pid, fc.Uid, fc.Gid)
+	if err != nil {
+		fsys.log.Warn("cannot identify caller; treating its thread as its own process", "tid", fc.Pid, "err", err)
+		key := procKey{pid: fc.Pid}
+		return caller{thread: key, proc: key, uid: fc.Uid, gid: fc.Gid}
+	}
+	return c
+}
+
+func (fsys *FS) maxRecordSize() int {
+	if fsys.mergeOpts.MaxSize > 0 {
+		return fsys.mergeOpts.MaxSize
+	}
+	return merge.DefaultMaxSize
+}

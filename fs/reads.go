@@ -1,0 +1,170 @@
+package fs
+
+import (
+	"container/list"
+	"sync"
+	"time"
+)
+
+// version is one immutable content of a record as some handle saw it. Handles
+// and the read tracker share it without copying.
+type version struct {
+	data []byte
+	refs int // read-tracker entries pointing here; guarded by readTracker.mu
+}
+
+// baseSource says how a commit's base was chosen (DESIGN.md §2).
+type baseSource int
+
+const (
+	baseNone     baseSource = iota // no record was read: a new record, or a union with theirs
+	baseHandle                     // content at open of a non-truncating handle
+	baseThread                     // what the writing thread last read
+	baseProcess                    // what the writing process last read
+	baseFallback                   // nothing read recently: the record at the writing open
+)
+
+func (s baseSource) String() string {
+	switch s {
+	case baseHandle:
+		return "handle"
+	case baseThread:
+		return "thread"
+	case baseProcess:
+		return "process"
+	case baseFallback:
+		return "fallback"
+	default:
+		return "none"
+	}
+}
+
+type readKey struct {
+	record string
+	reader procKey
+}
+
+type readEntry struct {
+	key  readKey
+	v    *version
+	seen time.Time
+	elem *list.Element
+}
+
+// readTracker remembers, per thread and per process, the version of each
+// record it last read, for a bounded time and within a bounded number of
+// bytes. Bytes are counted once per distinct version however many readers
+// share it.
+type readTracker struct {
+	maxBytes int64
+	maxAge   time.Duration
+	now      func() time.Time
+
+	mu      sync.Mutex
+	entries map[readKey]*readEntry
+	lru     list.List // of *readEntry, oldest first
+	bytes   int64
+	evicted uint64
+}
+
+func newReadTracker(maxBytes int64, maxAge time.Duration, now func() time.Time) *readTracker {
+	return &readTracker{maxBytes: maxBytes, maxAge: maxAge, now: now, entries: make(map[readKey]*readEntry)}
+}
+
+// remember records that thread (and its process) now knows record at v.
+func (t *readTracker) remember(record string, thread, proc procKey, v *version) {
+	if v == nil || t.maxBytes <= 0 || int64(len(v.data)) > t.maxBytes {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	t.set(readKey{record, thread}, v, now)
+	t.set(readKey{record, proc}, v, now)
+	t.expire(now)
+}
+
+func (t *readTracker) set(k readKey, v *version, now time.Time) {
+	if e, ok := t.entries[k]; ok {
+		t.release(e.v)
+		e.v, e.seen = v, now
+		t.hold(v)
+		t.lru.MoveToBack(e.elem)
+		return
+	}
+	e := &readEntry{key: k, v: v, seen: now}
+	e.elem = t.lru.PushBack(e)
+	t.entries[k] = e
+	t.hold(v)
+}
+
+func (t *readTracker) hold(v *version) {
+	if v.refs == 0 {
+		t.bytes += int64(len(v.data))
+	}
+	v.refs++
+}
+
+func (t *readTracker) release(v *version) {
+	v.refs--
+	if v.refs == 0 {
+		t.bytes -= int64(len(v.data))
+	}
+}
+
+// expire drops entries past their age, then the oldest until within bytes.
+func (t *readTracker) expire(now time.Time) {
+	for front := t.lru.Front(); front != nil; front = t.lru.Front() {
+		e := front.Value.(*readEntry)
+		if now.Sub(e.seen) <= t.maxAge && t.bytes <= t.maxBytes {
+			return
+		}
+		t.drop(e)
+		t.evicted++
+	}
+}
+
+func (t *readTracker) drop(e *readEntry) {
+	t.lru.Remove(e.elem)
+	delete(t.entries, e.key)
+	t.release(e.v)
+}
+
+// lookup returns the version the thread last read of record, else the one
+// its process last read.
+func (t *readTracker) lookup(record string, thread, proc procKey) (*version, baseSource) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.expire(t.now())
+	if e, ok := t.entries[readKey{record, thread}]; ok {
+		return e.v, baseThread
+	}
+	if e, ok := t.entries[readKey{record, proc}]; ok {
+		return e.v, baseProcess
+	}
+	return nil, baseNone
+}
+
+// forget drops what anyone read of record: after an unlink or a rename away,
+// an old read must not become the base of an unrelated new record.
+func (t *readTracker) forget(record string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, e := range t.entries {
+		if k.record == record {
+			t.drop(e)
+		}
+	}
+}
+
+type trackerStats struct {
+	Entries int
+	Bytes   int64
+	Evicted uint64
+}
+
+func (t *readTracker) stats() trackerStats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return trackerStats{Entries: len(t.entries), Bytes: t.bytes, Evicted: t.evicted}
+}

@@ -1,0 +1,277 @@
+package fs
+
+import (
+	"context"
+	"sync"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// recordHandle is one open handle on a record: the record as it was at open
+// plus this handle's own writes, which reach the backing store only at a
+// commit point (FLUSH from a process that wrote, fsync).
+type recordHandle struct {
+	fsys   *FS
+	record string // path relative to the backing root, fixed at open
+	append bool
+	opener caller
+	create newRecord
+
+	mu sync.Mutex
+	// view is what this handle reads. It is immutable while unwritten: a
+	// version shared with the read tracker. The first write takes a private
+	// copy into content.
+	view    *version
+	content []byte
+	written bool // content, not view, holds the handle's data
+	dirty   bool // not yet committed
+	// base is the version the writer read (nil with baseNone: no base).
+	base     *version
+	baseFrom baseSource
+	writers  map[procKey]struct{} // processes that wrote since the last commit
+	readers  map[uint32]struct{}  // threads already remembered as readers of view
+	lastTID  uint32               // last writing thread and its process, to skip /proc
+	lastProc procKey
+}
+
+// newRecord is the mode and owner a commit gives a record it creates.
+type newRecord struct {
+	mode     uint32
+	uid, gid int
+}
+
+var (
+	_ gofs.FileReader   = (*recordHandle)(nil)
+	_ gofs.FileWriter   = (*recordHandle)(nil)
+	_ gofs.FileFlusher  = (*recordHandle)(nil)
+	_ gofs.FileFsyncer  = (*recordHandle)(nil)
+	_ gofs.FileReleaser = (*recordHandle)(nil)
+)
+
+// openRecordHandle chooses the base as DESIGN.md §2 says: a non-truncating
+// writable open of an existing record reads its base at open; a truncating
+// (or creating) one uses what its thread, else its process, last read, and
+// failing that the record at this open.
+func (fsys *FS) openRecordHandle(record string, flags uint32, c caller, current []byte, exists bool, create newRecord) *recordHandle {
+	h := &recordHandle{
+		fsys:    fsys,
+		record:  record,
+		append:  flags&syscall.O_APPEND != 0,
+		opener:  c,
+		create:  create,
+		writers: make(map[procKey]struct{}),
+		readers: make(map[uint32]struct{}),
+	}
+	if exists {
+		h.view = &version{data: current}
+	}
+	writable := flags&syscall.O_ACCMODE != syscall.O_RDONLY
+	switch {
+	case !writable:
+	case flags&syscall.O_TRUNC == 0 && exists:
+		h.base, h.baseFrom = h.view, baseHandle
+	default:
+		h.base, h.baseFrom = fsys.reads.lookup(record, c.thread, c.proc)
+		if h.base == nil && exists {
+			h.base, h.baseFrom = h.view, baseFallback
+		}
+	}
+	if writable && flags&syscall.O_TRUNC != 0 {
+		h.content, h.written, h.dirty = []byte{}, true, true
+		h.writers[c.proc] = struct{}{}
+	}
+	h.lastTID, h.lastProc = c.thread.pid, c.proc
+	fsys.addOpen(h)
+	return h
+}
+
+// data is what the handle reads now; call with h.mu held.
+func (h *recordHandle) data() []byte {
+	if h.written {
+		return h.content
+	}
+	if h.view == nil {
+		return nil
+	}
+	return h.view.data
+}
+
+func (h *recordHandle) size() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return int64(len(h.data()))
+}
+
+func (h *recordHandle) isDirty() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.dirty
+}
+
+func (h *recordHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.written && h.view != nil {
+		h.rememberReader(ctx)
+	}
+	data := h.data()
+	if off >= int64(len(data)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	// Copy: a later write may change content in place while the reply is
+	// still being sent.
+	n := copy(dest, data[off:])
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// rememberReader records that the reading thread (and its process) saw
+// h.view, once per thread per handle.
+func (h *recordHandle) rememberReader(ctx context.Context) {
+	fc, ok := fuse.FromContext(ctx)
+	if !ok {
+		return
+	}
+	if _, seen := h.readers[fc.Pid]; seen {
+		return
+	}
+	h.readers[fc.Pid] = struct{}{}
+	c := h.fsys.callerOf(ctx)
+	h.fsys.reads.remember(h.record, c.thread, c.proc, h.view)
+}
+
+func (h *recordHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.append {
+		off = int64(len(h.data()))
+	}
+	end := off + int64(len(data))
+	if off < 0 || end > int64(h.fsys.maxRecordSize()) {
+		return 0, syscall.EFBIG
+	}
+	h.setLen(max(int(end), len(h.data())))
+	copy(h.content[off:], data)
+	h.markWriter(ctx)
+	return uint32(len(data)), 0
+}
+
+// truncate sets the handle's size (ftruncate).
+func (h *recordHandle) truncate(ctx context.Context, size uint64) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if size > uint64(h.fsys.maxRecordSize()) {
+		return syscall.EFBIG
+	}
+	h.setLen(int(size))
+	h.markWriter(ctx)
+	return 0
+}
+
+// setLen gives the handle a private copy of its data, n bytes long; bytes
+// past the old end read as zeros, as in a sparse file.
+func (h *recordHandle) setLen(n int) {
+	if !h.written {
+		src := h.data()
+		h.content = make([]byte, len(src), max(len(src), n))
+		copy(h.content, src)
+		h.written = true
+	}
+	old := len(h.content)
+	if n <= old {
+		h.content = h.content[:n]
+		return
+	}
+	if n > cap(h.content) {
+		grown := make([]byte, old, max(n, 2*cap(h.content)))
+		copy(grown, h.content)
+		h.content = grown
+	}
+	h.content = h.content[:n]
+	clear(h.content[old:])
+}
+
+func (h *recordHandle) markWriter(ctx context.Context) {
+	h.dirty = true
+	fc, ok := fuse.FromContext(ctx)
+	if ok && fc.Pid == h.lastTID {
+		h.writers[h.lastProc] = struct{}{}
+		return
+	}
+	c := h.fsys.callerOf(ctx)
+	h.lastTID, h.lastProc = c.thread.pid, c.proc
+	h.writers[c.proc] = struct{}{}
+}
+
+// Flush is close(): commit only if the closing process wrote through this
+// handle, so a forked child or an exec dropping inherited descriptors
+// commits nothing.
+func (h *recordHandle) Flush(ctx context.Context) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.dirty {
+		return 0
+	}
+	c := h.fsys.callerOf(ctx)
+	if _, wrote := h.writers[c.proc]; !wrote {
+		return 0
+	}
+	return h.commitLocked(c, "close", false)
+}
+
+// Fsync commits whatever is buffered, durably, whoever asks.
+func (h *recordHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.dirty {
+		return 0
+	}
+	return h.commitLocked(h.fsys.callerOf(ctx), "fsync", true)
+}
+
+// Release never commits: a handle whose last close sent no FLUSH belonged
+// to a process that was killed, and its half-written content is dropped.
+func (h *recordHandle) Release(ctx context.Context) syscall.Errno {
+	h.fsys.removeOpen(h)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.dirty {
+		h.fsys.log.Debug("dropped uncommitted writes", "record", h.record, "pid", h.opener.proc.pid)
+	}
+	return 0
+}
+
+// commitLocked merges the handle's content into the record. On success the
+// committed content becomes both the handle's view and its base, and what
+// the writer now believes the record to be.
+func (h *recordHandle) commitLocked(c caller, trigger string, sync bool) syscall.Errno {
+	mine := h.data()
+	if mine == nil {
+		mine = []byte{}
+	}
+	errno, final := h.fsys.commit(commitRequest{
+		record:   h.record,
+		writer:   c,
+		trigger:  trigger,
+		base:     h.base,
+		baseFrom: h.baseFrom,
+		mine:     mine,
+		sync:     sync,
+		create:   h.create,
+	})
+	if errno != 0 && !final {
+		return errno
+	}
+	h.dirty = false
+	clear(h.writers)
+	if errno != 0 {
+		return errno
+	}
+	committed := &version{data: mine}
+	h.view, h.content, h.written = committed, nil, false
+	h.base, h.baseFrom = committed, baseHandle
+	clear(h.readers)
+	h.fsys.reads.remember(h.record, c.thread, c.proc, committed)
+	return 0
+}
