@@ -117,7 +117,12 @@ func (m *merger) object(bt *tree, b, mv, t int32) {
 				m.changed++
 				break
 			}
-			m.value(m.empty, 0, mm.value, tm.value)
+			if m.mine.nodes[mm.value].kind == kindObject && m.theirs.nodes[tm.value].kind == kindObject {
+				m.object(m.empty, 0, mm.value, tm.value) // a union, as if both had started from {}
+			} else if !equal(m.mine, mm.value, m.theirs, tm.value) {
+				m.conflict(reasonAddedBoth, m.empty, -1, mm.value, tm.value)
+				m.replace(tm.value, mm.value)
+			}
 		}
 		m.path = m.path[:len(m.path)-1]
 	}

@@ -180,7 +180,14 @@ func modelMerge(base, mine, theirs any) (any, int) {
 					}
 					delete(out, k)
 				case inT: // added in mine and in theirs
-					out[k] = value(map[string]any{}, mv, tv)
+					_, mObj := mv.(map[string]any)
+					_, tObj := tv.(map[string]any)
+					if mObj && tObj {
+						out[k] = value(map[string]any{}, mv, tv)
+					} else if !oracleValuesEqual(mv, tv) {
+						conflicts++
+						out[k] = mv
+					}
 				default:
 					out[k] = mv
 				}
