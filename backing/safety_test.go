@@ -1,0 +1,445 @@
+package backing
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+const secret = `{"secret":true}`
+
+// escapeFixture is a backing root next to a directory outside it that holds a record-like file.
+func escapeFixture(t *testing.T) (root, outside string) {
+	base := t.TempDir()
+	root, outside = filepath.Join(base, "root"), filepath.Join(base, "outside")
+	for _, d := range []string{root, outside} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(outside, "secret.json"), []byte(secret), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return root, outside
+}
+
+// checkOutsideUntouched fails if anything in outside differs from what escapeFixture put there.
+func checkOutsideUntouched(t *testing.T, outside string) {
+	t.Helper()
+	entries, err := os.ReadDir(outside)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Name() != "secret.json" {
+		t.Errorf("outside the root now holds %v", entries)
+	}
+	if got := readFile(t, filepath.Join(outside, "secret.json")); got != secret {
+		t.Errorf("file outside the root now holds %q", got)
+	}
+}
+
+func mustNotMerge(t *testing.T) Commit {
+	return Commit{Mode: 0o644, Uid: -1, Gid: -1, Merge: func(theirs []byte, exists bool) ([]byte, error) {
+		t.Errorf("Merge called (theirs %q, exists %v)", theirs, exists)
+		return []byte(`{"written":true}`), nil
+	}}
+}
+
+func TestSymlinksOutOfTheRootAreRefused(t *testing.T) {
+	root, outside := escapeFixture(t)
+	s := openStore(t, root, FsyncOnRequest)
+	links := map[string]string{
+		"abs.json": filepath.Join(outside, "secret.json"),
+		"rel.json": "../outside/secret.json",
+		"dirlink":  outside,
+		"dirrel":   "../outside",
+	}
+	for name, target := range links {
+		if err := os.Symlink(target, filepath.Join(root, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"abs.json", "rel.json", "dirlink/secret.json", "dirrel/secret.json", "dirlink/new.json"} {
+		if data, _, err := s.Read(name); !errors.Is(err, unix.ELOOP) {
+			t.Errorf("Read(%q) = %q, %v; want ELOOP", name, data, err)
+		}
+		if _, err := s.Commit(context.Background(), name, mustNotMerge(t)); !errors.Is(err, unix.ELOOP) {
+			t.Errorf("Commit(%q) = %v, want ELOOP", name, err)
+		}
+	}
+	// As a rename source, a symlink is refused too, and the record stays as it was.
+	put(t, s, "r.json", `{"r":1}`)
+	c := mustNotMerge(t)
+	c.Source = "abs.json"
+	if _, err := s.Commit(context.Background(), "r.json", c); !errors.Is(err, unix.ELOOP) {
+		t.Errorf("Commit with a symlink source = %v, want ELOOP", err)
+	}
+	if got := readFile(t, filepath.Join(root, "r.json")); got != `{"r":1}` {
+		t.Errorf("record = %q", got)
+	}
+	for name := range links {
+		if fi, err := os.Lstat(filepath.Join(root, name)); err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+			t.Errorf("%s is no longer the symlink: %v %v", name, fi, err)
+		}
+	}
+	for _, name := range []string{"../outside/secret.json", "dirlink/../../outside/secret.json", filepath.Join(outside, "secret.json")} {
+		if _, _, err := s.Read(name); !errors.Is(err, unix.EXDEV) {
+			t.Errorf("Read(%q) = %v, want EXDEV", name, err)
+		}
+		if _, err := s.Commit(context.Background(), name, mustNotMerge(t)); !errors.Is(err, unix.EXDEV) {
+			t.Errorf("Commit(%q) = %v, want EXDEV", name, err)
+		}
+	}
+	checkOutsideUntouched(t, outside)
+}
+
+func TestDirectorySwappedForSymlinkDuringCommit(t *testing.T) {
+	root, outside := escapeFixture(t)
+	s := openStore(t, root, FsyncAlways)
+	if err := os.Mkdir(filepath.Join(root, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	put(t, s, "d/secret.json", `{"inside":1}`)
+	_, err := s.Commit(context.Background(), "d/secret.json", Commit{Merge: func(theirs []byte, exists bool) ([]byte, error) {
+		// Between resolving the directory and writing: swap it for a link out of the root.
+		if err := os.Rename(filepath.Join(root, "d"), filepath.Join(root, "d.old")); err != nil {
+			return nil, err
+		}
+		if err := os.Symlink(outside, filepath.Join(root, "d")); err != nil {
+			return nil, err
+		}
+		return []byte(`{"inside":2}`), nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkOutsideUntouched(t, outside)
+	if got := readFile(t, filepath.Join(root, "d.old", "secret.json")); got != `{"inside":2}` {
+		t.Errorf("the directory the commit resolved holds %q", got)
+	}
+	if _, err := s.Commit(context.Background(), "d/secret.json", mustNotMerge(t)); !errors.Is(err, unix.ELOOP) {
+		t.Errorf("next commit through the symlink: %v, want ELOOP", err)
+	}
+	if left := tempFiles(t, root); len(left) > 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+}
+
+// requireRoot skips a test that needs root, except in CI, where it must run.
+func requireRoot(t *testing.T) {
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("MERGEFS_REQUIRE_FUSE") == "1" {
+		t.Fatal("this test needs root and CI requires it to run")
+	}
+	t.Skip("needs root")
+}
+
+func TestNewRecordGetsAskedModeAndOwner(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	s := openStore(t, dir, FsyncOnRequest)
+	_, err := s.Commit(context.Background(), "r.json", Commit{Mode: 0o640 | fs.ModeSetgid, Uid: 1234, Gid: 5678,
+		Merge: func([]byte, bool) ([]byte, error) { return []byte(`{}`), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := stat(t, filepath.Join(dir, "r.json"))
+	if st.Mode&0o7777 != 0o2640 || st.Uid != 1234 || st.Gid != 5678 {
+		t.Errorf("new record: mode %#o owner %d:%d, want 02640 1234:5678", st.Mode&0o7777, st.Uid, st.Gid)
+	}
+
+	_, err = s.Commit(context.Background(), "daemons.json", Commit{Mode: 0o600, Uid: -1, Gid: -1,
+		Merge: func([]byte, bool) ([]byte, error) { return []byte(`{}`), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st = stat(t, filepath.Join(dir, "daemons.json"))
+	if st.Mode&0o7777 != 0o600 || st.Uid != uint32(os.Geteuid()) || st.Gid != uint32(os.Getegid()) {
+		t.Errorf("new record with -1 ids: mode %#o owner %d:%d, want 0600 and the daemon's", st.Mode&0o7777, st.Uid, st.Gid)
+	}
+
+	_, err = s.Commit(context.Background(), "zero.json", Commit{Uid: -1, Gid: -1,
+		Merge: func([]byte, bool) ([]byte, error) { return []byte(`{}`), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st = stat(t, filepath.Join(dir, "zero.json")); st.Mode&0o7777 != defaultMode {
+		t.Errorf("Mode 0: %#o, want %#o", st.Mode&0o7777, defaultMode)
+	}
+}
+
+func TestExistingRecordKeepsModeAndOwner(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	s := openStore(t, dir, FsyncOnRequest)
+	path := filepath.Join(dir, "r.json")
+	put(t, s, "r.json", `{"v":0}`)
+	if err := os.Chown(path, 1234, 4321); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o604); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		before := stat(t, path)
+		content := `{"v":` + strconv.Itoa(i) + `}`
+		// The asked mode and owner are for new records only.
+		res, err := s.Commit(context.Background(), "r.json", Commit{Mode: 0o666, Uid: 0, Gid: 0,
+			Merge: func([]byte, bool) ([]byte, error) { return []byte(content), nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := stat(t, path)
+		if res.Created || after.Ino == before.Ino {
+			t.Fatalf("commit %d did not replace the record: %+v", i, res)
+		}
+		if after.Mode&0o7777 != 0o604 || after.Uid != 1234 || after.Gid != 4321 {
+			t.Errorf("commit %d: mode %#o owner %d:%d, want 0604 1234:4321", i, after.Mode&0o7777, after.Uid, after.Gid)
+		}
+		if got := readFile(t, path); got != content {
+			t.Errorf("commit %d: record %q", i, got)
+		}
+	}
+}
+
+func TestSourceIsMergedAndRenamedOverRecord(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, FsyncOnRequest)
+	put(t, s, "r.json", `{"a":1,"b":1}`)
+	os.Mkdir(filepath.Join(dir, "tmp"), 0o755)
+	src := filepath.Join(dir, "tmp", "worker.tmp")
+	if err := os.WriteFile(src, []byte(`{"a":1,"b":2,"a long tail that the merged bytes are shorter than":0}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srcIno := stat(t, src).Ino
+	res, err := s.Commit(context.Background(), "r.json", Commit{Source: "tmp/worker.tmp", Mode: 0o644, Uid: -1, Gid: -1,
+		Merge: func(theirs []byte, exists bool) ([]byte, error) {
+			if !exists || string(theirs) != `{"a":1,"b":1}` {
+				t.Errorf("theirs = %q, %v", theirs, exists)
+			}
+			return []byte(`{"a":1,"b":2}`), nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Created || res.Unchanged {
+		t.Errorf("result %+v", res)
+	}
+	st := stat(t, filepath.Join(dir, "r.json"))
+	if st.Ino != srcIno || res.Version.Ino != srcIno {
+		t.Errorf("record inode %d (result %d), want the source's %d", st.Ino, res.Version.Ino, srcIno)
+	}
+	if st.Mode&0o7777 != 0o600 {
+		t.Errorf("record mode %#o, want the source's 0600", st.Mode&0o7777)
+	}
+	if got := readFile(t, filepath.Join(dir, "r.json")); got != `{"a":1,"b":2}` {
+		t.Errorf("record = %q", got)
+	}
+	if _, err := os.Lstat(src); !os.IsNotExist(err) {
+		t.Errorf("source still there: %v", err)
+	}
+	if _, v, _ := s.Read("r.json"); v != res.Version {
+		t.Errorf("Read version %+v, commit version %+v", v, res.Version)
+	}
+
+	// Onto a name with no record yet; and from a missing source, which changes nothing.
+	os.WriteFile(filepath.Join(dir, "new.tmp"), []byte(`{"n":1}`), 0o644)
+	res, err = s.Commit(context.Background(), "new.json", Commit{Source: "new.tmp",
+		Merge: func(theirs []byte, exists bool) ([]byte, error) {
+			if exists {
+				t.Errorf("theirs %q exists", theirs)
+			}
+			return []byte(`{"n":1}`), nil
+		}})
+	if err != nil || !res.Created {
+		t.Fatalf("rename onto a new name: %+v, %v", res, err)
+	}
+	if _, err := s.Commit(context.Background(), "r.json", Commit{Source: "gone.tmp", Merge: mustNotMerge(t).Merge}); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing source: %v, want fs.ErrNotExist", err)
+	}
+	if _, err := s.Commit(context.Background(), "r.json", Commit{Source: "./r.json", Merge: mustNotMerge(t).Merge}); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("source is the record: %v, want EINVAL", err)
+	}
+	if got := readFile(t, filepath.Join(dir, "r.json")); got != `{"a":1,"b":2}` {
+		t.Errorf("record = %q after failed commits", got)
+	}
+}
+
+func TestFsyncPolicy(t *testing.T) {
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "sub"), 0o755)
+	content := func(s string) func([]byte, bool) ([]byte, error) {
+		return func([]byte, bool) ([]byte, error) { return []byte(s), nil }
+	}
+	for _, tc := range []struct {
+		name   string
+		policy FsyncPolicy
+		commit Commit
+		want   int64 // fsync calls: file, directory, source directory
+	}{
+		{"on request, none asked", FsyncOnRequest, Commit{Merge: content(`{"v":2}`)}, 0},
+		{"on request, asked", FsyncOnRequest, Commit{Sync: true, Merge: content(`{"v":2}`)}, 2},
+		{"always", FsyncAlways, Commit{Merge: content(`{"v":2}`)}, 2},
+		{"unchanged, none asked", FsyncOnRequest, Commit{Merge: content(`{"v":1}`)}, 0},
+		{"unchanged, asked", FsyncOnRequest, Commit{Sync: true, Merge: content(`{"v":1}`)}, 2},
+		{"unchanged, always", FsyncAlways, Commit{Merge: content(`{"v":1}`)}, 2},
+		{"source, none asked", FsyncOnRequest, Commit{Source: "src.tmp", Merge: content(`{"v":2}`)}, 1},
+		{"source, asked", FsyncOnRequest, Commit{Source: "src.tmp", Sync: true, Merge: content(`{"v":2}`)}, 2},
+		{"source in another directory, always", FsyncAlways, Commit{Source: "sub/src.tmp", Merge: content(`{"v":2}`)}, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Open(dir, testOptions(t, tc.policy))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if err := os.WriteFile(filepath.Join(dir, "r.json"), []byte(`{"v":1}`), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if tc.commit.Source != "" {
+				if err := os.WriteFile(filepath.Join(dir, tc.commit.Source), []byte(`{}`), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tc.commit.Uid, tc.commit.Gid = -1, -1
+			before := s.fsyncs.Load()
+			if _, err := s.Commit(context.Background(), "r.json", tc.commit); err != nil {
+				t.Fatal(err)
+			}
+			if got := s.fsyncs.Load() - before; got != tc.want {
+				t.Errorf("%d fsync calls, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestOpenFD(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, tempPrefix+"dead"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// An O_PATH descriptor, as taken before an in-place mount.
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenFD(fd, testOptions(t, FsyncAlways))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Recovered() != 1 {
+		t.Errorf("Recovered() = %d, want 1", s.Recovered())
+	}
+	put(t, s, "r.json", `{"fd":1}`)
+	if data, _, err := s.Read("r.json"); err != nil || string(data) != `{"fd":1}` {
+		t.Errorf("Read = %q, %v", data, err)
+	}
+	s.Close()
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != unix.EBADF {
+		t.Errorf("Close left the store's descriptor open: %v", err)
+	}
+
+	// A root given as a path through /proc/self/fd.
+	held, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	s = openStore(t, "/proc/self/fd/"+strconv.Itoa(int(held.Fd())), FsyncOnRequest)
+	if data, _, err := s.Read("r.json"); err != nil || string(data) != `{"fd":1}` {
+		t.Errorf("Read through /proc/self/fd = %q, %v", data, err)
+	}
+
+	// Not a directory: refused, and the descriptor is the store's to close.
+	fd, err = unix.Open(filepath.Join(dir, "r.json"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenFD(fd, Options{}); !errors.Is(err, unix.ENOTDIR) {
+		t.Errorf("OpenFD on a file: %v, want ENOTDIR", err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != unix.EBADF {
+		t.Errorf("failed OpenFD left the descriptor open: %v", err)
+	}
+	if _, err := Open(filepath.Join(dir, "missing"), Options{}); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Open on a missing directory: %v", err)
+	}
+}
+
+func TestLockFileIsNotFollowed(t *testing.T) {
+	root, outside := escapeFixture(t)
+	if err := os.Symlink(filepath.Join(outside, "secret.json"), filepath.Join(root, lockFileName)); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(root, Options{}); !errors.Is(err, unix.ELOOP) {
+		if s != nil {
+			s.Close()
+		}
+		t.Errorf("Open with a symlinked lock file: %v, want ELOOP", err)
+	}
+	checkOutsideUntouched(t, outside)
+}
+
+func countFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+func TestNoDescriptorLeak(t *testing.T) {
+	root, outside := escapeFixture(t)
+	os.Symlink(filepath.Join(outside, "secret.json"), filepath.Join(root, "link.json"))
+	os.Mkdir(filepath.Join(root, "d"), 0o755)
+	ok := func(s string) func([]byte, bool) ([]byte, error) {
+		return func([]byte, bool) ([]byte, error) { return []byte(s), nil }
+	}
+	errMerge := errors.New("no")
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	// Every path, successful or not, once per round.
+	round := func() {
+		os.WriteFile(filepath.Join(root, "d", tempPrefix+"dead"), nil, 0o600)
+		s, err := Open(root, testOptions(t, FsyncAlways))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		s.Commit(ctx, "d/r.json", Commit{Uid: -1, Gid: -1, Merge: ok(`{"a":1}`)})
+		s.Commit(ctx, "d/r.json", Commit{Uid: -1, Gid: -1, Merge: ok(`{"a":2}`)})
+		s.Commit(ctx, "d/r.json", Commit{Sync: true, Merge: ok(`{"a":2}`)})
+		s.Commit(ctx, "d/r.json", Commit{Merge: func([]byte, bool) ([]byte, error) { return nil, errMerge }})
+		s.Commit(ctx, "link.json", Commit{Merge: ok(`{}`)})
+		s.Commit(ctx, "missing/r.json", Commit{Merge: ok(`{}`)})
+		s.Commit(cancelled, "d/r.json", Commit{Merge: ok(`{}`)})
+		os.WriteFile(filepath.Join(root, "src.tmp"), []byte(`{}`), 0o644)
+		s.Commit(ctx, "d/r.json", Commit{Source: "src.tmp", Merge: ok(`{"a":3}`)})
+		s.Commit(ctx, "d/r.json", Commit{Source: "src.tmp", Merge: ok(`{"a":3}`)})
+		s.Read("d/r.json")
+		s.Read("d/none.json")
+		s.Read("link.json")
+		s.Read("../outside/secret.json")
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	round() // warm up anything the runtime opens lazily
+	before := countFDs(t)
+	for range 3 {
+		round()
+	}
+	if after := countFDs(t); after != before {
+		t.Errorf("%d descriptors open before, %d after three rounds", before, after)
+	}
+	checkOutsideUntouched(t, outside)
+}
