@@ -39,6 +39,9 @@ func (s scenario) name() string {
 	if s.nested {
 		n += "/nested"
 	}
+	if s.sharedField {
+		n += "/conflicting"
+	}
 	return n
 }
 
@@ -360,6 +363,8 @@ func dimensionScenarios() []scenario {
 		with(func(s *scenario) { s.nested = true }),
 		with(func(s *scenario) { s.nested, s.mode, s.iterations = true, "free", iterations("free") }),
 		with(func(s *scenario) { s.nested, s.pattern, s.unit = true, "rplus", "thread" }),
+		// Writer-wins with a genuinely conflicting field: counters still complete.
+		with(func(s *scenario) { s.sharedField = true }),
 		with(func(s *scenario) { s.size = 16 << 10 }),
 		with(func(s *scenario) { s.size, s.mode, s.iterations = 64<<10, "free", iterations("free")/2 }),
 		with(func(s *scenario) { s.size, s.records, s.iterations = 256<<10, 1, iterations("lockstep")/2 }),

@@ -6,6 +6,10 @@
   fsops.py write PATH DATAFILE [--mode w|r+|x] [--fsync]
         write DATAFILE's bytes the way a legacy worker does; print which step failed and how, as
         JSON: {"open": errno|null, "write": ..., "fsync": ..., "close": ...}
+  fsops.py fork-child PATH DATAFILE
+        open PATH 'w', write DATAFILE's bytes, then let a forked child exit and a child exec a
+        program (both drop the inherited descriptor without writing), print "written", wait for a
+        line on stdin, close, and print {"close": errno|null}
   fsops.py half-write PATH DATAFILE [--mode w|r+]
         open, write DATAFILE's bytes (meant to be half a record) and flush them to the kernel,
         print "ready", then sleep until killed
@@ -70,6 +74,26 @@ def cmd_half_write(a):
     time.sleep(120)
 
 
+def cmd_fork_child(a):
+    import subprocess
+    with open(a.datafile, "rb") as f:
+        data = f.read()
+    f = open(a.path, "wb", buffering=0)
+    f.write(data)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    # The descriptor is close-on-exec (Python's default): exec drops it.
+    subprocess.run(["true"], close_fds=False, check=True)
+    # pass_fds makes it inheritable: "true" holds it until it exits.
+    subprocess.run(["true"], pass_fds=(f.fileno(),), check=True)
+    sys.stdout.write("written\n")
+    sys.stdout.flush()
+    sys.stdin.readline()
+    json.dump({"close": errno_of(f.close)}, sys.stdout)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -85,6 +109,10 @@ def main():
     s.add_argument("--mode", choices=("w", "r+", "x"), default="w")
     s.add_argument("--fsync", action="store_true")
     s.set_defaults(fn=cmd_write)
+    s = sub.add_parser("fork-child")
+    s.add_argument("path")
+    s.add_argument("datafile")
+    s.set_defaults(fn=cmd_fork_child)
     s = sub.add_parser("half-write")
     s.add_argument("path")
     s.add_argument("datafile")
