@@ -1,0 +1,348 @@
+package fs
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/mergefs/mergefs/backing"
+	"github.com/mergefs/mergefs/merge"
+)
+
+// These tests drive record handles directly, without a kernel: each request
+// carries the thread id a FUSE request would, and tasks are real threads and
+// processes so that /proc resolution runs as in a mount.
+
+type testFS struct {
+	*FS
+	dir   string
+	state string
+}
+
+func newTestFS(t *testing.T, policy merge.Policy) *testFS {
+	t.Helper()
+	dir := t.TempDir()
+	store, err := backing.Open(dir, backing.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	state := t.TempDir()
+	fsys, _, err := New(Config{Store: store, BackingPath: dir, StateDir: state, Merge: merge.Options{Policy: policy}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testFS{FS: fsys, dir: dir, state: state}
+}
+
+func (f *testFS) put(t *testing.T, name, content string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(f.dir, name), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *testFS) get(t *testing.T, name string) map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(f.dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatalf("%s is not valid JSON: %v: %q", name, err, data)
+	}
+	return m
+}
+
+// task is a thread or process issuing requests.
+type task uint32
+
+func (tk task) ctx() context.Context {
+	return fuse.NewContext(context.Background(), &fuse.Caller{Pid: uint32(tk)})
+}
+
+func self() task { return task(os.Getpid()) }
+
+// open opens record as a FUSE OPEN from tk would.
+func (f *testFS) open(t *testing.T, tk task, name string, flags uint32) *recordHandle {
+	t.Helper()
+	current, _, err := f.store.Read(name)
+	exists := err == nil
+	c := f.callerOf(tk.ctx())
+	return f.openRecordHandle(name, flags, c, current, exists, newRecord{mode: 0o644, uid: -1, gid: -1})
+}
+
+func readAll(t *testing.T, tk task, h *recordHandle) string {
+	t.Helper()
+	buf := make([]byte, 1<<16)
+	res, errno := h.Read(tk.ctx(), buf, 0)
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	data, _ := res.Bytes(buf)
+	return string(data)
+}
+
+func write(t *testing.T, tk task, h *recordHandle, s string, off int64) {
+	t.Helper()
+	if _, errno := h.Write(tk.ctx(), []byte(s), off); errno != 0 {
+		t.Fatal(errno)
+	}
+}
+
+func closeHandle(tk task, h *recordHandle) syscall.Errno {
+	errno := h.Flush(tk.ctx())
+	h.Release(context.Background())
+	return errno
+}
+
+func TestLockstepRewritesOfDifferentFieldsBothSurvive(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a":0,"b":0}`)
+	procA, procB := self(), task(startSleeper(t))
+
+	// Both read, then both rewrite whole records with O_TRUNC.
+	ra, rb := f.open(t, procA, "r.json", syscall.O_RDONLY), f.open(t, procB, "r.json", syscall.O_RDONLY)
+	readAll(t, procA, ra)
+	readAll(t, procB, rb)
+	closeHandle(procA, ra)
+	closeHandle(procB, rb)
+
+	wa := f.open(t, procA, "r.json", syscall.O_WRONLY|syscall.O_TRUNC)
+	wb := f.open(t, procB, "r.json", syscall.O_WRONLY|syscall.O_TRUNC)
+	write(t, procA, wa, `{"a":1,"b":0}`, 0)
+	write(t, procB, wb, `{"a":0,"b":1}`, 0)
+	if errno := closeHandle(procA, wa); errno != 0 {
+		t.Fatal(errno)
+	}
+	if errno := closeHandle(procB, wb); errno != 0 {
+		t.Fatal(errno)
+	}
+	got := f.get(t, "r.json")
+	if got["a"] != 1.0 || got["b"] != 1.0 {
+		t.Fatalf("record = %v, want both increments", got)
+	}
+	if st := f.Stats(); st.Merges != 1 || st.Commits != 2 || st.BaseFallbacks != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestThreadsOfOneProcessKeepTheirOwnBases(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a":0,"b":0}`)
+	t1, t2 := self(), task(otherThread(t))
+
+	r1, r2 := f.open(t, t1, "r.json", syscall.O_RDONLY), f.open(t, t2, "r.json", syscall.O_RDONLY)
+	readAll(t, t1, r1)
+	readAll(t, t2, r2)
+	w1 := f.open(t, t1, "r.json", syscall.O_WRONLY|syscall.O_TRUNC)
+	write(t, t1, w1, `{"a":1,"b":0}`, 0)
+	closeHandle(t1, w1)
+	// Thread 2 read before thread 1's commit: its base is still v0, so its
+	// unchanged "a" keeps thread 1's value.
+	w2 := f.open(t, t2, "r.json", syscall.O_WRONLY|syscall.O_TRUNC)
+	write(t, t2, w2, `{"a":0,"b":1}`, 0)
+	closeHandle(t2, w2)
+	if got := f.get(t, "r.json"); got["a"] != 1.0 || got["b"] != 1.0 {
+		t.Fatalf("record = %v, want both increments", got)
+	}
+}
+
+func TestReadOnAnotherThreadIsTheProcessBase(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a":0,"b":0}`)
+	reader, writer := self(), task(otherThread(t))
+	r := f.open(t, reader, "r.json", syscall.O_RDONLY)
+	readAll(t, reader, r)
+	closeHandle(reader, r)
+
+	f.put(t, "r.json", `{"a":0,"b":5}`) // another writer, outside this process
+	w := f.open(t, writer, "r.json", syscall.O_WRONLY|syscall.O_TRUNC)
+	write(t, writer, w, `{"a":1,"b":0}`, 0)
+	closeHandle(writer, w)
+	if got := f.get(t, "r.json"); got["a"] != 1.0 || got["b"] != 5.0 {
+		t.Fatalf("record = %v, want a=1 from the writer and b=5 kept", got)
+	}
+	if f.Stats().BaseFallbacks != 0 {
+		t.Fatal("the process's read was not used as base")
+	}
+}
+
+func TestNoReadFallsBackToRecordAtOpen(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a":0,"b":0}`)
+	w := f.open(t, self(), "r.json", syscall.O_WRONLY|syscall.O_TRUNC)
+	f.put(t, "r.json", `{"a":0,"b":7}`)
+	write(t, self(), w, `{"a":1,"b":0}`, 0)
+	closeHandle(self(), w)
+	if got := f.get(t, "r.json"); got["a"] != 1.0 || got["b"] != 7.0 {
+		t.Fatalf("record = %v, want a=1, b=7", got)
+	}
+	if f.Stats().BaseFallbacks != 1 {
+		t.Fatalf("fallback not counted: %+v", f.Stats())
+	}
+}
+
+func TestReadWriteHandleBaseIsContentAtOpen(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a":0,"b":0}`)
+	h := f.open(t, self(), "r.json", syscall.O_RDWR)
+	if got := readAll(t, self(), h); got != `{"a":0,"b":0}` {
+		t.Fatalf("snapshot %q", got)
+	}
+	f.put(t, "r.json", `{"a":0,"b":9}`)
+	if got := readAll(t, self(), h); got != `{"a":0,"b":0}` {
+		t.Fatalf("handle saw another writer's commit: %q", got)
+	}
+	write(t, self(), h, `{"a":1,"b":0}`, 0)
+	if got := readAll(t, self(), h); got != `{"a":1,"b":0}` {
+		t.Fatalf("read-your-writes: %q", got)
+	}
+	closeHandle(self(), h)
+	if got := f.get(t, "r.json"); got["a"] != 1.0 || got["b"] != 9.0 {
+		t.Fatalf("record = %v", got)
+	}
+}
+
+func TestFlushFromProcessThatDidNotWriteCommitsNothing(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a":0}`)
+	parent, child := self(), task(startSleeper(t))
+	h := f.open(t, parent, "r.json", syscall.O_RDWR)
+	readAll(t, parent, h)
+	write(t, parent, h, `{"a":1}   `, 0)
+	// A forked child closing its inherited descriptor.
+	if errno := h.Flush(child.ctx()); errno != 0 {
+		t.Fatal(errno)
+	}
+	if got := f.get(t, "r.json"); got["a"] != 0.0 {
+		t.Fatalf("child's close committed: %v", got)
+	}
+	if errno := h.Flush(parent.ctx()); errno != 0 {
+		t.Fatal(errno)
+	}
+	if got := f.get(t, "r.json"); got["a"] != 1.0 {
+		t.Fatalf("writer's close did not commit: %v", got)
+	}
+}
+
+func TestReleaseWithoutFlushCommitsNothing(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a":0}`)
+	h := f.open(t, self(), "r.json", syscall.O_WRONLY|syscall.O_TRUNC)
+	write(t, self(), h, `{"a":1}`, 0)
+	h.Release(context.Background())
+	if got := f.get(t, "r.json"); got["a"] != 0.0 {
+		t.Fatalf("release committed: %v", got)
+	}
+	if st := f.Stats(); st.Commits != 0 || st.OpenRecords != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestInvalidContentIsRejectedAndSaved(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a":0}`)
+	for _, bad := range []string{"", `{"a":`, `{"a":1} x`, `{"a":NaN}`} {
+		h := f.open(t, self(), "r.json", syscall.O_WRONLY|syscall.O_TRUNC)
+		if bad != "" {
+			write(t, self(), h, bad, 0)
+		}
+		if errno := closeHandle(self(), h); errno != syscall.EIO {
+			t.Errorf("%q: close gave %v, want EIO", bad, errno)
+		}
+		if got := f.get(t, "r.json"); got["a"] != 0.0 {
+			t.Fatalf("%q changed the record: %v", bad, got)
+		}
+	}
+	saved, err := os.ReadDir(filepath.Join(f.state, "rejected"))
+	if err != nil || len(saved) != 4 {
+		t.Fatalf("rejected files: %v, %v", saved, err)
+	}
+	if st := f.Stats(); st.Rejected != 4 || st.Commits != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestRejectPolicyFailsConflictingClose(t *testing.T) {
+	f := newTestFS(t, merge.Reject)
+	f.put(t, "r.json", `{"a":0}`)
+	h := f.open(t, self(), "r.json", syscall.O_RDWR)
+	readAll(t, self(), h)
+	f.put(t, "r.json", `{"a":5}`)
+	write(t, self(), h, `{"a":1}`, 0)
+	if errno := closeHandle(self(), h); errno != syscall.EIO {
+		t.Fatalf("conflicting close gave %v, want EIO", errno)
+	}
+	if got := f.get(t, "r.json"); got["a"] != 5.0 {
+		t.Fatalf("rejected commit wrote: %v", got)
+	}
+}
+
+func TestAppendTruncateAndSparseWrites(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a":0}`)
+	h := f.open(t, self(), "r.json", syscall.O_RDWR|syscall.O_APPEND)
+	write(t, self(), h, "  ", 0) // O_APPEND ignores the offset
+	if got := readAll(t, self(), h); got != `{"a":0}  ` {
+		t.Fatalf("append: %q", got)
+	}
+	if errno := h.truncate(self().ctx(), 3); errno != 0 {
+		t.Fatal(errno)
+	}
+	if errno := h.truncate(self().ctx(), 5); errno != 0 {
+		t.Fatal(errno)
+	}
+	if got := readAll(t, self(), h); got != "{\"a\x00\x00" {
+		t.Fatalf("truncate then extend: %q", got)
+	}
+	h.append = false
+	write(t, self(), h, "x", 8)
+	if got := readAll(t, self(), h); got != "{\"a\x00\x00\x00\x00\x00x" {
+		t.Fatalf("sparse write: %q", got)
+	}
+	if h.size() != 9 {
+		t.Fatalf("size %d", h.size())
+	}
+	h.Release(context.Background())
+}
+
+func TestNewRecordWrittenWhole(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	h := f.open(t, self(), "new.json", syscall.O_WRONLY|syscall.O_CREAT|syscall.O_TRUNC)
+	if _, err := os.Stat(filepath.Join(f.dir, "new.json")); !os.IsNotExist(err) {
+		t.Fatalf("record exists before its first commit: %v", err)
+	}
+	write(t, self(), h, `{"n":1}`, 0)
+	if errno := closeHandle(self(), h); errno != 0 {
+		t.Fatal(errno)
+	}
+	if got := f.get(t, "new.json"); got["n"] != 1.0 {
+		t.Fatalf("new record = %v", got)
+	}
+}
+
+func TestCommitMakesTheWrittenContentTheWritersBase(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a":0,"b":0}`)
+	r := f.open(t, self(), "r.json", syscall.O_RDONLY)
+	readAll(t, self(), r)
+	closeHandle(self(), r)
+	w := f.open(t, self(), "r.json", syscall.O_WRONLY|syscall.O_TRUNC)
+	write(t, self(), w, `{"a":1,"b":0}`, 0)
+	closeHandle(self(), w)
+	f.put(t, "r.json", `{"a":1,"b":3}`)
+	// A second rewrite without reading again builds on what it wrote.
+	w = f.open(t, self(), "r.json", syscall.O_WRONLY|syscall.O_TRUNC)
+	write(t, self(), w, `{"a":2,"b":0}`, 0)
+	closeHandle(self(), w)
+	if got := f.get(t, "r.json"); got["a"] != 2.0 || got["b"] != 3.0 {
+		t.Fatalf("record = %v, want a=2 b=3", got)
+	}
+}
