@@ -108,7 +108,7 @@ func (s *Store) commit(ctx context.Context, name string, c Commit) (res CommitRe
 	if err != nil {
 		return res, err
 	}
-	defer closeFD(theirs.fd)
+	defer func() { closeFD(theirs.fd) }()
 
 	srcDirFD, srcFD := -1, -1
 	defer func() { closeFD(srcFD); closeFD(srcDirFD) }()
@@ -134,12 +134,19 @@ func (s *Store) commit(ctx context.Context, name string, c Commit) (res CommitRe
 	}
 	sync := c.Sync || s.fsyncMode == FsyncAlways
 	res.Created = !theirs.exists
+	unchanged := c.Source == "" && theirs.exists && bytes.Equal(merged, theirs.data)
+	if !unchanged {
+		// Not needed any more; and an NFS client would "silly-rename" a file it still has open when
+		// it is renamed over, leaving a .nfsXXXX file behind until the close.
+		closeFD(theirs.fd)
+		theirs.fd = -1
+	}
 
 	if c.Source != "" {
 		res.Version, err = s.replaceFromSource(srcDirFD, src, srcFD, dirfd, rec, merged, sync)
 		return res, err
 	}
-	if theirs.exists && bytes.Equal(merged, theirs.data) {
+	if unchanged {
 		// Nothing to write; an fsync still has to make what is there durable.
 		if sync {
 			if err := s.fsync(theirs.fd); err != nil {
