@@ -299,7 +299,6 @@ func clearStaleMount(dir string, logger *slog.Logger) error {
 		return fmt.Errorf("%s: %w", dir, err)
 	}
 	logger.Warn("clearing a stale mount left by a crashed daemon", "mountpoint", dir, "fstype", fstype)
-	fmt.Fprintf(os.Stderr, "mergefs: clearing stale %s mount at %s\n", fstype, dir)
 	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
 		return fmt.Errorf("clear stale mount at %s: %w", dir, err)
 	}
