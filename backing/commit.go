@@ -17,9 +17,10 @@ type Commit struct {
 	// bytes to write. An error from Merge aborts the commit: nothing is written, the error is returned
 	// (wrapped, errors.Is works). Merge runs under the record's lock: it must not commit to the store.
 	Merge func(theirs []byte, exists bool) ([]byte, error)
-	// Mode/Uid/Gid for a new record (an existing record keeps its own mode and owner). Mode 0 means
-	// 0644; the mode is applied as given, without a umask. Uid/Gid -1: as the kernel creates the file
-	// (the daemon's, or the directory's group under a set-group-ID directory).
+	// Mode/Uid/Gid for a new record (an existing record keeps its own mode and owner). The mode is
+	// applied as given (no umask; 0 means 0000); set-ID and sticky bits may be given as fs.ModeSetuid
+	// etc. or as raw 0o7000 bits. Uid/Gid -1: as the kernel creates the file (the daemon's, or the
+	// directory's group under a set-group-ID directory).
 	Mode     fs.FileMode
 	Uid, Gid int
 	// Sync: fsync file and directory before returning (an application fsync), whatever the policy.
@@ -38,8 +39,6 @@ type CommitResult struct {
 	Unchanged bool          // Merge returned bytes identical to theirs and the write was skipped (only when Source == "")
 	Wait      time.Duration // time spent waiting for the record lock (for metrics)
 }
-
-const defaultMode = 0o644
 
 // Commit takes the record's lock (in-process, then cross-process), reads theirs, calls Merge, writes a
 // temporary file in the same directory (reserved name), sets mode and owner, fsyncs if asked or by
@@ -162,9 +161,6 @@ func (s *Store) commit(ctx context.Context, name string, c Commit) (res CommitRe
 	}
 
 	own := ownership{mode: unixMode(c.Mode), uid: c.Uid, gid: c.Gid}
-	if c.Mode == 0 {
-		own.mode = defaultMode
-	}
 	if theirs.exists {
 		own = ownership{mode: theirs.st.Mode & 0o7777, uid: int(theirs.st.Uid), gid: int(theirs.st.Gid)}
 	}

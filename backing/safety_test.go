@@ -166,13 +166,16 @@ func TestNewRecordGetsAskedModeAndOwner(t *testing.T) {
 		t.Errorf("new record with -1 ids: mode %#o owner %d:%d, want 0600 and the daemon's", st.Mode&0o7777, st.Uid, st.Gid)
 	}
 
-	_, err = s.Commit(context.Background(), "zero.json", Commit{Uid: -1, Gid: -1,
-		Merge: func([]byte, bool) ([]byte, error) { return []byte(`{}`), nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st = stat(t, filepath.Join(dir, "zero.json")); st.Mode&0o7777 != defaultMode {
-		t.Errorf("Mode 0: %#o, want %#o", st.Mode&0o7777, defaultMode)
+	// Mode as the filesystem layer passes it: raw Unix bits in an fs.FileMode. Mode 0 is 0000.
+	for name, mode := range map[string]fs.FileMode{"raw.json": 0o4751, "sticky.json": 0o1644, "zero.json": 0} {
+		_, err = s.Commit(context.Background(), name, Commit{Mode: mode, Uid: -1, Gid: -1,
+			Merge: func([]byte, bool) ([]byte, error) { return []byte(`{}`), nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st = stat(t, filepath.Join(dir, name)); st.Mode&0o7777 != uint32(mode) {
+			t.Errorf("%s: mode %#o, want %#o", name, st.Mode&0o7777, uint32(mode))
+		}
 	}
 }
 

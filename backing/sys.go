@@ -123,9 +123,11 @@ func (s *Store) fsync(fd int) error {
 	}
 }
 
-// unixMode converts permission and special bits of an fs.FileMode to a chmod argument.
+// unixMode converts permission and special bits of an fs.FileMode to a chmod argument. Raw Unix
+// special bits (0o7000, as in os.FileMode(st_mode&0o7777)) are honoured too: fs.FileMode does not use
+// those bits, so they cannot mean anything else.
 func unixMode(m fs.FileMode) uint32 {
-	mode := uint32(m.Perm())
+	mode := uint32(m.Perm()) | uint32(m)&0o7000
 	if m&fs.ModeSetuid != 0 {
 		mode |= unix.S_ISUID
 	}
