@@ -86,6 +86,8 @@ func (s *Store) openDir(dir string) (int, error) {
 		return -1, fmt.Errorf("directory %q: a symbolic link on the way is refused: %w", dir, err)
 	case errors.Is(err, unix.EXDEV):
 		return -1, fmt.Errorf("directory %q escapes the backing root: %w", dir, err)
+	case errors.Is(err, unix.ENOSYS):
+		return -1, fmt.Errorf("openat2 is unavailable (Linux 5.6 or later needed to keep paths beneath the root): %w", err)
 	}
 	return -1, fmt.Errorf("open directory %q: %w", dir, err)
 }

@@ -86,18 +86,9 @@ func open(rootFD int, label string, opts Options) (*Store, error) {
 	}
 	s.idle = sync.NewCond(&s.mu)
 
-	// Probe openat2 once: without it (Linux < 5.6, or a seccomp filter) path safety cannot be kept.
-	if fd, err := s.openDir("."); err != nil {
-		closeFD(rootFD)
-		return nil, &fs.PathError{Op: "open backing store", Path: label, Err: err}
-	} else {
-		closeFD(fd)
-	}
 	s.lockFD, err = openFile(rootFD, lockFileName, unix.O_RDWR|unix.O_CREAT, 0o600)
 	if err == nil {
-		if st, serr := fstat(s.lockFD); serr != nil {
-			err = serr
-		} else if !isRegular(&st) {
+		if st, err = fstat(s.lockFD); err == nil {
 			err = requireRegular(&st)
 		}
 	}

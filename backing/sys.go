@@ -37,8 +37,6 @@ func versionOf(st *unix.Stat_t) Version {
 	}
 }
 
-func isRegular(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFREG }
-
 func requireRegular(st *unix.Stat_t) error {
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
