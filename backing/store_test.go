@@ -496,3 +496,14 @@ func TestCloseWaitsForCommitsInFlight(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 }
+
+// The slot of a name is part of the on-disk protocol between daemons (and versions of mergefs) that
+// share a backing root: a changed hash would let two of them commit one record at once. The values
+// are FNV-1a 64 of the cleaned name modulo 2^31-1, computed independently.
+func TestLockSlotIsStable(t *testing.T) {
+	for name, want := range map[string]int64{"users/123.json": 719893337, "a.json": 606951977} {
+		if got := lockSlot(name); got != want {
+			t.Errorf("lockSlot(%q) = %d, want %d", name, got, want)
+		}
+	}
+}
