@@ -16,7 +16,7 @@ import (
 // a fix shows up as a listed case that passes.
 var posixKnownFailures = map[string]map[string]string{
 	"plain": {
-		"OpenSymlinkRace": "the case spots a followed symlink by device number; on a plain directory /etc/passwd is on the same device, so the kernel following the symlink (correct) reads as an attack whenever the opener wins the race (flaky)",
+		"OpenSymlinkRace":     "the case spots a followed symlink by device number; on a plain directory /etc/passwd is on the same device, so the kernel following the symlink (correct) reads as an attack whenever the opener wins the race (flaky)",
 		"FcntlFlockLocksFile": "the case expects a second fd of the same process to conflict with a traditional POSIX lock; POSIX record locks belong to the process, so they never do (fails on ext4; go-fuse's own TestAll skips it)",
 	},
 	"loopback": {
