@@ -15,6 +15,7 @@ Usage:
   mergefs mount [flags] BACKING MOUNTPOINT   serve BACKING at MOUNTPOINT
   mergefs mount [flags] DIR                  mount in place over DIR
   mergefs merge [flags] BASE MINE THEIRS     3-way merge of three JSON files
+  mergefs status [flags]                     counters of a running mount
   mergefs help [COMMAND]                     show help for a command
 
 Run 'mergefs COMMAND --help' for the flags of a command.
@@ -26,8 +27,9 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"mount": {run: runMount},
-		"merge": {run: runMerge},
+		"mount":  {run: runMount},
+		"merge":  {run: runMerge},
+		"status": {run: runStatus},
 	}
 }
 

@@ -57,6 +57,7 @@ type mountConfig struct {
 	logLevel       string
 	logFormat      string
 	debugFUSE      bool
+	metricsAddr    string
 	backing, mount string
 	inPlace        bool
 }
@@ -67,7 +68,7 @@ func mountFlags(cfg *mountConfig, stderr io.Writer) *flag.FlagSet {
 	fl.StringVar(&cfg.records, "records", "*.json", "comma-separated `patterns` for record file names (matched against base names)")
 	fl.StringVar(&cfg.onConflict, "on-conflict", "writer-wins", "conflict `policy`: writer-wins (take the writer's value, log it) or reject (close/fsync fail with EIO)")
 	fl.StringVar(&cfg.fsync, "fsync", "on-request", "`when` to fsync commits: on-request (when the application calls fsync) or always")
-	fl.StringVar(&cfg.stateDir, "state-dir", "/var/lib/mergefs", "`directory` for rejected content (rejected/); must not be inside the mount")
+	fl.StringVar(&cfg.stateDir, "state-dir", defaultStateDir, "`directory` for rejected content (rejected/), the conflict journal (conflicts.jsonl) and the status socket; one per mount, not inside it")
 	fl.BoolVar(&cfg.allowOther, "allow-other", false, "let users other than root use the mount (the kernel checks file modes)")
 	fl.StringVar(&cfg.maxRecordSize, "max-record-size", "16MiB", "largest record `size` accepted (bytes, or with KiB/MiB/GiB)")
 	fl.IntVar(&cfg.maxDepth, "max-depth", merge.DefaultMaxDepth, "deepest JSON nesting `depth` accepted")
@@ -76,6 +77,7 @@ func mountFlags(cfg *mountConfig, stderr io.Writer) *flag.FlagSet {
 	fl.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fl.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text or json")
 	fl.BoolVar(&cfg.debugFUSE, "debug-fuse", false, "log every FUSE request (very verbose)")
+	fl.StringVar(&cfg.metricsAddr, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (like 127.0.0.1:9464); empty: only on the status socket")
 	fl.Usage = func() {
 		fmt.Fprint(fl.Output(), mountUsage)
 		fl.PrintDefaults()
@@ -196,6 +198,11 @@ func serve(cfg mountConfig, stderr io.Writer) error {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
+	ops, err := startOperations(stateDir, cfg.metricsAddr, logger)
+	if err != nil {
+		return err
+	}
+	defer ops.close()
 
 	// The descriptor is opened before mounting: after an in-place mount,
 	// the directory's path leads into mergefs itself.
@@ -232,6 +239,7 @@ func serve(cfg mountConfig, stderr io.Writer) error {
 		ReadMemory:     readMemory,
 		ReadAge:        cfg.readAge,
 		Logger:         logger,
+		Observer:       ops.observer(),
 	})
 	if err != nil {
 		return err
@@ -242,11 +250,12 @@ func serve(cfg mountConfig, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", mountDir, err)
 	}
+	ops.mounted(fsys, backingDir, mountDir, cfg.inPlace)
 	fmt.Fprintf(stderr, "mergefs: ready: serving %s at %s\n", backingDir, mountDir)
 	logger.Info("mounted", "backing", backingDir, "mountpoint", mountDir, "in_place", cfg.inPlace,
 		"records", cfg.records, "on_conflict", policy.String(), "fsync", cfg.fsync)
 
-	waitForShutdown(server, mountDir, logger)
+	waitForShutdown(server, mountDir, logger, ops.stopping)
 	st := fsys.Stats()
 	logger.Info("unmounted", "commits", st.Commits, "merges", st.Merges, "conflicts", st.Conflicts,
 		"rejected", st.Rejected, "failed", st.Failed, "base_fallbacks", st.BaseFallbacks)
@@ -256,7 +265,7 @@ func serve(cfg mountConfig, stderr io.Writer) error {
 // waitForShutdown serves until a signal or an external unmount, then makes
 // sure the mount is gone. server.Wait returns only after every request in
 // flight, commits included, has been answered.
-func waitForShutdown(server *fuse.Server, mountDir string, logger *slog.Logger) {
+func waitForShutdown(server *fuse.Server, mountDir string, logger *slog.Logger, stopping func(reason string)) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -267,9 +276,11 @@ func waitForShutdown(server *fuse.Server, mountDir string, logger *slog.Logger) 
 	}()
 	select {
 	case <-done:
+		stopping("unmounted")
 		return
 	case sig := <-sigs:
 		logger.Info("unmounting", "signal", sig.String())
+		stopping("unmounting on " + sig.String())
 	}
 	if err := server.Unmount(); err != nil {
 		logger.Warn("mount is busy; detaching it lazily", "err", err)

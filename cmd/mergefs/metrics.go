@@ -1,0 +1,161 @@
+package main
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	mergefs "github.com/mergefs/mergefs/fs"
+	"github.com/mergefs/mergefs/journal"
+)
+
+// Metric names shared by the exporter and `mergefs status`.
+const (
+	metricCommits        = "mergefs_commits_total"
+	metricUnchanged      = "mergefs_commits_unchanged_total"
+	metricMerges         = "mergefs_merges_total"
+	metricConflicts      = "mergefs_conflicts_total"
+	metricRejected       = "mergefs_rejected_commits_total"
+	metricFailed         = "mergefs_failed_commits_total"
+	metricFallbacks      = "mergefs_base_fallbacks_total"
+	metricOpenRecords    = "mergefs_open_record_handles"
+	metricReadVersions   = "mergefs_read_versions"
+	metricReadBytes      = "mergefs_read_versions_bytes"
+	metricReadsEvicted   = "mergefs_read_versions_evicted_total"
+	metricRecovered      = "mergefs_recovered_temp_files"
+	metricJournalWritten = "mergefs_journal_lines_total"
+	metricJournalDropped = "mergefs_journal_dropped_total"
+	metricJournalErrors  = "mergefs_journal_write_errors_total"
+	metricCommitSeconds  = "mergefs_commit_duration_seconds"
+	metricLockWait       = "mergefs_commit_lock_wait_seconds"
+	metricMountInfo      = "mergefs_mount_info"
+	metricStartTime      = "process_start_time_seconds"
+)
+
+// metrics holds one mount's private registry. The counters and gauges are
+// read from fs.FS.Stats and the journal at scrape time (one source of
+// truth); only the latency histograms are fed per commit.
+type metrics struct {
+	registry       *prometheus.Registry
+	commitDuration *prometheus.HistogramVec
+	lockWait       prometheus.Histogram
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		commitDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: metricCommitSeconds,
+			Help: "Time from a commit's start to its end, lock wait and merge included, by outcome.",
+			// 50µs .. about 1.2s.
+			Buckets: prometheus.ExponentialBuckets(50e-6, 2.5, 12),
+		}, []string{"outcome"}),
+		lockWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    metricLockWait,
+			Help:    "Time a commit waited for its record's lock.",
+			Buckets: prometheus.ExponentialBuckets(10e-6, 3, 12),
+		}),
+	}
+	m.registry.MustRegister(m.commitDuration, m.lockWait,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Commit implements fs.Observer: two lock-free histogram observations.
+func (m *metrics) Commit(ev mergefs.CommitEvent) {
+	m.commitDuration.WithLabelValues(string(ev.Outcome)).Observe(ev.Duration.Seconds())
+	m.lockWait.Observe(ev.LockWait.Seconds())
+}
+
+// register adds the mount's counters, read when scraped.
+func (m *metrics) register(fsys func() mergefs.Stats, jrnl func() journal.Stats, backing, mountpoint string, inPlace bool) error {
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        metricMountInfo,
+		Help:        "The mount this daemon serves (always 1).",
+		ConstLabels: prometheus.Labels{"backing": backing, "mountpoint": mountpoint, "in_place": boolLabel(inPlace)},
+	})
+	info.Set(1)
+	if err := m.registry.Register(info); err != nil {
+		return err
+	}
+	return m.registry.Register(&statsCollector{fsys: fsys, journal: jrnl})
+}
+
+func boolLabel(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}
+
+// statsCollector exports a snapshot of fs.Stats and journal.Stats per scrape:
+// one Stats call, so the values of one scrape are consistent with each other.
+type statsCollector struct {
+	fsys    func() mergefs.Stats
+	journal func() journal.Stats
+}
+
+type statDesc struct {
+	desc  *prometheus.Desc
+	kind  prometheus.ValueType
+	value func(mergefs.Stats, journal.Stats) float64
+}
+
+func newStatDesc(name, help string, kind prometheus.ValueType, value func(mergefs.Stats, journal.Stats) float64) statDesc {
+	return statDesc{desc: prometheus.NewDesc(name, help, nil, nil), kind: kind, value: value}
+}
+
+var statDescs = []statDesc{
+	newStatDesc(metricCommits, "Commits written to the backing store.", prometheus.CounterValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.Commits) }),
+	newStatDesc(metricUnchanged, "Commits whose merged content equalled the record (nothing written).", prometheus.CounterValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.Unchanged) }),
+	newStatDesc(metricMerges, "Commits whose record had changed since the writer's base (a real 3-way merge).", prometheus.CounterValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.Merges) }),
+	newStatDesc(metricConflicts, "Conflicting keys, resolved by writer-wins or refused by reject.", prometheus.CounterValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.Conflicts) }),
+	newStatDesc(metricRejected, "Commits refused (invalid content or reject policy): close/fsync got EIO.", prometheus.CounterValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.Rejected) }),
+	newStatDesc(metricFailed, "Commits that failed in the backing store.", prometheus.CounterValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.Failed) }),
+	newStatDesc(metricFallbacks, "Commits whose base was the record at the writing open (no read of it was known).", prometheus.CounterValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.BaseFallbacks) }),
+	newStatDesc(metricOpenRecords, "Record handles open now.", prometheus.GaugeValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.OpenRecords) }),
+	newStatDesc(metricReadVersions, "Read versions tracked to choose merge bases.", prometheus.GaugeValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.ReadVersions) }),
+	newStatDesc(metricReadBytes, "Bytes of the distinct read versions tracked.", prometheus.GaugeValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.ReadBytes) }),
+	newStatDesc(metricReadsEvicted, "Read versions dropped by the age or memory bound.", prometheus.CounterValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.ReadsEvicted) }),
+	newStatDesc(metricRecovered, "Temporary files of a crashed daemon removed at start.", prometheus.GaugeValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.RecoveredFiles) }),
+	newStatDesc(metricJournalWritten, "Conflict lines written to the journal.", prometheus.CounterValue,
+		func(_ mergefs.Stats, j journal.Stats) float64 { return float64(j.Written) }),
+	newStatDesc(metricJournalDropped, "Conflict lines not journaled (queue full, per-commit bound).", prometheus.CounterValue,
+		func(_ mergefs.Stats, j journal.Stats) float64 { return float64(j.Dropped) }),
+	newStatDesc(metricJournalErrors, "Failed writes to the journal file.", prometheus.CounterValue,
+		func(_ mergefs.Stats, j journal.Stats) float64 { return float64(j.WriteErrors) }),
+}
+
+func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range statDescs {
+		ch <- d.desc
+	}
+}
+
+func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
+	s, j := c.fsys(), c.journal()
+	for _, d := range statDescs {
+		ch <- prometheus.MustNewConstMetric(d.desc, d.kind, d.value(s, j))
+	}
+}
+
+// observers hands each commit event to several observers in turn.
+type observers []mergefs.Observer
+
+func (o observers) Commit(ev mergefs.CommitEvent) {
+	for _, x := range o {
+		x.Commit(ev)
+	}
+}
