@@ -244,6 +244,11 @@ func serve(cfg mountConfig, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	stopProfile, err := startCPUProfile(logger)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	opts := mergefs.MountOptions(backingDir, cfg.allowOther)
 	opts.Debug = cfg.debugFUSE
 	server, err := gofs.Mount(mountDir, root, opts)
