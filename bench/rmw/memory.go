@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// memoryRun is one mount of the memory test.
+type memoryRun struct {
+	readMemory string
+	idleKB     int64 // resident after mounting, before any read
+	peakKB     int64 // VmHWM over the reads
+	took       time.Duration
+}
+
+// runMemory measures the daemon's peak memory while cfg.memReaders processes
+// each read all cfg.memRecords records: once with read tracking effectively
+// off (a 1-byte bound: the control, whose peak is the fixed overhead under
+// this load) and once with the configured bound. Read tracking may add at
+// most its bound to the control's peak.
+func runMemory(ctx context.Context, cfg config, self string) error {
+	backing := filepath.Join(cfg.work, "memory-backing")
+	mnt := filepath.Join(cfg.work, "memory-mnt")
+	for _, dir := range []string{filepath.Join(backing, "m"), mnt} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	for i := range cfg.memRecords {
+		data := makeRecord(i, cfg.memSize, 8)
+		if err := os.WriteFile(filepath.Join(backing, "m", recordName(i)), data, 0o644); err != nil {
+			return err
+		}
+	}
+	m := describeMachine()
+	var runs []memoryRun
+	for _, bound := range []string{"1", cfg.readMemory} {
+		r, err := memoryOnce(ctx, cfg, self, backing, mnt, bound)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, r)
+		fmt.Fprintf(os.Stderr, "rmw: memory with --read-memory %s done in %v\n", bound, r.took.Round(time.Second))
+	}
+	boundBytes, err := parseSizeArg(cfg.readMemory)
+	if err != nil {
+		return err
+	}
+	control, tracked := runs[0], runs[1]
+	fmt.Printf("mergefs memory: %d records of %s, %d reader processes each reading every record (%d reads)\n",
+		cfg.memRecords, sizeName(cfg.memSize), cfg.memReaders, cfg.memRecords*cfg.memReaders)
+	fmt.Printf("machine: %d CPUs, %s, Linux %s; load average %s\n", m.cpus, m.cpuModel, m.kernel, loadAverage())
+	mib := func(kb int64) float64 { return float64(kb) / 1024 }
+	fmt.Printf("control, --read-memory 1 (nothing tracked): idle %.1f MiB, peak %.1f MiB, %v\n",
+		mib(control.idleKB), mib(control.peakKB), control.took.Round(time.Second))
+	fmt.Printf("--read-memory %s: idle %.1f MiB, peak %.1f MiB, %v\n",
+		tracked.readMemory, mib(tracked.idleKB), mib(tracked.peakKB), tracked.took.Round(time.Second))
+	extra := tracked.peakKB - control.peakKB
+	ok := extra*1024 <= boundBytes
+	verdict := "met"
+	if !ok {
+		verdict = "NOT met"
+	}
+	fmt.Printf("target peak <= control peak + bound: %.1f MiB over the control, bound %.1f MiB: %s\n",
+		mib(extra), float64(boundBytes)/(1<<20), verdict)
+	return nil
+}
+
+func memoryOnce(ctx context.Context, cfg config, self, backing, mnt, bound string) (memoryRun, error) {
+	r := memoryRun{readMemory: bound}
+	argv := []string{cfg.mergefs, "mount", "--state-dir", mnt + "-state", "--log-level", "warn",
+		"--read-memory", bound, backing, mnt}
+	d, err := startDaemon("mergefs", argv, nil, mnt, filepath.Join(cfg.work, "memory-mergefs.log"))
+	if err != nil {
+		return r, err
+	}
+	defer d.stop()
+	if r.idleKB, err = procStatusKB(d.pid(), "VmRSS"); err != nil {
+		return r, err
+	}
+	if err := resetPeakMemory(d.pid()); err != nil {
+		return r, err
+	}
+	start := time.Now()
+	var procs []*workerProc
+	defer func() {
+		for _, p := range procs {
+			if p.cmd.ProcessState == nil {
+				p.cmd.Process.Kill()
+				p.cmd.Wait()
+			}
+		}
+	}()
+	for i := range cfg.memReaders {
+		first := i * cfg.memRecords / cfg.memReaders
+		p, err := startChild(self, []string{"reader", "-dir", filepath.Join(mnt, "m"),
+			"-records", fmt.Sprint(cfg.memRecords), "-first", fmt.Sprint(first)})
+		if err != nil {
+			return r, err
+		}
+		procs = append(procs, p)
+	}
+	for _, p := range procs {
+		if line, err := scanLine(p.out); err != nil || line != "ready" {
+			return r, fmt.Errorf("reader did not start: %q %v", line, err)
+		}
+	}
+	for _, p := range procs {
+		p.stdin.Close()
+	}
+	done := make(chan error, 1)
+	go func() {
+		var firstErr error
+		for _, p := range procs {
+			if err := p.cmd.Wait(); err != nil && firstErr == nil {
+				firstErr = fmt.Errorf("reader: %w", err)
+			}
+		}
+		done <- firstErr
+	}()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		return r, ctx.Err()
+	case <-time.After(15 * time.Minute):
+		return r, fmt.Errorf("readers did not finish within 15 minutes")
+	}
+	if err != nil {
+		return r, err
+	}
+	r.took = time.Since(start)
+	if r.peakKB, err = procStatusKB(d.pid(), "VmHWM"); err != nil {
+		return r, err
+	}
+	return r, d.stop()
+}
+
+// parseSizeArg reads a size as mergefs's --read-memory does (a number, or
+// one with a KiB, MiB or GiB suffix).
+func parseSizeArg(s string) (int64, error) {
+	var n int64
+	var unit string
+	if _, err := fmt.Sscanf(s, "%d%s", &n, &unit); err != nil && unit == "" {
+		if _, err := fmt.Sscanf(s, "%d", &n); err != nil {
+			return 0, fmt.Errorf("size %q: %w", s, err)
+		}
+	}
+	switch unit {
+	case "", "B":
+		return n, nil
+	case "K", "KB", "KiB":
+		return n << 10, nil
+	case "M", "MB", "MiB":
+		return n << 20, nil
+	case "G", "GB", "GiB":
+		return n << 30, nil
+	}
+	return 0, fmt.Errorf("size %q: unknown unit %q", s, unit)
+}
