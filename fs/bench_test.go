@@ -1,0 +1,292 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mergefs/mergefs/backing"
+	"github.com/mergefs/mergefs/merge"
+)
+
+// Benchmarks of the record hot paths without a kernel: the handle-level cost
+// of what a FUSE request does, beside merge/bench_test.go's merge engine.
+// scripts/bench measures the same paths through a mount.
+
+var benchSizes = []int{300, 4 << 10, 256 << 10}
+
+// benchRecord is a record of about size bytes as a Python worker writes it,
+// with counters a and b for two writers.
+func benchRecord(size int, a, b int) []byte {
+	head := fmt.Sprintf(`{"id": 7, "name": "Zo\u00eb", "a": %d, "b": %d, "pad": "`, a, b)
+	return []byte(head + strings.Repeat("x", max(size-len(head)-2, 0)) + `"}`)
+}
+
+func newBenchFS(b *testing.B) *testFS {
+	b.Helper()
+	dir := b.TempDir()
+	store, err := backing.Open(dir, backing.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { store.Close() })
+	fsys, _, err := New(Config{Store: store, BackingPath: dir, StateDir: b.TempDir(), Merge: merge.Options{Policy: merge.WriterWins}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &testFS{FS: fsys, dir: dir}
+}
+
+// benchSleeper is another process, so that two writers are two processes.
+func benchSleeper(b *testing.B) task {
+	b.Helper()
+	cmd := exec.Command("sleep", "600")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return task(cmd.Process.Pid)
+}
+
+func (f *testFS) write(b *testing.B, name string, data []byte) {
+	if err := os.WriteFile(filepath.Join(f.dir, name), data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func (f *testFS) benchOpen(b *testing.B, tk task, name string, flags uint32) *recordHandle {
+	current, _, err := f.store.Read(name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return f.openRecordHandle(name, flags, f.callerOf(tk.ctx()), current, true, newRecord{mode: 0o644, uid: -1, gid: -1})
+}
+
+// readWhole reads a handle as the kernel does for a direct-I/O read: chunks
+// of max_read (128 KiB) until a short one.
+func readWhole(b *testing.B, ctx context.Context, h *recordHandle, buf []byte) int {
+	total := 0
+	for {
+		res, errno := h.Read(ctx, buf, int64(total))
+		if errno != 0 {
+			b.Fatal(errno)
+		}
+		data, _ := res.Bytes(buf)
+		total += len(data)
+		if len(data) < len(buf) {
+			return total
+		}
+	}
+}
+
+const fuseChunk = 128 << 10
+
+// BenchmarkCallerResolve is the identification of a request's caller that
+// every OPEN, GETATTR, first READ and FLUSH of a record does.
+func BenchmarkCallerResolve(b *testing.B) {
+	r := newCallerResolver("/proc")
+	pid := uint32(os.Getpid())
+	if _, err := r.resolve(pid, 0, 0); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := r.resolve(pid, 0, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSnapshotOpen is an OPEN of a record: read the current record from
+// the backing store, identify the caller, set up the handle (and RELEASE).
+func BenchmarkSnapshotOpen(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(sizeLabel(size), func(b *testing.B) {
+			f := newBenchFS(b)
+			f.write(b, "r.json", benchRecord(size, 0, 0))
+			ctx := self().ctx()
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for b.Loop() {
+				h := f.benchOpen(b, self(), "r.json", syscall.O_RDONLY)
+				h.Release(ctx)
+			}
+		})
+	}
+}
+
+// benchBatch is how many handles are opened with the timer stopped before
+// the measured requests on them: StopTimer reads the memory statistics,
+// which would dwarf a single request.
+const benchBatch = 256
+
+// BenchmarkSnapshotRead is the READ requests of a whole fresh snapshot,
+// including the first read's registration with read tracking.
+func BenchmarkSnapshotRead(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(sizeLabel(size), func(b *testing.B) {
+			f := newBenchFS(b)
+			f.write(b, "r.json", benchRecord(size, 0, 0))
+			ctx := self().ctx()
+			buf := make([]byte, fuseChunk)
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for done := 0; done < b.N; {
+				b.StopTimer()
+				handles := make([]*recordHandle, min(benchBatch, b.N-done))
+				for i := range handles {
+					handles[i] = f.benchOpen(b, self(), "r.json", syscall.O_RDONLY)
+				}
+				b.StartTimer()
+				for _, h := range handles {
+					if n := readWhole(b, ctx, h, buf); n != size {
+						b.Fatalf("read %d bytes of %d", n, size)
+					}
+				}
+				b.StopTimer()
+				for _, h := range handles {
+					h.Release(ctx)
+				}
+				b.StartTimer()
+				done += len(handles)
+			}
+		})
+	}
+}
+
+// BenchmarkBufferWrite is the WRITE requests of a whole-record rewrite into
+// a truncating handle's buffer.
+func BenchmarkBufferWrite(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(sizeLabel(size), func(b *testing.B) {
+			f := newBenchFS(b)
+			content := benchRecord(size, 1, 0)
+			f.write(b, "r.json", benchRecord(size, 0, 0))
+			ctx := self().ctx()
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for done := 0; done < b.N; {
+				b.StopTimer()
+				handles := make([]*recordHandle, min(benchBatch, b.N-done))
+				for i := range handles {
+					handles[i] = f.benchOpen(b, self(), "r.json", syscall.O_WRONLY|syscall.O_TRUNC)
+				}
+				b.StartTimer()
+				for _, h := range handles {
+					for off := 0; off < len(content); off += fuseChunk {
+						chunk := content[off:min(off+fuseChunk, len(content))]
+						if _, errno := h.Write(ctx, chunk, int64(off)); errno != 0 {
+							b.Fatal(errno)
+						}
+					}
+				}
+				b.StopTimer()
+				for _, h := range handles {
+					h.Release(ctx) // dirty: dropped, never committed
+				}
+				b.StartTimer()
+				done += len(handles)
+			}
+		})
+	}
+}
+
+// BenchmarkCommit is a whole rewrite of a record: OPEN with O_TRUNC, the
+// WRITEs, and the FLUSH that commits (which dominates: see BenchmarkSnapshotOpen
+// and BenchmarkBufferWrite for the rest). Two processes take turns, each
+// changing its own counter from a base the other has since changed, so every
+// commit is a real 3-way merge and an atomic replacement in the backing
+// store (temporary file, rename; no fsync).
+func BenchmarkCommit(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(sizeLabel(size), func(b *testing.B) {
+			f := newBenchFS(b)
+			f.write(b, "r.json", benchRecord(size, 0, 0))
+			writers := []task{self(), benchSleeper(b)}
+			buf := make([]byte, fuseChunk)
+			for _, tk := range writers { // each writer has read the record
+				h := f.benchOpen(b, tk, "r.json", syscall.O_RDONLY)
+				readWhole(b, tk.ctx(), h, buf)
+				h.Release(tk.ctx())
+			}
+			// What each writer believes plus its own change: writer w
+			// sets its own counter to 1 and 0 by turns; the other counter
+			// is stale, which the merge must keep.
+			var contents [2][2][]byte
+			for own := range 2 {
+				contents[0][own] = benchRecord(size, own, 0)
+				contents[1][own] = benchRecord(size, 0, own)
+			}
+			var turns [2]int
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				i++
+				w := i % 2
+				turns[w]++
+				tk := writers[w]
+				ctx := tk.ctx()
+				h := f.benchOpen(b, tk, "r.json", syscall.O_WRONLY|syscall.O_TRUNC)
+				content := contents[w][turns[w]%2]
+				for off := 0; off < len(content); off += fuseChunk {
+					if _, errno := h.Write(ctx, content[off:min(off+fuseChunk, len(content))], int64(off)); errno != 0 {
+						b.Fatal(errno)
+					}
+				}
+				if errno := h.Flush(ctx); errno != 0 {
+					b.Fatal(errno)
+				}
+				h.Release(ctx)
+			}
+			if st := f.Stats(); st.Merges == 0 || st.Commits == 0 {
+				b.Fatalf("no merging commits measured: %+v", st)
+			}
+		})
+	}
+}
+
+// BenchmarkReadTracking is what remembering a read and looking up a base
+// cost with many readers and records tracked, and at the memory bound where
+// every remember evicts.
+func BenchmarkReadTracking(b *testing.B) {
+	const records, readers = 10000, 100
+	names := make([]string, records)
+	for i := range names {
+		names[i] = fmt.Sprintf("users/%d.json", i)
+	}
+	v := &version{data: make([]byte, 1024)}
+	for _, bound := range []int64{DefaultReadMemory, 1 << 20} {
+		b.Run(fmt.Sprintf("bound=%dMiB", bound>>20), func(b *testing.B) {
+			tr := newReadTracker(bound, time.Hour, time.Now)
+			for i := range records {
+				p := procKey{pid: uint32(i % readers), start: 1}
+				tr.remember(names[i], p, p, &version{data: v.data})
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				i++
+				p := procKey{pid: uint32(i % readers), start: 1}
+				tr.remember(names[i%records], p, p, &version{data: v.data})
+				tr.lookup(names[(i*7)%records], p, p)
+			}
+		})
+	}
+}
+
+func sizeLabel(n int) string {
+	if n >= 1<<10 {
+		return fmt.Sprintf("%dKB", n>>10)
+	}
+	return fmt.Sprintf("%dB", n)
+}
