@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // procKey names a thread or a process across pid reuse: the kernel recycles
@@ -30,31 +31,58 @@ type caller struct {
 // which only costs the next requests a re-read of /proc.
 const callerCacheLimit = 8192
 
+// callerRecheck is how long a cached identity is used before /proc confirms
+// it again. The check guards against a thread id now naming another task:
+// that needs the old task to exit and the kernel to hand out every other id
+// first, since ids are allocated cyclically up to pid_max, which is at least
+// 32768 and at least 1024 per CPU. Wrapping within this window takes a new
+// task every 10 µs on every CPU (about the cost of a bare clone and exit),
+// for nothing else. Checking on every request instead cost an open, read
+// and close of /proc/<tid>/stat on nearly every request to a record, up to
+// nine per read-modify-write cycle (BenchmarkCallerResolve).
+const callerRecheck = 10 * time.Millisecond
+
 // callerResolver maps thread ids to processes through /proc. A cached entry
-// is trusted only while the thread's start time still matches, which guards
-// against a thread id being reused by another process.
+// is used as is for callerRecheck, then trusted again only if the thread's
+// start time still matches, which guards against a thread id being reused
+// by another process.
 type callerResolver struct {
 	procRoot string
+	now      func() time.Time
 
 	mu    sync.Mutex
-	cache map[uint32]caller
+	cache map[uint32]cachedCaller
+}
+
+type cachedCaller struct {
+	caller
+	checked time.Time // when /proc last confirmed it
 }
 
 func newCallerResolver(procRoot string) *callerResolver {
-	return &callerResolver{procRoot: procRoot, cache: make(map[uint32]caller)}
+	return &callerResolver{procRoot: procRoot, now: time.Now, cache: make(map[uint32]cachedCaller)}
 }
 
 // resolve identifies the task tid. The caller of a FUSE request is blocked in
 // its syscall, so its /proc entries exist while the request is served.
 func (r *callerResolver) resolve(tid, uid, gid uint32) (caller, error) {
-	threadStart, _, err := r.readStat(tid)
+	now := r.now()
+	r.mu.Lock()
+	cached, ok := r.cache[tid]
+	r.mu.Unlock()
+	if ok && now.Sub(cached.checked) < callerRecheck {
+		c := cached.caller
+		c.uid, c.gid = uid, gid
+		return c, nil
+	}
+
+	threadStart, threadComm, err := r.readStat(tid)
 	if err != nil {
 		return caller{}, err
 	}
-	r.mu.Lock()
-	c, ok := r.cache[tid]
-	r.mu.Unlock()
-	if ok && c.thread.start == threadStart {
+	if ok && cached.thread.start == threadStart {
+		r.store(tid, cachedCaller{cached.caller, now})
+		c := cached.caller
 		c.uid, c.gid = uid, gid
 		return c, nil
 	}
@@ -63,29 +91,31 @@ func (r *callerResolver) resolve(tid, uid, gid uint32) (caller, error) {
 	if err != nil {
 		return caller{}, err
 	}
-	procStart, comm := threadStart, ""
+	procStart, comm := threadStart, threadComm
 	if tgid != tid {
 		procStart, comm, err = r.readStat(tgid)
 		if err != nil {
 			return caller{}, err
 		}
-	} else {
-		_, comm, _ = r.readStat(tid)
 	}
-	c = caller{
+	c := caller{
 		thread: procKey{pid: tid, start: threadStart},
 		proc:   procKey{pid: tgid, start: procStart},
 		uid:    uid,
 		gid:    gid,
 		comm:   comm,
 	}
+	r.store(tid, cachedCaller{c, now})
+	return c, nil
+}
+
+func (r *callerResolver) store(tid uint32, c cachedCaller) {
 	r.mu.Lock()
-	if len(r.cache) >= callerCacheLimit {
+	defer r.mu.Unlock()
+	if _, ok := r.cache[tid]; !ok && len(r.cache) >= callerCacheLimit {
 		clear(r.cache)
 	}
 	r.cache[tid] = c
-	r.mu.Unlock()
-	return c, nil
 }
 
 // readStat returns the start time and command name of task pid.

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestParseStatCommWithSpacesAndParens(t *testing.T) {
@@ -94,4 +96,73 @@ func startSleeper(t *testing.T) uint32 {
 		cmd.Wait()
 	})
 	return uint32(cmd.Process.Pid)
+}
+
+// fakeTask writes /proc/<pid>/stat and status under root for a task of
+// process tgid started at start.
+func fakeTask(t *testing.T, root string, pid, tgid uint32, start uint64, comm string) {
+	t.Helper()
+	dir := filepath.Join(root, fmt.Sprint(pid))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stat := fmt.Sprintf("%d (%s) S 1 %d %d 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 %d 1000 200\n", pid, comm, tgid, tgid, start)
+	status := fmt.Sprintf("Name:\t%s\nTgid:\t%d\nPid:\t%d\n", comm, tgid, pid)
+	if err := os.WriteFile(filepath.Join(dir, "stat"), []byte(stat), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "status"), []byte(status), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestResolveRechecksReusedThreadIDAfterTheWindow(t *testing.T) {
+	root := t.TempDir()
+	now := time.Unix(1000, 0)
+	r := newCallerResolver(root)
+	r.now = func() time.Time { return now }
+
+	fakeTask(t, root, 100, 100, 5, "old")
+	first, err := r.resolve(100, 0, 0)
+	if err != nil || first.thread.start != 5 || first.comm != "old" {
+		t.Fatalf("first resolve: %+v, %v", first, err)
+	}
+
+	// The task exits and its id is reused by a thread of another process.
+	fakeTask(t, root, 100, 200, 9, "new")
+	fakeTask(t, root, 200, 200, 8, "new")
+	now = now.Add(callerRecheck / 2)
+	if c, err := r.resolve(100, 0, 0); err != nil || c != first {
+		t.Fatalf("within the window: %+v, %v; want the cached %+v", c, err, first)
+	}
+	now = now.Add(callerRecheck)
+	c, err := r.resolve(100, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.thread != (procKey{pid: 100, start: 9}) || c.proc != (procKey{pid: 200, start: 8}) || c.comm != "new" {
+		t.Fatalf("after the window the reused id resolved to %+v, want the new task", c)
+	}
+}
+
+func TestResolveKeepsConfirmedEntryWithoutRereadingStatus(t *testing.T) {
+	root := t.TempDir()
+	now := time.Unix(1000, 0)
+	r := newCallerResolver(root)
+	r.now = func() time.Time { return now }
+	fakeTask(t, root, 300, 301, 7, "worker")
+	fakeTask(t, root, 301, 301, 6, "worker")
+	first, err := r.resolve(300, 0, 0)
+	if err != nil || first.proc != (procKey{pid: 301, start: 6}) {
+		t.Fatalf("first resolve: %+v, %v", first, err)
+	}
+	// Same thread (same start time) after the window: confirmed by its stat
+	// alone; status is not needed again.
+	if err := os.Remove(filepath.Join(root, "300", "status")); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2 * callerRecheck)
+	if c, err := r.resolve(300, 1, 2); err != nil || c.proc != first.proc || c.uid != 1 || c.gid != 2 {
+		t.Fatalf("after the window: %+v, %v", c, err)
+	}
 }
