@@ -31,6 +31,7 @@ type config struct {
 	shapes     []shape
 	targets    []string
 	profileDir string
+	compare    string
 
 	memory     bool
 	memRecords int
@@ -74,6 +75,7 @@ func runDriver(args []string) int {
 	fl.StringVar(&targets, "targets", strings.Join(targetNames, ","), "`filesystems` to measure")
 	fl.BoolVar(&quick, "quick", false, "one run of 0.5s cells: a rough table in about a minute")
 	fl.StringVar(&cfg.profileDir, "cpuprofile-dir", "", "write a CPU profile of every mergefs daemon into `dir`")
+	fl.StringVar(&cfg.compare, "compare", "", "also measure this other mergefs `binary` (target mergefs-before), to see what a change bought")
 	fl.BoolVar(&cfg.memory, "memory", false, "measure daemon memory with many readers instead")
 	fl.IntVar(&cfg.memRecords, "memory-records", 10000, "records in the memory test")
 	fl.IntVar(&cfg.memReaders, "memory-readers", 100, "reader processes in the memory test; each reads every record")
@@ -108,8 +110,11 @@ func runDriver(args []string) int {
 		}
 	}
 	cfg.targets = strings.Split(targets, ",")
+	if cfg.compare != "" {
+		cfg.targets = append(cfg.targets, "mergefs-before")
+	}
 	for _, name := range cfg.targets {
-		if !slices.Contains(targetNames, name) {
+		if !slices.Contains(targetNames, name) && name != "mergefs-before" {
 			fmt.Fprintf(os.Stderr, "rmw: unknown target %q (want some of %s)\n", name, strings.Join(targetNames, ","))
 			return 2
 		}
@@ -158,7 +163,7 @@ func runDriver(args []string) int {
 
 func runMatrix(ctx context.Context, cfg config, self string) error {
 	b := &bench{cfg: cfg, self: self}
-	for _, t := range newTargets(cfg.work) {
+	for _, t := range newTargets(cfg.work, cfg.compare) {
 		if slices.Contains(cfg.targets, t.name) {
 			b.targets = append(b.targets, t)
 		}

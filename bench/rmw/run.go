@@ -22,6 +22,7 @@ type target struct {
 	fuse    string   // "", "loopback" or "mergefs"
 	flags   []string // extra mergefs flags
 	flock   bool
+	binary  string // mergefs binary if not the one under test
 	daemon  *daemon
 	backing string // where the driver prepares and checks records
 	dir     string // where the workers find them
@@ -30,9 +31,9 @@ type target struct {
 // targetNames in table order.
 var targetNames = []string{"plain", "flock", "loopback", "mergefs", "mergefs-fsync"}
 
-func newTargets(work string) []*target {
+func newTargets(work, compare string) []*target {
 	plain := filepath.Join(work, "plain")
-	return []*target{
+	targets := []*target{
 		{name: "plain", backing: plain, dir: plain},
 		{name: "flock", flock: true, backing: plain, dir: plain},
 		{name: "loopback", fuse: "loopback", backing: filepath.Join(work, "loopback-backing"), dir: filepath.Join(work, "loopback-mnt")},
@@ -40,6 +41,11 @@ func newTargets(work string) []*target {
 		{name: "mergefs-fsync", fuse: "mergefs", flags: []string{"--fsync=always"},
 			backing: filepath.Join(work, "mergefs-fsync-backing"), dir: filepath.Join(work, "mergefs-fsync-mnt")},
 	}
+	if compare != "" {
+		targets = append(targets, &target{name: "mergefs-before", fuse: "mergefs", binary: compare,
+			backing: filepath.Join(work, "mergefs-before-backing"), dir: filepath.Join(work, "mergefs-before-mnt")})
+	}
+	return targets
 }
 
 // shape is one load: how many workers, on one shared record or one record each.
@@ -99,7 +105,11 @@ func (b *bench) mountAll(ctx context.Context, run, size int) error {
 			argv = []string{b.cfg.loopback, t.backing, t.dir}
 		case "mergefs":
 			state := t.dir + "-state"
-			argv = append([]string{b.cfg.mergefs, "mount", "--state-dir", state, "--log-level", "warn"}, t.flags...)
+			binary := b.cfg.mergefs
+			if t.binary != "" {
+				binary = t.binary
+			}
+			argv = append([]string{binary, "mount", "--state-dir", state, "--log-level", "warn"}, t.flags...)
 			argv = append(argv, t.backing, t.dir)
 			if b.cfg.profileDir != "" {
 				env = append(env, "MERGEFS_CPUPROFILE="+filepath.Join(b.cfg.profileDir,
