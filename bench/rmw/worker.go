@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -57,6 +58,10 @@ func runWorker(args []string) error {
 		}
 		lockFD = fd
 	}
+	// A Python worker does all its file I/O on one thread; without this the
+	// Go runtime would spread the cycle's system calls over threads, and
+	// mergefs chooses a merge base per thread first (DESIGN.md §2).
+	runtime.LockOSThread()
 	w := &cycler{path: *record, field: counterField(*key), buf: make([]byte, 64<<10)}
 
 	fmt.Println("ready")
@@ -265,6 +270,7 @@ func runReader(args []string) error {
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
+	runtime.LockOSThread()
 	fmt.Println("ready")
 	io.Copy(io.Discard, os.Stdin)
 	c := &cycler{buf: make([]byte, 64<<10)}
