@@ -32,6 +32,7 @@ type config struct {
 	targets    []string
 	profileDir string
 	compare    string
+	unpinned   bool
 
 	memory     bool
 	memRecords int
@@ -76,6 +77,7 @@ func runDriver(args []string) int {
 	fl.BoolVar(&quick, "quick", false, "one run of 0.5s cells: a rough table in about a minute")
 	fl.StringVar(&cfg.profileDir, "cpuprofile-dir", "", "write a CPU profile of every mergefs daemon into `dir`")
 	fl.StringVar(&cfg.compare, "compare", "", "also measure this other mergefs `binary` (target mergefs-before), to see what a change bought")
+	fl.BoolVar(&cfg.unpinned, "unpinned-workers", false, "let workers' system calls move between OS threads (as Go, Node.js's libuv pool, or a thread pool do) instead of one thread as Python")
 	fl.BoolVar(&cfg.memory, "memory", false, "measure daemon memory with many readers instead")
 	fl.IntVar(&cfg.memRecords, "memory-records", 10000, "records in the memory test")
 	fl.IntVar(&cfg.memReaders, "memory-readers", 100, "reader processes in the memory test; each reads every record")

@@ -343,6 +343,9 @@ func (b *bench) runWorkers(ctx context.Context, t *target, cell string, sh shape
 		if t.flock {
 			args = append(args, "-flock", path+".lock")
 		}
+		if b.cfg.unpinned {
+			args = append(args, "-unpinned")
+		}
 		p, err := startChild(b.self, args)
 		if err != nil {
 			return nil, err

@@ -44,6 +44,7 @@ func runWorker(args []string) error {
 	key := fl.String("key", "", "counter field this worker increments")
 	duration := fl.Duration("duration", time.Second, "how long to run")
 	lockPath := fl.String("flock", "", "take flock(LOCK_EX) on this `file` around each cycle")
+	unpinned := fl.Bool("unpinned", false, "let the Go runtime move the cycle between OS threads")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -61,7 +62,9 @@ func runWorker(args []string) error {
 	// A Python worker does all its file I/O on one thread; without this the
 	// Go runtime would spread the cycle's system calls over threads, and
 	// mergefs chooses a merge base per thread first (DESIGN.md §2).
-	runtime.LockOSThread()
+	if !*unpinned {
+		runtime.LockOSThread()
+	}
 	w := &cycler{path: *record, field: counterField(*key), buf: make([]byte, 64<<10)}
 
 	fmt.Println("ready")
