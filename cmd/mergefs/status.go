@@ -45,16 +45,20 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	stateDir := fl.String("state-dir", defaultStateDir, "state `directory` of the mount (as given to mergefs mount)")
 	addr := fl.String("metrics", "", "read the metrics endpoint at `ADDR` (host:port or a URL) instead of the state directory's socket")
 	timeout := fl.Duration("timeout", 5*time.Second, "give up after this `duration`")
-	fl.Usage = func() {
-		fmt.Fprint(fl.Output(), statusUsage)
+	// Usage is printed here, once: to stdout when asked for, else to stderr
+	// after the flag package's error.
+	fl.Usage = func() {}
+	usage := func(w io.Writer) {
+		fmt.Fprint(w, statusUsage)
+		fl.SetOutput(w)
 		fl.PrintDefaults()
 	}
 	if err := fl.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fl.SetOutput(stdout)
-			fl.Usage()
+			usage(stdout)
 			return 0
 		}
+		usage(stderr)
 		return 2
 	}
 	if fl.NArg() != 0 {

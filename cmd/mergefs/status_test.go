@@ -154,6 +154,10 @@ func TestStatusErrors(t *testing.T) {
 	if rc, _ := run("extra"); rc != 2 {
 		t.Errorf("argument: rc %d, want 2", rc)
 	}
+	var stdout, stderr bytes.Buffer
+	if rc := runStatus([]string{"--help"}, &stdout, &stderr); rc != 0 || !strings.Contains(stdout.String(), "mergefs status --metrics ADDR") || stderr.Len() != 0 {
+		t.Errorf("--help: rc %d, stdout %q, stderr %q; want usage once, on stdout", rc, stdout.String(), stderr.String())
+	}
 }
 
 func silentLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
