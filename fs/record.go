@@ -120,6 +120,12 @@ func (h *recordHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.R
 	if off >= int64(len(data)) {
 		return fuse.ReadResultData(nil), 0
 	}
+	if !h.written {
+		// A view is immutable (the first write copies it), so the reply
+		// can be sent from it directly.
+		end := min(off+int64(len(dest)), int64(len(data)))
+		return fuse.ReadResultData(data[off:end]), 0
+	}
 	// Copy: a later write may change content in place while the reply is
 	// still being sent.
 	n := copy(dest, data[off:])

@@ -346,3 +346,28 @@ func TestCommitMakesTheWrittenContentTheWritersBase(t *testing.T) {
 		t.Fatalf("record = %v, want a=2 b=3", got)
 	}
 }
+
+func TestReadReplyIsNotChangedByALaterWrite(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a":1}`)
+	tk := self()
+	h := f.open(t, tk, "r.json", syscall.O_RDWR)
+	buf := make([]byte, 64)
+	res, errno := h.Read(tk.ctx(), buf, 0)
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	// The reply may still be in flight when the next request arrives.
+	write(t, tk, h, `{"a":2}`, 0)
+	got, _ := res.Bytes(make([]byte, 64))
+	if string(got) != `{"a":1}` {
+		t.Fatalf("reply changed to %q by a later write", got)
+	}
+	res, _ = h.Read(tk.ctx(), buf, 0)
+	got, _ = res.Bytes(make([]byte, 64))
+	write(t, tk, h, `{"a":3}`, 0)
+	if string(got) != `{"a":2}` {
+		t.Fatalf("reply of a written handle changed to %q by a later write", got)
+	}
+	closeHandle(tk, h)
+}
