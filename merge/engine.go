@@ -25,9 +25,8 @@ type merger struct {
 
 // value merges one position where all three sides have a value and mine
 // differs from base; bt is the tree that holds b.
-func (m *merger) value(bt *tree, b, mv, t int32) {
-	bk, mk, tk := bt.nodes[b].kind, m.mine.nodes[mv].kind, m.theirs.nodes[t].kind
-	if bk == kindObject && mk == kindObject && tk == kindObject {
+func (m *merger) value(bt *tree, b, mv, t *value) {
+	if b.kind == kindObject && mv.kind == kindObject && t.kind == kindObject {
 		m.object(bt, b, mv, t)
 		return
 	}
@@ -46,18 +45,19 @@ func (m *merger) value(bt *tree, b, mv, t int32) {
 
 // object merges three objects key by key. Members are visited in key order
 // (tree.sorted), so one pass over each side finds every key's three values.
-func (m *merger) object(bt *tree, b, mv, t int32) {
-	nb, nm, nt := bt.nodes[b].count, m.mine.nodes[mv].count, m.theirs.nodes[t].count
+func (m *merger) object(bt *tree, b, mv, t *value) {
+	nb, nm, nt := b.count, mv.count, t.count
+	bOrder, mOrder, tOrder := bt.order(b), m.mine.order(mv), m.theirs.order(t)
 	var deleted, added []int32
 	var bi, mi, ti int32
 	for bi < nb || mi < nm {
 		var bm, mm, tm *member
 		var mIdx, tIdx int32
 		if bi < nb {
-			bm = &bt.members[bt.sortedIndex(b, bi)]
+			bm = &bt.members[bOrder[bi]]
 		}
 		if mi < nm {
-			mIdx = m.mine.sortedIndex(mv, mi)
+			mIdx = mOrder[mi]
 			mm = &m.mine.members[mIdx]
 		}
 		if bm != nil && mm != nil {
@@ -78,7 +78,7 @@ func (m *merger) object(bt *tree, b, mv, t int32) {
 			mi++
 		}
 		for ; ti < nt; ti++ {
-			tIdx = m.theirs.sortedIndex(t, ti)
+			tIdx = tOrder[ti]
 			c := bytes.Compare(m.theirs.key(&m.theirs.members[tIdx]), key)
 			if c == 0 {
 				tm = &m.theirs.members[tIdx]
@@ -92,22 +92,28 @@ func (m *merger) object(bt *tree, b, mv, t int32) {
 		m.path = append(m.path, key)
 		switch {
 		case bm != nil && mm != nil: // in base and mine
-			if equal(bt, bm.value, m.mine, mm.value) {
+			if tm != nil && bm.value.kind == kindObject && mm.value.kind == kindObject && tm.value.kind == kindObject {
+				// Merging finds any change inside; comparing first would walk
+				// the same members twice.
+				m.object(bt, &bm.value, &mm.value, &tm.value)
+				break
+			}
+			if equal(bt, &bm.value, m.mine, &mm.value) {
 				break // unchanged by mine: theirs' value stands
 			}
 			if tm == nil {
-				m.conflict(reasonTheirsDeleted, bt, bm.value, mm.value, -1)
+				m.conflict(reasonTheirsDeleted, bt, &bm.value, &mm.value, nil)
 				added = append(added, mIdx)
 				m.changed++
 				break
 			}
-			m.value(bt, bm.value, mm.value, tm.value)
+			m.value(bt, &bm.value, &mm.value, &tm.value)
 		case bm != nil: // deleted in mine
 			if tm == nil {
 				break // deleted on both sides
 			}
-			if !equal(bt, bm.value, m.theirs, tm.value) {
-				m.conflict(reasonMineDeleted, bt, bm.value, -1, tm.value)
+			if !equal(bt, &bm.value, m.theirs, &tm.value) {
+				m.conflict(reasonMineDeleted, bt, &bm.value, nil, &tm.value)
 			}
 			deleted = append(deleted, tIdx)
 			m.changed++
@@ -117,11 +123,11 @@ func (m *merger) object(bt *tree, b, mv, t int32) {
 				m.changed++
 				break
 			}
-			if m.mine.nodes[mm.value].kind == kindObject && m.theirs.nodes[tm.value].kind == kindObject {
-				m.object(m.empty, 0, mm.value, tm.value) // a union, as if both had started from {}
-			} else if !equal(m.mine, mm.value, m.theirs, tm.value) {
-				m.conflict(reasonAddedBoth, m.empty, -1, mm.value, tm.value)
-				m.replace(tm.value, mm.value)
+			if mm.value.kind == kindObject && tm.value.kind == kindObject {
+				m.object(m.empty, &m.empty.root, &mm.value, &tm.value) // a union, as if both had started from {}
+			} else if !equal(m.mine, &mm.value, m.theirs, &tm.value) {
+				m.conflict(reasonAddedBoth, m.empty, nil, &mm.value, &tm.value)
+				m.replace(&tm.value, &mm.value)
 			}
 		}
 		m.path = m.path[:len(m.path)-1]
@@ -135,9 +141,8 @@ func (m *merger) object(bt *tree, b, mv, t int32) {
 // restructure records the edits that delete and add members of theirs'
 // object t. deleted are theirs member indices, added mine member indices in
 // mine's order.
-func (m *merger) restructure(mv, t int32, deleted, added []int32) {
+func (m *merger) restructure(mv, tn *value, deleted, added []int32) {
 	th := m.theirs
-	tn := th.nodes[t]
 	if int(tn.count) == len(deleted) {
 		// Nothing of theirs is left to take the layout from: use mine's.
 		m.edits = append(m.edits, edit{start: tn.start + 1, end: tn.end - 1, text: m.mineLayout(mv, added)})
@@ -161,7 +166,7 @@ func (m *merger) restructure(mv, t int32, deleted, added []int32) {
 	for i := kept + 1; i < len(members); i++ {
 		if m.deleted[i] {
 			// Any other member goes with the separator before it.
-			m.edits = append(m.edits, edit{start: th.nodes[members[i-1].value].end, end: th.nodes[members[i].value].end})
+			m.edits = append(m.edits, edit{start: members[i-1].value.end, end: members[i].value.end})
 		}
 	}
 	if len(added) == 0 {
@@ -170,7 +175,7 @@ func (m *merger) restructure(mv, t int32, deleted, added []int32) {
 	// New members go after the last one, spaced like it.
 	last := &members[len(members)-1]
 	indent := th.data[spaceBefore(th.data, last.keyStart):last.keyStart]
-	sep := th.data[last.keyEnd:th.nodes[last.value].start]
+	sep := th.data[last.keyEnd:last.value.start]
 	var text []byte
 	for _, a := range added {
 		mm := &m.mine.members[a]
@@ -178,15 +183,15 @@ func (m *merger) restructure(mv, t int32, deleted, added []int32) {
 		text = append(text, indent...)
 		text = append(text, m.mine.data[mm.keyStart:mm.keyEnd]...)
 		text = append(text, sep...)
-		text = append(text, m.mine.raw(mm.value)...)
+		text = append(text, m.mine.raw(&mm.value)...)
 	}
-	at := th.nodes[last.value].end
+	at := last.value.end
 	m.edits = append(m.edits, edit{start: at, end: at, text: text})
 }
 
 // mineLayout is the inside of an object holding only the added members,
 // with the whitespace that mine has around them.
-func (m *merger) mineLayout(mv int32, added []int32) []byte {
+func (m *merger) mineLayout(mv *value, added []int32) []byte {
 	mi := m.mine
 	var text []byte
 	for i, a := range added {
@@ -196,12 +201,11 @@ func (m *merger) mineLayout(mv int32, added []int32) []byte {
 		}
 		text = append(text, mi.data[spaceBefore(mi.data, mm.keyStart):mm.keyStart]...)
 		text = append(text, mi.data[mm.keyStart:mm.keyEnd]...)
-		text = append(text, mi.data[mm.keyEnd:mi.nodes[mm.value].start]...)
-		text = append(text, mi.raw(mm.value)...)
+		text = append(text, mi.data[mm.keyEnd:mm.value.start]...)
+		text = append(text, mi.raw(&mm.value)...)
 	}
 	if len(added) > 0 {
-		mn := mi.nodes[mv]
-		closing := mn.end - 1
+		closing := mv.end - 1
 		text = append(text, mi.data[spaceBefore(mi.data, closing):closing]...)
 	}
 	return text
@@ -220,25 +224,24 @@ func spaceBefore(data []byte, i int32) int32 {
 	return i
 }
 
-func (m *merger) replace(t, mv int32) {
-	tn := m.theirs.nodes[t]
-	m.edits = append(m.edits, edit{start: tn.start, end: tn.end, text: m.mine.raw(mv)})
+func (m *merger) replace(t, mv *value) {
+	m.edits = append(m.edits, edit{start: t.start, end: t.end, text: m.mine.raw(mv)})
 	m.changed++
 }
 
-// conflict records a conflict at m.path; -1 marks a side without the key.
-func (m *merger) conflict(reason string, bt *tree, b, mv, t int32) {
+// conflict records a conflict at m.path; nil marks a side without the key.
+func (m *merger) conflict(reason string, bt *tree, b, mv, t *value) {
 	c := Conflict{Reason: reason, Path: make([]string, len(m.path))}
 	for i, k := range m.path {
 		c.Path[i] = string(k)
 	}
-	if b >= 0 && bt != m.empty {
+	if b != nil && bt != m.empty {
 		c.Base = bytes.Clone(bt.raw(b))
 	}
-	if mv >= 0 {
+	if mv != nil {
 		c.Mine = bytes.Clone(m.mine.raw(mv))
 	}
-	if t >= 0 {
+	if t != nil {
 		c.Theirs = bytes.Clone(m.theirs.raw(t))
 	}
 	m.conflicts = append(m.conflicts, c)

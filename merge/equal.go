@@ -9,41 +9,42 @@ import (
 // equal reports whether value a of ta and value b of tb are the same JSON
 // value: numbers by exact decimal value, strings after unescaping, object
 // keys in any order, whitespace ignored.
-func equal(ta *tree, a int32, tb *tree, b int32) bool {
-	na, nb := &ta.nodes[a], &tb.nodes[b]
-	if na.kind != nb.kind {
+func equal(ta *tree, a *value, tb *tree, b *value) bool {
+	if a.kind != b.kind {
 		return false
 	}
-	if bytes.Equal(ta.data[na.start:na.end], tb.data[nb.start:nb.end]) {
+	if bytes.Equal(ta.raw(a), tb.raw(b)) {
 		return true
 	}
-	switch na.kind {
+	switch a.kind {
 	case kindNumber:
-		return numbersEqual(ta.data[na.start:na.end], tb.data[nb.start:nb.end])
+		return numbersEqual(ta.raw(a), tb.raw(b))
 	case kindString:
-		if !na.escaped && !nb.escaped {
+		if !a.escaped && !b.escaped {
 			return false
 		}
 		return bytes.Equal(
-			appendUnescaped(nil, ta.data[na.start+1:na.end-1]),
-			appendUnescaped(nil, tb.data[nb.start+1:nb.end-1]))
+			appendUnescaped(nil, ta.data[a.start+1:a.end-1]),
+			appendUnescaped(nil, tb.data[b.start+1:b.end-1]))
 	case kindArray:
-		if na.count != nb.count {
+		if a.count != b.count {
 			return false
 		}
-		for i := range na.count {
-			if !equal(ta, ta.items[na.first+i], tb, tb.items[nb.first+i]) {
+		ea, eb := ta.elements(a), tb.elements(b)
+		for i := range ea.items {
+			if !equal(ea, &ea.items[i], eb, &eb.items[i]) {
 				return false
 			}
 		}
 		return true
 	case kindObject:
-		if na.count != nb.count {
+		if a.count != b.count {
 			return false
 		}
-		for i := range na.count {
-			ma, mb := &ta.members[ta.sortedIndex(a, i)], &tb.members[tb.sortedIndex(b, i)]
-			if !bytes.Equal(ta.key(ma), tb.key(mb)) || !equal(ta, ma.value, tb, mb.value) {
+		oa, ob := ta.order(a), tb.order(b)
+		for i := range oa {
+			ma, mb := &ta.members[oa[i]], &tb.members[ob[i]]
+			if !bytes.Equal(ta.key(ma), tb.key(mb)) || !equal(ta, &ma.value, tb, &mb.value) {
 				return false
 			}
 		}

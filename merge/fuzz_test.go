@@ -104,13 +104,13 @@ func FuzzMerge(f *testing.F) {
 			}
 			return
 		}
-		if in.HasBase && equal(baseTree, 0, mineTree, 0) && !bytes.Equal(res.Merged, theirs) {
+		if in.HasBase && equalDocs(baseTree, mineTree) && !bytes.Equal(res.Merged, theirs) {
 			t.Fatalf("mine == base, but merged is not theirs byte for byte:\n%q\n%q", res.Merged, theirs)
 		}
-		if in.HasBase && equal(baseTree, 0, theirsTree, 0) && !equal(mergedTree, 0, mineTree, 0) {
+		if in.HasBase && equalDocs(baseTree, theirsTree) && !equalDocs(mergedTree, mineTree) {
 			t.Fatalf("theirs == base, but merged is not mine: %q", res.Merged)
 		}
-		if equal(mineTree, 0, theirsTree, 0) && !equal(mergedTree, 0, mineTree, 0) {
+		if equalDocs(mineTree, theirsTree) && !equalDocs(mergedTree, mineTree) {
 			t.Fatalf("mine == theirs, but merged differs: %q", res.Merged)
 		}
 
@@ -269,7 +269,7 @@ func FuzzCommute(f *testing.F) {
 		if len(r1.Conflicts)+len(r2.Conflicts) > 0 {
 			t.Fatalf("disjoint changes conflict: %q %q", conflictSummary(r1.Conflicts), conflictSummary(r2.Conflicts))
 		}
-		if !equal(mustParse(t, string(r1.Merged)), 0, mustParse(t, string(r2.Merged)), 0) {
+		if !equalDocs(mustParse(t, string(r1.Merged)), mustParse(t, string(r2.Merged))) {
 			t.Fatalf("merges differ by order:\n%s\n%s", r1.Merged, r2.Merged)
 		}
 		got, ok := oracleDecode(r1.Merged)
@@ -295,8 +295,8 @@ func FuzzEqual(f *testing.F) {
 		if ta == nil || tb == nil {
 			return
 		}
-		got := equal(ta, 0, tb, 0)
-		if got != equal(tb, 0, ta, 0) || !equal(ta, 0, ta, 0) {
+		got := equalDocs(ta, tb)
+		if got != equalDocs(tb, ta) || !equalDocs(ta, ta) {
 			t.Fatalf("equal is not symmetric or not reflexive on %q, %q", a, b)
 		}
 		if want, ok := oracleEqual(a, b); ok && got != want {

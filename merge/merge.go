@@ -144,7 +144,8 @@ func Merge(in Inputs, opts Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	mine, err := load("mine", in.Mine, maxSize, maxDepth)
+	var s scratch
+	mine, err := load("mine", in.Mine, maxSize, maxDepth, &s)
 	if err != nil {
 		return Result{}, err
 	}
@@ -152,13 +153,13 @@ func Merge(in Inputs, opts Options) (Result, error) {
 	if in.HasBase {
 		if bytes.Equal(in.Base, in.Mine) {
 			base = mine
-		} else if base, err = load("base", in.Base, maxSize, maxDepth); err != nil {
+		} else if base, err = load("base", in.Base, maxSize, maxDepth, &s); err != nil {
 			return Result{}, err
 		}
 	}
 	if !in.HasTheirs {
 		res := Result{Merged: bytes.Clone(in.Mine), Changed: 1}
-		if base != nil && !equal(base, 0, mine, 0) {
+		if base != nil && !equal(base, &base.root, mine, &mine.root) {
 			res.Conflicts = []Conflict{{
 				Base: bytes.Clone(in.Base), Mine: bytes.Clone(in.Mine),
 				Reason: reasonRecordDeleted,
@@ -166,7 +167,7 @@ func Merge(in Inputs, opts Options) (Result, error) {
 		}
 		return finish(res, opts.Policy)
 	}
-	theirs, err := load("theirs", in.Theirs, maxSize, maxDepth)
+	theirs, err := load("theirs", in.Theirs, maxSize, maxDepth, &s)
 	if err != nil {
 		var ie *InputError
 		errors.As(err, &ie)
@@ -199,11 +200,11 @@ func limits(opts Options) (maxSize, maxDepth int, err error) {
 	return maxSize, maxDepth, nil
 }
 
-func load(name string, data []byte, maxSize, maxDepth int) (*tree, error) {
+func load(name string, data []byte, maxSize, maxDepth int, s *scratch) (*tree, error) {
 	if len(data) > maxSize {
 		return nil, &InputError{Input: name, Reason: fmt.Sprintf("%d bytes, larger than max size %d", len(data), maxSize), Offset: maxSize}
 	}
-	t, serr := parse(data, maxDepth)
+	t, serr := parseWith(data, maxDepth, s)
 	if serr != nil {
 		return nil, &InputError{Input: name, Reason: serr.reason, Offset: serr.offset}
 	}
@@ -211,8 +212,7 @@ func load(name string, data []byte, maxSize, maxDepth int) (*tree, error) {
 }
 
 func emptyObject() *tree {
-	t, _ := parse([]byte("{}"), 1)
-	return t
+	return &tree{data: []byte("{}"), root: value{kind: kindObject, end: 2}}
 }
 
 func finish(res Result, policy Policy) (Result, error) {
@@ -230,10 +230,11 @@ func mergeDocuments(base, mine, theirs *tree) Result {
 		// Two creators: a union of both, as if both had started from {}.
 		base = m.empty
 	}
-	if equal(base, 0, mine, 0) {
-		return Result{Merged: bytes.Clone(theirs.data)}
+	if base.root.kind == kindObject && mine.root.kind == kindObject && theirs.root.kind == kindObject {
+		m.object(base, &base.root, &mine.root, &theirs.root)
+	} else if !equal(base, &base.root, mine, &mine.root) {
+		m.value(base, &base.root, &mine.root, &theirs.root)
 	}
-	m.value(base, 0, 0, 0)
 	if len(m.edits) == 0 {
 		return Result{Merged: bytes.Clone(theirs.data), Conflicts: m.conflicts}
 	}

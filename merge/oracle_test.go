@@ -105,3 +105,8 @@ func hasReplacementChar(v any) bool {
 	}
 	return false
 }
+
+// equalDocs compares two parsed documents with the package's equality.
+func equalDocs(a, b *tree) bool {
+	return equal(a, &a.root, b, &b.root)
+}

@@ -20,13 +20,14 @@ const (
 	kindObject
 )
 
-// node is one JSON value of a parsed document.
-type node struct {
-	kind    kind
-	escaped bool  // string whose raw text contains backslash escapes
+// value is one JSON value of a parsed document.
+type value struct {
+	kind       kind
+	escaped    bool  // string whose raw text contains backslash escapes
+	keyEscaped bool  // the value of a member whose key contains escapes
 	start   int32 // offset of the first byte of the value
 	end     int32 // offset just past the last byte of the value
-	first   int32 // object: index into tree.members/tree.sorted; array: index into tree.items
+	first   int32 // object: index into tree.members and tree.sorted
 	count   int32 // object: number of members; array: number of elements
 }
 
@@ -34,41 +35,74 @@ type node struct {
 type member struct {
 	keyStart int32 // offset of the key's opening quote
 	keyEnd   int32 // offset just past the key's closing quote
-	keyOff   int32 // decoded key: in tree.keys if escaped, else in tree.data
-	keyLen   int32
-	escaped  bool
-	value    int32 // node index
+	value    value
 }
 
-// tree is a validated document with every value's byte span, so that the
-// merge can compare values and splice edits into the original bytes.
-// Members of one object are contiguous in document order; sorted holds, for
-// the same range, the member indices ordered by decoded key.
+// tree is a validated document with the byte span of every member of every
+// object outside arrays, which is what the merge walks: arrays are single
+// values, so their elements are only looked at (parsed again, see elements)
+// when two arrays with different bytes are compared.
+//
+// The members of one object are contiguous in document order; sorted holds,
+// for the same range, the member indices ordered by decoded key, computed
+// when first needed (see order): most objects are never looked up.
 type tree struct {
 	data    []byte
-	nodes   []node
+	root    value
 	members []member
 	sorted  []int32
-	items   []int32
-	keys    []byte // decoded text of keys that contain escapes
+	items   []value // only for a tree made by elements: the top array's elements
+	// Decoded text of the keys that contain escapes, by keyStart. Members
+	// stay small for the usual keys that have none.
+	escapedKeys map[int32][]byte
+	keyText     []byte // storage for escapedKeys
 }
 
+// key returns the decoded key of m.
 func (t *tree) key(m *member) []byte {
-	if m.escaped {
-		return t.keys[m.keyOff : m.keyOff+m.keyLen]
+	if m.value.keyEscaped {
+		return t.escapedKeys[m.keyStart]
 	}
-	return t.data[m.keyOff : m.keyOff+m.keyLen]
+	return t.data[m.keyStart+1 : m.keyEnd-1]
 }
 
-func (t *tree) raw(n int32) []byte {
-	nd := &t.nodes[n]
-	return t.data[nd.start:nd.end]
+func (t *tree) raw(v *value) []byte {
+	return t.data[v.start:v.end]
 }
 
-// sortedIndex returns the index in t.members of the i-th member of object n
-// in key order.
-func (t *tree) sortedIndex(n int32, i int32) int32 {
-	return t.sorted[t.nodes[n].first+i]
+func (t *tree) addEscapedKey(keyStart int32, body []byte) {
+	if t.escapedKeys == nil {
+		t.escapedKeys = make(map[int32][]byte)
+	}
+	off := len(t.keyText)
+	t.keyText = appendUnescaped(t.keyText, body)
+	t.escapedKeys[keyStart] = t.keyText[off:len(t.keyText):len(t.keyText)]
+}
+
+// order returns the indices of the members of object v sorted by key.
+func (t *tree) order(v *value) []int32 {
+	o := t.sorted[v.first : v.first+v.count]
+	if v.count > 0 && o[0] < 0 {
+		for i := range o {
+			o[i] = v.first + int32(i)
+		}
+		slices.SortFunc(o, func(a, b int32) int {
+			return bytes.Compare(t.key(&t.members[a]), t.key(&t.members[b]))
+		})
+	}
+	return o
+}
+
+// elements parses array v of t again and returns a tree whose items are the
+// array's elements. t.data is already validated, so this cannot fail.
+func (t *tree) elements(v *value) *tree {
+	sub := &tree{data: t.data[v.start:v.end]}
+	p := &parser{t: sub, data: sub.data, maxDepth: maxDepthLimit, store: true, storeItems: true, scratch: &scratch{}}
+	p.value(0, &sub.root)
+	if p.err != nil {
+		panic("merge: a validated array does not parse again: " + p.err.reason)
+	}
+	return sub
 }
 
 // syntaxError is a parse failure; the caller turns it into an *InputError.
@@ -85,22 +119,43 @@ type parser struct {
 	pos      int
 	maxDepth int
 	err      *syntaxError
-	// Members and elements of the containers being parsed; a finished
-	// container moves its own to the tree so that they end up contiguous.
+	// store says whether the members of the object being parsed go into the
+	// tree; inside arrays they do not (they are only checked).
+	store bool
+	// storeItems says whether the elements of the top array go into
+	// tree.items (a tree made by elements).
+	storeItems bool
+	*scratch
+}
+
+// scratch is the parser's working memory, reused across the documents of
+// one merge.
+type scratch struct {
+	// Members of the objects being parsed; a finished object moves its own
+	// to the tree so that they end up contiguous.
 	memberStack []member
-	itemStack   []int32
+	order       []int32 // for the duplicate check of large objects
 }
 
 // parse validates data as exactly one JSON document (RFC 8259, UTF-8,
 // no duplicate keys) and returns its tree.
 func parse(data []byte, maxDepth int) (*tree, *syntaxError) {
-	// Capacity guesses from typical documents: about one value per 8 bytes.
-	guess := len(data)/8 + 4
+	return parseWith(data, maxDepth, &scratch{})
+}
+
+func parseWith(data []byte, maxDepth int, s *scratch) (*tree, *syntaxError) {
+	// Every member has a colon: this bounds the arenas (counting is far
+	// cheaper than growing them).
+	colons := bytes.Count(data, []byte{':'})
 	t := &tree{
-		data:  data,
-		nodes: make([]node, 0, guess),
+		data:    data,
+		members: make([]member, 0, colons),
+		sorted:  make([]int32, 0, colons),
 	}
-	p := &parser{t: t, data: data, maxDepth: maxDepth}
+	if s.memberStack == nil {
+		s.memberStack = make([]member, 0, 64)
+	}
+	p := &parser{t: t, data: data, maxDepth: maxDepth, store: true, scratch: s}
 	p.skipSpace()
 	if p.pos == len(data) {
 		if len(data) == 0 {
@@ -111,7 +166,7 @@ func parse(data []byte, maxDepth int) (*tree, *syntaxError) {
 	if len(data) >= 3 && data[0] == 0xEF && data[1] == 0xBB && data[2] == 0xBF {
 		return nil, &syntaxError{"byte order mark before the document", 0}
 	}
-	p.value(0)
+	p.value(0, &t.root)
 	if p.err != nil {
 		return nil, p.err
 	}
@@ -154,41 +209,40 @@ func quoteByte(c byte) string {
 	return fmt.Sprintf("byte 0x%02x", c)
 }
 
-// value parses one value at p.pos (which must not be whitespace) and returns
-// its node index. depth is the number of containers around it.
-func (p *parser) value(depth int) int32 {
+// value parses one value at p.pos (which must not be whitespace) into v.
+// depth is the number of containers around it.
+func (p *parser) value(depth int, v *value) {
 	if p.pos >= len(p.data) {
 		p.unexpected("a value")
-		return -1
+		return
 	}
-	idx := int32(len(p.t.nodes))
-	start := p.pos
+	v.start = int32(p.pos)
 	switch c := p.data[p.pos]; {
-	case c == '{':
-		p.t.nodes = append(p.t.nodes, node{kind: kindObject, start: int32(start)})
-		p.object(idx, depth+1)
-	case c == '[':
-		p.t.nodes = append(p.t.nodes, node{kind: kindArray, start: int32(start)})
-		p.array(idx, depth+1)
 	case c == '"':
-		escaped := p.str()
-		p.t.nodes = append(p.t.nodes, node{kind: kindString, escaped: escaped, start: int32(start), end: int32(p.pos)})
+		v.kind = kindString
+		v.escaped = p.str()
+	case c == '{':
+		v.kind = kindObject
+		v.first, v.count = p.object(depth + 1)
+	case c == '[':
+		v.kind = kindArray
+		v.count = p.array(depth + 1)
 	case c == '-' || (c >= '0' && c <= '9'):
+		v.kind = kindNumber
 		p.number()
-		p.t.nodes = append(p.t.nodes, node{kind: kindNumber, start: int32(start), end: int32(p.pos)})
 	case c == 't':
+		v.kind = kindTrue
 		p.literal("true")
-		p.t.nodes = append(p.t.nodes, node{kind: kindTrue, start: int32(start), end: int32(p.pos)})
 	case c == 'f':
+		v.kind = kindFalse
 		p.literal("false")
-		p.t.nodes = append(p.t.nodes, node{kind: kindFalse, start: int32(start), end: int32(p.pos)})
 	case c == 'n':
+		v.kind = kindNull
 		p.literal("null")
-		p.t.nodes = append(p.t.nodes, node{kind: kindNull, start: int32(start), end: int32(p.pos)})
 	default:
 		p.unexpected("a value")
 	}
-	return idx
+	v.end = int32(p.pos)
 }
 
 func (p *parser) literal(word string) {
@@ -199,10 +253,11 @@ func (p *parser) literal(word string) {
 	p.fail(p.pos, "invalid literal, expected %s", word)
 }
 
-func (p *parser) object(idx int32, depth int) {
+// object parses an object and returns where its members are in the tree.
+func (p *parser) object(depth int) (first, count int32) {
 	if depth > p.maxDepth {
 		p.fail(p.pos, "nesting deeper than max depth %d", p.maxDepth)
-		return
+		return 0, 0
 	}
 	p.pos++ // '{'
 	base := len(p.memberStack)
@@ -220,17 +275,13 @@ func (p *parser) object(idx int32, depth int) {
 				break
 			}
 			m := member{keyStart: int32(p.pos)}
-			m.escaped = p.str()
+			keyEscaped := p.str()
 			if p.err != nil {
 				break
 			}
 			m.keyEnd = int32(p.pos)
-			if m.escaped {
-				off := len(p.t.keys)
-				p.t.keys = appendUnescaped(p.t.keys, p.data[m.keyStart+1:m.keyEnd-1])
-				m.keyOff, m.keyLen = int32(off), int32(len(p.t.keys)-off)
-			} else {
-				m.keyOff, m.keyLen = m.keyStart+1, m.keyEnd-m.keyStart-2
+			if keyEscaped {
+				p.t.addEscapedKey(m.keyStart, p.data[m.keyStart+1:m.keyEnd-1])
 			}
 			p.skipSpace()
 			if p.pos >= len(p.data) || p.data[p.pos] != ':' {
@@ -239,10 +290,11 @@ func (p *parser) object(idx int32, depth int) {
 			}
 			p.pos++
 			p.skipSpace()
-			m.value = p.value(depth)
+			p.value(depth, &m.value)
 			if p.err != nil {
 				break
 			}
+			m.value.keyEscaped = keyEscaped
 			p.memberStack = append(p.memberStack, m)
 			p.skipSpace()
 			if p.pos < len(p.data) && p.data[p.pos] == ',' {
@@ -257,78 +309,109 @@ func (p *parser) object(idx int32, depth int) {
 			p.unexpected("',' or '}' in object")
 		}
 	}
+	members := p.memberStack[base:]
+	defer func() { p.memberStack = p.memberStack[:base] }()
 	if p.err != nil {
-		p.memberStack = p.memberStack[:base]
-		return
+		return 0, 0
+	}
+	if dup := p.duplicate(members); dup >= 0 {
+		p.fail(int(members[dup].keyStart), "duplicate key %q", p.t.key(&members[dup]))
+		return 0, 0
+	}
+	n := int32(len(members))
+	if !p.store {
+		return 0, n
 	}
 	t := p.t
-	first := int32(len(t.members))
-	t.members = append(t.members, p.memberStack[base:]...)
-	p.memberStack = p.memberStack[:base]
-	n := int32(len(t.members)) - first
-	for i := first; i < first+n; i++ {
-		t.sorted = append(t.sorted, i)
-	}
-	order := t.sorted[first : first+n]
-	slices.SortFunc(order, func(a, b int32) int {
-		return bytes.Compare(t.key(&t.members[a]), t.key(&t.members[b]))
-	})
-	for i := 1; i < len(order); i++ {
-		prev, cur := &t.members[order[i-1]], &t.members[order[i]]
-		if bytes.Equal(t.key(prev), t.key(cur)) {
-			dup := max(prev.keyStart, cur.keyStart)
-			p.fail(int(dup), "duplicate key %q", t.key(cur))
-			return
+	first = int32(len(t.members))
+	t.members = append(t.members, members...)
+	if len(p.order) == len(members) && n > 1 {
+		for _, i := range p.order {
+			t.sorted = append(t.sorted, first+i)
 		}
+	} else if n > 0 {
+		t.sorted = slices.Grow(t.sorted, int(n))[:len(t.sorted)+int(n)]
+		t.sorted[first] = -1 // sorted when needed
 	}
-	nd := &t.nodes[idx]
-	nd.end, nd.first, nd.count = int32(p.pos), first, n
+	return first, n
 }
 
-func (p *parser) array(idx int32, depth int) {
+// duplicate returns the index of a member whose key an earlier member
+// already has, or -1. Large objects are sorted by key to find out, and the
+// order is left in p.order; small ones are compared pairwise.
+func (p *parser) duplicate(members []member) int {
+	t := p.t
+	p.order = p.order[:0]
+	if len(members) <= 8 {
+		for i := 1; i < len(members); i++ {
+			ki := t.key(&members[i])
+			for j := range i {
+				if kj := t.key(&members[j]); len(kj) == len(ki) && bytes.Equal(kj, ki) {
+					return i
+				}
+			}
+		}
+		return -1
+	}
+	for i := range int32(len(members)) {
+		p.order = append(p.order, i)
+	}
+	slices.SortFunc(p.order, func(a, b int32) int {
+		return bytes.Compare(t.key(&members[a]), t.key(&members[b]))
+	})
+	for i := 1; i < len(p.order); i++ {
+		if a, b := p.order[i-1], p.order[i]; bytes.Equal(t.key(&members[a]), t.key(&members[b])) {
+			return int(max(a, b))
+		}
+	}
+	return -1
+}
+
+// array parses an array and returns the number of its elements.
+func (p *parser) array(depth int) int32 {
 	if depth > p.maxDepth {
 		p.fail(p.pos, "nesting deeper than max depth %d", p.maxDepth)
-		return
+		return 0
 	}
+	storeItems := p.storeItems
+	p.storeItems = false
+	store := p.store
+	p.store = storeItems
+	defer func() { p.store = store }()
 	p.pos++ // '['
-	base := len(p.itemStack)
+	var n int32
 	p.skipSpace()
 	if p.pos < len(p.data) && p.data[p.pos] == ']' {
 		p.pos++
-	} else {
-		for p.err == nil {
-			if p.pos < len(p.data) && p.data[p.pos] == ']' && len(p.itemStack) > base {
-				p.fail(p.pos, "trailing comma in array")
-				break
-			}
-			v := p.value(depth)
-			if p.err != nil {
-				break
-			}
-			p.itemStack = append(p.itemStack, v)
-			p.skipSpace()
-			if p.pos < len(p.data) && p.data[p.pos] == ',' {
-				p.pos++
-				p.skipSpace()
-				continue
-			}
-			if p.pos < len(p.data) && p.data[p.pos] == ']' {
-				p.pos++
-				break
-			}
-			p.unexpected("',' or ']' in array")
+		return 0
+	}
+	for p.err == nil {
+		if p.pos < len(p.data) && p.data[p.pos] == ']' && n > 0 {
+			p.fail(p.pos, "trailing comma in array")
+			break
 		}
+		var v value
+		p.value(depth, &v)
+		if p.err != nil {
+			break
+		}
+		if storeItems {
+			p.t.items = append(p.t.items, v)
+		}
+		n++
+		p.skipSpace()
+		if p.pos < len(p.data) && p.data[p.pos] == ',' {
+			p.pos++
+			p.skipSpace()
+			continue
+		}
+		if p.pos < len(p.data) && p.data[p.pos] == ']' {
+			p.pos++
+			break
+		}
+		p.unexpected("',' or ']' in array")
 	}
-	if p.err != nil {
-		p.itemStack = p.itemStack[:base]
-		return
-	}
-	t := p.t
-	first := int32(len(t.items))
-	t.items = append(t.items, p.itemStack[base:]...)
-	p.itemStack = p.itemStack[:base]
-	nd := &t.nodes[idx]
-	nd.end, nd.first, nd.count = int32(p.pos), first, int32(len(t.items))-first
+	return n
 }
 
 // plainString marks the bytes that end the fast path of string scanning.

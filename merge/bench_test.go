@@ -1,0 +1,175 @@
+package merge
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"testing"
+
+	"github.com/tidwall/gjson"
+)
+
+// A benchmark record is written the way Python's json.dump writes by default
+// (", " and ": " separators, non-ASCII escaped): sections of entries.
+type benchEntry struct {
+	count  int
+	score  string
+	active bool
+	drop   bool
+}
+
+const entriesPerSection = 32
+
+func benchDoc(entries []benchEntry, extra string) []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"id": 12345, "name": "Ren\u00e9e Dupont", "email": "renee@example.com", `)
+	for i, e := range entries {
+		if i%entriesPerSection == 0 {
+			if i > 0 {
+				b.WriteString("}, ")
+			}
+			fmt.Fprintf(&b, `"section_%d": {`, i/entriesPerSection)
+		} else {
+			b.WriteString(", ")
+		}
+		if e.drop {
+			fmt.Fprintf(&b, `"placeholder_%d": null`, i)
+			continue
+		}
+		fmt.Fprintf(&b, `"entry_%d": {"title": "caf\u00e9 n\u00b0%d \"quoted\"", "count": %d, "score": %s, `+
+			`"active": %t, "tags": ["a", "b", "c/d"], "meta": {"created": "2024-01-02T03:04:05Z", "by": null}}`,
+			i, i, e.count, e.score, e.active)
+	}
+	b.WriteString("}")
+	b.WriteString(extra)
+	b.WriteString("}\n")
+	return b.Bytes()
+}
+
+// benchInputs returns base, mine and theirs of about size bytes; mine
+// changes one entry or one in eight (and adds and deletes a key), theirs
+// changes another entry.
+func benchInputs(size int, many bool) (base, mine, theirs []byte) {
+	one := len(benchDoc(make([]benchEntry, 1), ""))
+	perEntry := len(benchDoc(make([]benchEntry, 101), "")) - len(benchDoc(make([]benchEntry, 1), ""))
+	n := max(1, 1+(size-one)*100/perEntry)
+	entries := make([]benchEntry, n)
+	for i := range entries {
+		entries[i] = benchEntry{count: i * 7, score: strconv.Itoa(i%10) + ".5", active: i%2 == 0}
+	}
+	base = benchDoc(entries, "")
+	mineEntries := append([]benchEntry(nil), entries...)
+	extra := ""
+	if many {
+		for i := 0; i < n; i += 8 {
+			mineEntries[i].count++
+			mineEntries[i].score = "1.50e0" // a new value, or where base had 1.5 only a new spelling
+		}
+		mineEntries[n/2].drop = true
+		extra = `, "added": {"k": [1, 2, 3]}`
+	} else {
+		mineEntries[0].count++
+	}
+	mine = benchDoc(mineEntries, extra)
+	theirsEntries := append([]benchEntry(nil), entries...)
+	theirsEntries[n-1].active = !theirsEntries[n-1].active
+	theirs = benchDoc(theirsEntries, "")
+	return base, mine, theirs
+}
+
+func TestBenchInputsMerge(t *testing.T) {
+	for _, size := range []int{1 << 10, 64 << 10} {
+		for _, many := range []bool{false, true} {
+			base, mine, theirs := benchInputs(size, many)
+			res, err := Merge(Inputs{Base: base, HasBase: true, Mine: mine, Theirs: theirs, HasTheirs: true}, Options{})
+			if err != nil || len(res.Conflicts) > 0 || res.Changed == 0 {
+				t.Fatalf("size %d many %v: err %v, changed %d, conflicts %d", size, many, err, res.Changed, len(res.Conflicts))
+			}
+			if got, want := encodingJSONMerge(base, mine, theirs), res.Merged; !jsonEqualBytes(t, got, want) {
+				t.Fatalf("size %d many %v: encoding/json merge differs", size, many)
+			}
+		}
+	}
+}
+
+func jsonEqualBytes(t *testing.T, a, b []byte) bool {
+	eq, ok := oracleEqual(a, b)
+	if !ok {
+		t.Fatalf("oracle cannot judge")
+	}
+	return eq
+}
+
+// encodingJSONMerge is the straightforward way: decode all three, merge the
+// values, encode the result.
+func encodingJSONMerge(base, mine, theirs []byte) []byte {
+	decode := func(data []byte) any {
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.UseNumber()
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			panic(err)
+		}
+		return v
+	}
+	merged, _ := modelMerge(decode(base), decode(mine), decode(theirs))
+	return mustMarshal(merged)
+}
+
+func BenchmarkMerge(b *testing.B) {
+	for _, size := range []struct {
+		name  string
+		bytes int
+	}{{"1KB", 1 << 10}, {"64KB", 64 << 10}, {"1MB", 1 << 20}} {
+		for _, change := range []string{"one", "many"} {
+			base, mine, theirs := benchInputs(size.bytes, change == "many")
+			total := int64(len(base) + len(mine) + len(theirs))
+			in := Inputs{Base: base, HasBase: true, Mine: mine, Theirs: theirs, HasTheirs: true}
+			prefix := size.name + "/" + change + "/"
+			b.Run(prefix+"gjson.ValidBytes", func(b *testing.B) {
+				b.SetBytes(total)
+				for b.Loop() {
+					if !gjson.ValidBytes(base) || !gjson.ValidBytes(mine) || !gjson.ValidBytes(theirs) {
+						b.Fatal("invalid")
+					}
+				}
+			})
+			b.Run(prefix+"merge", func(b *testing.B) {
+				b.SetBytes(total)
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := Merge(in, Options{}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run(prefix+"encoding-json", func(b *testing.B) {
+				b.SetBytes(total)
+				b.ReportAllocs()
+				for b.Loop() {
+					encodingJSONMerge(base, mine, theirs)
+				}
+			})
+		}
+	}
+}
+
+func BenchmarkParse(b *testing.B) {
+	for _, size := range []int{1 << 10, 64 << 10} {
+		doc, _, _ := benchInputs(size, false)
+		b.Run(fmt.Sprintf("%d/gjson", size), func(b *testing.B) {
+			b.SetBytes(int64(len(doc)))
+			for b.Loop() {
+				gjson.ValidBytes(doc)
+			}
+		})
+		b.Run(fmt.Sprintf("%d/parse", size), func(b *testing.B) {
+			b.SetBytes(int64(len(doc)))
+			b.ReportAllocs()
+			for b.Loop() {
+				parse(doc, DefaultMaxDepth)
+			}
+		})
+	}
+}
