@@ -25,10 +25,10 @@ type value struct {
 	kind       kind
 	escaped    bool  // string whose raw text contains backslash escapes
 	keyEscaped bool  // the value of a member whose key contains escapes
-	start   int32 // offset of the first byte of the value
-	end     int32 // offset just past the last byte of the value
-	first   int32 // object: index into tree.members and tree.sorted
-	count   int32 // object: number of members; array: number of elements
+	start      int32 // offset of the first byte of the value
+	end        int32 // offset just past the last byte of the value
+	first      int32 // object: index into tree.members and tree.sorted
+	count      int32 // object: number of members; array: number of elements
 }
 
 // member is one key/value pair of an object.
