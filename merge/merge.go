@@ -137,8 +137,12 @@ const (
 //
 // An invalid mine or base is an *InputError. An invalid theirs (damaged
 // outside the writer's control) makes mine the result, reported as a
-// whole-document conflict. With policy Reject, any conflict gives a nil
-// Merged and ErrRejected, and the Result still lists the conflicts.
+// whole-document conflict. Without theirs (the record is gone) mine is the
+// result, reported as a conflict if mine changed base. Without base, base
+// is taken as {}: a union of mine and theirs. A key added on both sides
+// with different values conflicts unless both values are objects, which
+// merge as a union. With policy Reject, any conflict gives a nil Merged and
+// ErrRejected, and the Result still lists the conflicts.
 func Merge(in Inputs, opts Options) (Result, error) {
 	maxSize, maxDepth, err := limits(opts)
 	if err != nil {
