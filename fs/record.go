@@ -90,7 +90,14 @@ func (fsys *FS) openRecordHandleRead(record string, flags uint32, c caller, curr
 		}
 	}
 	if writable && flags&syscall.O_TRUNC != 0 {
-		h.content, h.written, h.dirty = []byte{}, true, true
+		// A rewrite is usually about as long as what was read: one
+		// allocation instead of growing by doubling under the writes.
+		sizeHint := len(current)
+		if h.base != nil {
+			sizeHint = len(h.base.data)
+		}
+		h.content = make([]byte, 0, min(sizeHint, fsys.maxRecordSize()))
+		h.written, h.dirty = true, true
 		h.writers[c.proc] = struct{}{}
 	}
 	h.lastTID, h.lastProc = c.thread.pid, c.proc
