@@ -103,53 +103,19 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		return n.LoopbackNode.Open(ctx, flags)
 	}
 	record := n.relPath()
-	c := n.fsys.callerOf(ctx)
-	var read *version
-	readFrom := baseNone
-	if flags&syscall.O_ACCMODE != syscall.O_RDONLY && flags&syscall.O_TRUNC != 0 {
-		read, readFrom = n.fsys.reads.lookup(record, c.thread, c.proc)
-	}
-	var (
-		current []byte
-		exists  bool
-		err     error
-	)
-	if read != nil {
-		// The legacy rewrite: what the writer read is its base, and the
-		// record's content would only be the fallback. Whether it exists
-		// is all this open needs to know.
-		exists, err = n.recordExists(record)
-	}
-	if read == nil || err != nil {
-		current, _, err = n.fsys.store.Read(record)
-		exists = err == nil
-	}
+	current, _, err := n.fsys.store.Read(record)
+	exists := err == nil
 	if err != nil && !errors.Is(err, iofs.ErrNotExist) {
 		n.fsys.log.Error("cannot read record at open", "record", record, "err", err)
 		return nil, 0, errnoOf(err)
 	}
+	c := n.fsys.callerOf(ctx)
 	if !exists && n.fsys.ownHandle(record, c.proc) == nil {
 		// Only the creating process knows a record it has not committed.
 		return nil, 0, syscall.ENOENT
 	}
-	h := n.fsys.openRecordHandleRead(record, flags, c, current, exists, n.newRecordAttrs(c, 0o644), read, readFrom)
+	h := n.fsys.openRecordHandle(record, flags, c, current, exists, n.newRecordAttrs(c, 0o644))
 	return h, fuse.FOPEN_DIRECT_IO, 0
-}
-
-// recordExists reports whether record is a regular file in the backing
-// directory; an error means the store must be asked (it explains better).
-func (n *node) recordExists(record string) (bool, error) {
-	var st syscall.Stat_t
-	err := syscall.Lstat(path.Join(n.RootData.Path, record), &st)
-	switch {
-	case err == syscall.ENOENT:
-		return false, nil
-	case err != nil:
-		return false, err
-	case st.Mode&syscall.S_IFMT != syscall.S_IFREG:
-		return false, syscall.EINVAL
-	}
-	return true, nil
 }
 
 func (n *node) newRecordAttrs(c caller, mode uint32) newRecord {

@@ -55,14 +55,6 @@ var (
 // (or creating) one uses what its thread, else its process, last read, and
 // failing that the record at this open.
 func (fsys *FS) openRecordHandle(record string, flags uint32, c caller, current []byte, exists bool, create newRecord) *recordHandle {
-	return fsys.openRecordHandleRead(record, flags, c, current, exists, create, nil, baseNone)
-}
-
-// openRecordHandleRead is openRecordHandle for an opener that has already
-// looked up what it last read (read, non-nil); current may then be nil when
-// the handle truncates, since nothing needs the record's content.
-func (fsys *FS) openRecordHandleRead(record string, flags uint32, c caller, current []byte, exists bool, create newRecord,
-	read *version, readFrom baseSource) *recordHandle {
 	h := &recordHandle{
 		fsys:    fsys,
 		record:  record,
@@ -72,7 +64,7 @@ func (fsys *FS) openRecordHandleRead(record string, flags uint32, c caller, curr
 		writers: make(map[procKey]struct{}),
 		readers: make(map[uint32]struct{}),
 	}
-	if exists && current != nil {
+	if exists {
 		h.view = &version{data: current}
 	}
 	writable := flags&syscall.O_ACCMODE != syscall.O_RDONLY
@@ -81,10 +73,7 @@ func (fsys *FS) openRecordHandleRead(record string, flags uint32, c caller, curr
 	case flags&syscall.O_TRUNC == 0 && exists:
 		h.base, h.baseFrom = h.view, baseHandle
 	default:
-		h.base, h.baseFrom = read, readFrom
-		if h.base == nil {
-			h.base, h.baseFrom = fsys.reads.lookup(record, c.thread, c.proc)
-		}
+		h.base, h.baseFrom = fsys.reads.lookup(record, c.thread, c.proc)
 		if h.base == nil && exists {
 			h.base, h.baseFrom = h.view, baseFallback
 		}
