@@ -428,19 +428,27 @@ func recordName(i int) string { return fmt.Sprintf("r%d.json", i) }
 
 // makeRecord builds a record of exactly size bytes (at least the fields'
 // own size), laid out the way Python's json.dump writes: counters w0...,
-// some non-ASCII text escaped as json.dump escapes it, and padding.
+// some non-ASCII text escaped as json.dump escapes it, and a "profile"
+// object of many short fields, as a large user profile would have.
 func makeRecord(id, size, counters int) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, `{"id": %d, "name": "Zo\u00eb \u00dcnal", "score": 1.5, "tags": ["a", "b"], `, id)
 	for i := range counters {
 		fmt.Fprintf(&b, `"w%d": "%0*d", `, i, counterWidth, 0)
 	}
+	b.WriteString(`"profile": {`)
+	const tail = `"pad": ""}}`
+	for i := 0; size-b.Len()-len(tail) > 2*profileField; i++ {
+		fmt.Fprintf(&b, `"f%d": "%s", `, i, strings.Repeat("x", profileField-len(fmt.Sprintf(`"f%d": "", `, i))))
+	}
 	b.WriteString(`"pad": "`)
-	pad := size - b.Len() - len(`"}`)
-	b.WriteString(strings.Repeat("x", max(pad, 0)))
-	b.WriteString(`"}`)
+	b.WriteString(strings.Repeat("x", max(size-b.Len()-len(`"}}`), 0)))
+	b.WriteString(`"}}`)
 	return []byte(b.String())
 }
+
+// profileField is the size of one field of a record's profile object.
+const profileField = 48
 
 func sizeName(n int) string {
 	switch {
