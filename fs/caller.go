@@ -120,33 +120,74 @@ func (r *callerResolver) store(tid uint32, c cachedCaller) {
 
 // readStat returns the start time and command name of task pid.
 func (r *callerResolver) readStat(pid uint32) (uint64, string, error) {
+	st, err := r.readTaskStat(pid)
+	return st.start, st.comm, err
+}
+
+func (r *callerResolver) readTaskStat(pid uint32) (taskStat, error) {
 	data, err := os.ReadFile(fmt.Sprintf("%s/%d/stat", r.procRoot, pid))
 	if err != nil {
-		return 0, "", fmt.Errorf("identify caller %d: %w", pid, err)
+		return taskStat{}, fmt.Errorf("identify caller %d: %w", pid, err)
 	}
 	return parseStat(data)
 }
 
+// killedWhileExiting reports whether task tid is being torn down by a
+// signal (SIGKILL, a crash): the kernel then closes its files and sends
+// FLUSH for each, but the process never chose to close them, so its
+// half-written records must not be committed. A process that exits
+// normally without closing its files still commits.
+func (r *callerResolver) killedWhileExiting(tid uint32) bool {
+	st, err := r.readTaskStat(tid)
+	return err == nil && st.killedWhileExiting()
+}
+
+// taskStat is what mergefs needs of /proc/<pid>/stat.
+type taskStat struct {
+	start    uint64 // field 22, clock ticks after boot
+	comm     string // field 2
+	flags    uint64 // field 9, PF_* flags
+	exitCode uint64 // field 52, as waitpid reports it; set early in do_exit
+}
+
+// pfExiting is the kernel's PF_EXITING: the task is in do_exit.
+const pfExiting = 0x4
+
+func (s taskStat) killedWhileExiting() bool {
+	return s.flags&pfExiting != 0 && s.exitCode&0x7f != 0
+}
+
 // parseStat reads "pid (comm) state ppid ..." where comm may itself contain
 // spaces and parentheses, so fields are counted from the last ')'.
-func parseStat(data []byte) (uint64, string, error) {
+func parseStat(data []byte) (taskStat, error) {
 	open := bytes.IndexByte(data, '(')
 	end := bytes.LastIndexByte(data, ')')
 	if open < 0 || end < open {
-		return 0, "", fmt.Errorf("malformed /proc stat line")
+		return taskStat{}, fmt.Errorf("malformed /proc stat line")
 	}
-	comm := string(data[open+1 : end])
+	st := taskStat{comm: string(data[open+1 : end])}
+	// fields[0] is field 3 (state).
 	fields := bytes.Fields(data[end+1:])
-	// fields[0] is field 3 (state); starttime is field 22.
-	const startField = 22 - 3
-	if len(fields) <= startField {
-		return 0, "", fmt.Errorf("short /proc stat line")
+	field := func(n int) (uint64, error) {
+		if len(fields) <= n-3 {
+			return 0, fmt.Errorf("short /proc stat line")
+		}
+		v, err := strconv.ParseUint(string(fields[n-3]), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("bad field %d in /proc stat: %w", n, err)
+		}
+		return v, nil
 	}
-	start, err := strconv.ParseUint(string(fields[startField]), 10, 64)
-	if err != nil {
-		return 0, "", fmt.Errorf("bad start time in /proc stat: %w", err)
+	var err error
+	if st.start, err = field(22); err != nil {
+		return taskStat{}, err
 	}
-	return start, comm, nil
+	if st.flags, err = field(9); err != nil {
+		return taskStat{}, err
+	}
+	// exit_code is missing before Linux 3.5; zero then reads as "not killed".
+	st.exitCode, _ = field(52)
+	return st, nil
 }
 
 func (r *callerResolver) readTgid(tid uint32) (uint32, error) {

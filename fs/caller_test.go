@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"path/filepath"
 	"testing"
 	"time"
@@ -11,14 +12,14 @@ import (
 
 func TestParseStatCommWithSpacesAndParens(t *testing.T) {
 	line := []byte("4242 (my (odd) prog) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200 18446744073709551615\n")
-	start, comm, err := parseStat(line)
+	st, err := parseStat(line)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if start != 987654 || comm != "my (odd) prog" {
-		t.Fatalf("got start %d comm %q", start, comm)
+	if st.start != 987654 || st.comm != "my (odd) prog" || st.flags != 4194560 || st.killedWhileExiting() {
+		t.Fatalf("got %+v", st)
 	}
-	if _, _, err := parseStat([]byte("12 (x) S 1 2")); err == nil {
+	if _, err := parseStat([]byte("12 (x) S 1 2")); err == nil {
 		t.Fatal("short line accepted")
 	}
 }
@@ -164,5 +165,39 @@ func TestResolveKeepsConfirmedEntryWithoutRereadingStatus(t *testing.T) {
 	now = now.Add(2 * callerRecheck)
 	if c, err := r.resolve(300, 1, 2); err != nil || c.proc != first.proc || c.uid != 1 || c.gid != 2 {
 		t.Fatalf("after the window: %+v, %v", c, err)
+	}
+}
+
+func TestKilledWhileExiting(t *testing.T) {
+	// statLine builds a /proc/<pid>/stat line with fields 9 and 52 set.
+	statLine := func(flags, exit string) []byte {
+		fields := make([]string, 52)
+		for i := range fields {
+			fields[i] = "0"
+		}
+		fields[0], fields[1], fields[2], fields[21] = "7", "(w)", "R", "555"
+		fields[8], fields[51] = flags, exit
+		return []byte(strings.Join(fields, " ") + "\n")
+	}
+	for _, tc := range []struct {
+		flags, exit string
+		killed      bool
+	}{
+		{"4194304", "0", false},   // running
+		{"4194308", "9", true},    // PF_EXITING, SIGKILL
+		{"4194308", "139", true},  // PF_EXITING, SIGSEGV with core
+		{"4194308", "0", false},   // PF_EXITING, exit(0)
+		{"4194308", "768", false}, // PF_EXITING, exit(3)
+	} {
+		st, err := parseStat(statLine(tc.flags, tc.exit))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.exitCode == 0 && tc.exit != "0" {
+			t.Fatalf("exit code not parsed from field 52: %+v", st)
+		}
+		if st.killedWhileExiting() != tc.killed {
+			t.Errorf("flags %s exit %s: killed=%v, want %v", tc.flags, tc.exit, !tc.killed, tc.killed)
+		}
 	}
 }

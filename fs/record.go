@@ -230,6 +230,12 @@ func (h *recordHandle) Flush(ctx context.Context) syscall.Errno {
 	if _, wrote := h.writers[c.proc]; !wrote {
 		return 0
 	}
+	if h.fsys.callers.killedWhileExiting(c.thread.pid) {
+		h.fsys.log.Warn("writer was killed before closing; its uncommitted writes are dropped",
+			"record", h.record, "pid", c.proc.pid, "comm", c.comm, "uid", c.uid)
+		h.dirty = false
+		return 0
+	}
 	return h.commitLocked(c, "close", false)
 }
 
