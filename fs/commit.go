@@ -191,9 +191,13 @@ func (fsys *FS) callerOf(ctx context.Context) caller {
 	if !ok {
 		return caller{}
 	}
+	// Pid 0: the caller is in a pid namespace the daemon cannot see.
+	if fc.Pid == 0 {
+		return caller{uid: fc.Uid, gid: fc.Gid}
+	}
 	c, err := fsys.callers.resolve(fc.Pid, fc.Uid, fc.Gid)
 	if err != nil {
-		fsys.log.Warn("cannot identify caller; treating its thread as its own process", "tid", fc.Pid, "err", err)
+		fsys.log.Debug("cannot identify caller; treating its thread as its own process", "tid", fc.Pid, "err", err)
 		key := procKey{pid: fc.Pid}
 		return caller{thread: key, proc: key, uid: fc.Uid, gid: fc.Gid}
 	}

@@ -103,13 +103,14 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		return n.LoopbackNode.Open(ctx, flags)
 	}
 	record := n.relPath()
+	c := n.fsys.callerOf(ctx)
 	current, _, err := n.fsys.store.Read(record)
 	exists := err == nil
 	if err != nil && !errors.Is(err, iofs.ErrNotExist) {
-		n.fsys.log.Error("cannot read record at open", "record", record, "err", err)
+		n.fsys.log.Error("cannot read record at open", "record", record,
+			"pid", c.proc.pid, "comm", c.comm, "uid", c.uid, "err", err)
 		return nil, 0, errnoOf(err)
 	}
-	c := n.fsys.callerOf(ctx)
 	if !exists && n.fsys.ownHandle(record, c.proc) == nil {
 		// Only the creating process knows a record it has not committed.
 		return nil, 0, syscall.ENOENT

@@ -256,7 +256,8 @@ func (h *recordHandle) Release(ctx context.Context) syscall.Errno {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.dirty {
-		h.fsys.log.Debug("dropped uncommitted writes", "record", h.record, "pid", h.opener.proc.pid)
+		h.fsys.log.Debug("dropped uncommitted writes", "record", h.record,
+			"pid", h.opener.proc.pid, "comm", h.opener.comm, "uid", h.opener.uid)
 	}
 	return 0
 }

@@ -78,11 +78,16 @@ func mountFlags(cfg *mountConfig, stderr io.Writer) *flag.FlagSet {
 	fl.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text or json")
 	fl.BoolVar(&cfg.debugFUSE, "debug-fuse", false, "log every FUSE request (very verbose)")
 	fl.StringVar(&cfg.metricsAddr, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (like 127.0.0.1:9464); empty: only on the status socket")
-	fl.Usage = func() {
-		fmt.Fprint(fl.Output(), mountUsage)
-		fl.PrintDefaults()
-	}
+	// Usage is printed by runMount, once: to stdout when asked for, else to
+	// stderr after the flag package's error.
+	fl.Usage = func() {}
 	return fl
+}
+
+func printMountUsage(fl *flag.FlagSet, w io.Writer) {
+	fmt.Fprint(w, mountUsage)
+	fl.SetOutput(w)
+	fl.PrintDefaults()
 }
 
 func runMount(args []string, stdout, stderr io.Writer) int {
@@ -90,10 +95,10 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 	fl := mountFlags(&cfg, stderr)
 	if err := fl.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fl.SetOutput(stdout)
-			fl.Usage()
+			printMountUsage(fl, stdout)
 			return 0
 		}
+		printMountUsage(fl, stderr)
 		return 2
 	}
 	switch fl.NArg() {
