@@ -176,7 +176,7 @@ type Stats struct {
 	BaseFallbacks  uint64 // bases taken from the writing open (nothing read)
 	OpenRecords    int    // record handles open now
 	ReadVersions   int    // read versions tracked
-	ReadBytes      int64  // bytes of distinct tracked versions
+	ReadBytes      int64  // memory charged to read tracking: distinct versions and entries
 	ReadsEvicted   uint64 // tracked versions dropped by age or memory
 	RecoveredFiles int    // temporary files removed at start
 }

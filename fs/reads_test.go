@@ -63,19 +63,26 @@ func TestReadTrackerExpiresByAge(t *testing.T) {
 }
 
 func TestReadTrackerMemoryBoundCountsSharedVersionsOnce(t *testing.T) {
-	tr := newReadTracker(100, time.Hour, time.Now)
 	big := &version{data: make([]byte, 40)}
+	entry := entryCost(readKey{record: "a.json"})
+	// Room for a.json read by a thread and its process (two entries), and
+	// b.json read by a single-threaded process (one entry).
+	bound := 2*versionCost(big) + 3*entry
+	tr := newReadTracker(bound, time.Hour, time.Now)
 	p := procKey{pid: 1, start: 1}
 	// One version remembered by a thread and its process counts once.
 	tr.remember("a.json", procKey{pid: 2, start: 2}, p, big)
-	if st := tr.stats(); st.Bytes != 40 || st.Entries != 2 {
-		t.Fatalf("shared version: %+v, want 40 bytes in 2 entries", st)
+	if st, want := tr.stats(), versionCost(big)+2*entry; st.Bytes != want || st.Entries != 2 {
+		t.Fatalf("shared version: %+v, want %d bytes in 2 entries", st, want)
 	}
 	tr.remember("b.json", p, p, &version{data: make([]byte, 40)})
+	if st := tr.stats(); st.Bytes != bound || st.Evicted != 0 {
+		t.Fatalf("at the bound: %+v, want %d bytes and nothing evicted", st, bound)
+	}
 	tr.remember("c.json", p, p, &version{data: make([]byte, 40)})
 	st := tr.stats()
-	if st.Bytes > 100 {
-		t.Fatalf("bytes %d exceed the bound 100", st.Bytes)
+	if st.Bytes > bound {
+		t.Fatalf("bytes %d exceed the bound %d", st.Bytes, bound)
 	}
 	if got, _ := tr.lookup("a.json", procKey{pid: 2, start: 2}, p); got != nil {
 		t.Fatal("the oldest version survived past the memory bound")
@@ -86,19 +93,75 @@ func TestReadTrackerMemoryBoundCountsSharedVersionsOnce(t *testing.T) {
 }
 
 func TestReadTrackerIgnoresVersionsLargerThanBound(t *testing.T) {
-	tr := newReadTracker(10, time.Hour, time.Now)
+	fits := &version{data: make([]byte, 10)}
+	bound := versionCost(fits) + 2*entryCost(readKey{record: "r.json"})
+	tr := newReadTracker(bound, time.Hour, time.Now)
 	p := procKey{pid: 1, start: 1}
 	tr.remember("r.json", p, p, &version{data: make([]byte, 11)})
 	if st := tr.stats(); st.Entries != 0 || st.Bytes != 0 {
 		t.Fatalf("oversized version tracked: %+v", st)
+	}
+	tr.remember("r.json", p, p, fits)
+	if st := tr.stats(); st.Entries != 1 {
+		t.Fatalf("a version within the bound was not tracked: %+v", st)
+	}
+}
+
+// Entries are charged too: with small records they outweigh the data, and
+// a bound on the data alone would not bound the memory.
+func TestReadTrackerBoundCountsEntries(t *testing.T) {
+	const bound = 1 << 20
+	tr := newReadTracker(bound, time.Hour, time.Now)
+	v := &version{data: []byte(`{}`)}
+	for pid := range uint32(100000) {
+		p := procKey{pid: pid, start: 1}
+		tr.remember("r.json", p, p, v)
+	}
+	st := tr.stats()
+	if st.Bytes > bound || st.Entries > bound/entryBytes {
+		t.Fatalf("%d entries charged %d bytes, bound %d", st.Entries, st.Bytes, bound)
+	}
+	if st.Evicted == 0 {
+		t.Fatal("100,000 readers of one tiny record fit in 1 MiB")
+	}
+}
+
+func TestReadTrackerSharesEqualContent(t *testing.T) {
+	tr := newReadTracker(1<<20, time.Hour, time.Now)
+	p1, p2 := procKey{pid: 1, start: 1}, procKey{pid: 2, start: 1}
+	first := tr.share("r.json", []byte(`{"a":1}`))
+	tr.remember("r.json", p1, p1, first)
+	if got := tr.share("r.json", []byte(`{"a":1}`)); got != first {
+		t.Fatal("an open of unchanged content got its own copy")
+	}
+	if got := tr.share("r.json", []byte(`{"a":2}`)); got == first || string(got.data) != `{"a":2}` {
+		t.Fatalf("changed content shared the old version: %q", got.data)
+	}
+	if got := tr.share("s.json", []byte(`{"a":1}`)); got == first {
+		t.Fatal("another record shared the version")
+	}
+	second := tr.share("r.json", []byte(`{"a":2}`))
+	tr.remember("r.json", p2, p2, second)
+	if got := tr.share("r.json", []byte(`{"a":2}`)); got != second {
+		t.Fatal("the latest remembered version is not shared")
+	}
+	before := tr.stats().Bytes
+	tr.remember("r.json", p1, p1, second) // p1 reads the new version too
+	if st := tr.stats(); st.Bytes != before-versionCost(first) {
+		t.Fatalf("bytes %d after the old version's last reader moved on, want %d", st.Bytes, before-versionCost(first))
+	}
+	tr.forget("r.json")
+	if got := tr.share("r.json", []byte(`{"a":2}`)); got == second {
+		t.Fatal("a forgotten record's version is still shared")
 	}
 }
 
 func TestReadTrackerForget(t *testing.T) {
 	tr := newReadTracker(1<<20, time.Hour, time.Now)
 	p := procKey{pid: 1, start: 1}
+	kept := &version{data: []byte(`{}`)}
 	tr.remember("r.json", p, p, &version{data: []byte(`{}`)})
-	tr.remember("s.json", p, p, &version{data: []byte(`{}`)})
+	tr.remember("s.json", p, p, kept)
 	tr.forget("r.json")
 	if got, _ := tr.lookup("r.json", p, p); got != nil {
 		t.Fatal("forgotten record still has a read version")
@@ -106,7 +169,7 @@ func TestReadTrackerForget(t *testing.T) {
 	if got, _ := tr.lookup("s.json", p, p); got == nil {
 		t.Fatal("forget dropped another record")
 	}
-	if st := tr.stats(); st.Bytes != 2 {
-		t.Fatalf("bytes after forget = %d, want 2", st.Bytes)
+	if st, want := tr.stats(), versionCost(kept)+entryCost(readKey{record: "s.json"}); st.Bytes != want {
+		t.Fatalf("bytes after forget = %d, want %d", st.Bytes, want)
 	}
 }

@@ -65,7 +65,7 @@ func (fsys *FS) openRecordHandle(record string, flags uint32, c caller, current 
 		readers: make(map[uint32]struct{}),
 	}
 	if exists {
-		h.view = &version{data: current}
+		h.view = fsys.reads.share(record, current)
 	}
 	writable := flags&syscall.O_ACCMODE != syscall.O_RDONLY
 	switch {

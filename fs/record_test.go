@@ -371,3 +371,23 @@ func TestReadReplyIsNotChangedByALaterWrite(t *testing.T) {
 	}
 	closeHandle(tk, h)
 }
+
+func TestOpensOfAnUnchangedRecordShareOneVersion(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a":1}`)
+	procA, procB := self(), task(startSleeper(t))
+	ha := f.open(t, procA, "r.json", syscall.O_RDONLY)
+	readAll(t, procA, ha)
+	hb := f.open(t, procB, "r.json", syscall.O_RDONLY)
+	if hb.view != ha.view {
+		t.Fatal("a second open of an unchanged record keeps its own copy")
+	}
+	f.put(t, "r.json", `{"a":2}`)
+	hc := f.open(t, procB, "r.json", syscall.O_RDONLY)
+	if hc.view == ha.view || readAll(t, procB, hc) != `{"a":2}` {
+		t.Fatal("an open after a change got the old version")
+	}
+	for _, h := range []*recordHandle{ha, hb, hc} {
+		closeHandle(procA, h)
+	}
+}
