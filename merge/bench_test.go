@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/tidwall/gjson"
 )
@@ -143,6 +144,24 @@ func BenchmarkMerge(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
+			})
+			// The machine is shared and noisy: timing both in the same
+			// iterations gives a ratio that contention affects alike.
+			b.Run(prefix+"ratio", func(b *testing.B) {
+				var valid, merged time.Duration
+				for b.Loop() {
+					t0 := time.Now()
+					if !gjson.ValidBytes(base) || !gjson.ValidBytes(mine) || !gjson.ValidBytes(theirs) {
+						b.Fatal("invalid")
+					}
+					t1 := time.Now()
+					if _, err := Merge(in, Options{}); err != nil {
+						b.Fatal(err)
+					}
+					merged += time.Since(t1)
+					valid += t1.Sub(t0)
+				}
+				b.ReportMetric(float64(merged)/float64(valid), "x-ValidBytes")
 			})
 			b.Run(prefix+"encoding-json", func(b *testing.B) {
 				b.SetBytes(total)

@@ -53,74 +53,95 @@ func equal(ta *tree, a *value, tb *tree, b *value) bool {
 	return true // null, true, false: same kind is same value
 }
 
-// decimal is a number in the form [-]0.digits × 10^exp with no leading or
-// trailing zeros in digits; zero has no digits and no sign.
-type decimal struct {
-	neg    bool
-	digits []byte
-	exp    string // decimal exponent, exact even when it does not fit an int64
-}
-
+// numbersEqual compares two validated JSON number lexemes by exact decimal
+// value, without converting them.
 func numbersEqual(a, b []byte) bool {
 	da, db := parseDecimal(a), parseDecimal(b)
-	return da.neg == db.neg && bytes.Equal(da.digits, db.digits) && da.exp == db.exp
+	if da.zero() || db.zero() {
+		return da.zero() && db.zero()
+	}
+	if da.neg != db.neg || da.digitCount() != db.digitCount() {
+		return false
+	}
+	for i := range da.digitCount() {
+		if da.digit(i) != db.digit(i) {
+			return false
+		}
+	}
+	return da.exponent() == db.exponent()
 }
 
-// parseDecimal normalizes a validated JSON number lexeme.
+// decimal is a number read as [-]0.DIGITS × 10^exp, where DIGITS are the
+// significant digits: the digits of intPart then fracPart, without leading
+// and trailing zeros. It points into the lexeme; nothing is copied.
+type decimal struct {
+	neg               bool
+	intPart, fracPart []byte // significant digits, split by the decimal point
+	shift             int64  // digits before the point, counting from the first significant one
+	expNeg            bool
+	expDigits         []byte // exponent as written, without sign and leading zeros
+}
+
+func (d *decimal) zero() bool      { return len(d.intPart)+len(d.fracPart) == 0 }
+func (d *decimal) digitCount() int { return len(d.intPart) + len(d.fracPart) }
+
+func (d *decimal) digit(i int) byte {
+	if i < len(d.intPart) {
+		return d.intPart[i]
+	}
+	return d.fracPart[i-len(d.intPart)]
+}
+
+// exponent returns exp in decimal; exact even past the range of int64.
+func (d *decimal) exponent() string {
+	if len(d.expDigits) <= 17 {
+		var e int64
+		for _, c := range d.expDigits {
+			e = e*10 + int64(c-'0')
+		}
+		if d.expNeg {
+			e = -e
+		}
+		return strconv.FormatInt(e+d.shift, 10)
+	}
+	e, _ := new(big.Int).SetString(string(d.expDigits), 10)
+	if d.expNeg {
+		e.Neg(e)
+	}
+	return e.Add(e, big.NewInt(d.shift)).String()
+}
+
 func parseDecimal(s []byte) decimal {
 	var d decimal
 	if s[0] == '-' {
 		d.neg = true
 		s = s[1:]
 	}
-	mantEnd := len(s)
-	expText := []byte(nil)
+	mantissa, exp := s, []byte(nil)
 	if i := bytes.IndexAny(s, "eE"); i >= 0 {
-		mantEnd, expText = i, s[i+1:]
+		mantissa, exp = s[:i], s[i+1:]
 	}
-	intPart, fracPart := s[:mantEnd], []byte(nil)
-	if i := bytes.IndexByte(intPart, '.'); i >= 0 {
-		intPart, fracPart = intPart[:i], intPart[i+1:]
+	intPart, fracPart := mantissa, []byte(nil)
+	if i := bytes.IndexByte(mantissa, '.'); i >= 0 {
+		intPart, fracPart = mantissa[:i], mantissa[i+1:]
 	}
-	digits := make([]byte, 0, len(intPart)+len(fracPart))
-	digits = append(append(digits, intPart...), fracPart...)
-	lead := 0
-	for lead < len(digits) && digits[lead] == '0' {
-		lead++
+	intPart = bytes.TrimLeft(intPart, "0")
+	d.shift = int64(len(intPart))
+	if len(intPart) == 0 {
+		// 0.000123: the leading zeros of the fraction move the point.
+		trimmed := bytes.TrimLeft(fracPart, "0")
+		d.shift = -int64(len(fracPart) - len(trimmed))
+		fracPart = trimmed
 	}
-	digits = digits[lead:]
-	trail := len(digits)
-	for trail > 0 && digits[trail-1] == '0' {
-		trail--
+	fracPart = bytes.TrimRight(fracPart, "0")
+	if len(fracPart) == 0 {
+		intPart = bytes.TrimRight(intPart, "0")
 	}
-	digits = digits[:trail]
-	if len(digits) == 0 {
-		return decimal{exp: "0"}
+	d.intPart, d.fracPart = intPart, fracPart
+	if len(exp) > 0 && (exp[0] == '+' || exp[0] == '-') {
+		d.expNeg = exp[0] == '-'
+		exp = exp[1:]
 	}
-	d.digits = digits
-	// value = 0.digits × 10^(len(intPart) - lead + exponent)
-	shift := int64(len(intPart) - lead)
-	expNeg := false
-	if len(expText) > 0 && (expText[0] == '+' || expText[0] == '-') {
-		expNeg = expText[0] == '-'
-		expText = expText[1:]
-	}
-	expText = bytes.TrimLeft(expText, "0")
-	if len(expText) <= 17 {
-		var e int64
-		for _, c := range expText {
-			e = e*10 + int64(c-'0')
-		}
-		if expNeg {
-			e = -e
-		}
-		d.exp = strconv.FormatInt(e+shift, 10)
-		return d
-	}
-	e, _ := new(big.Int).SetString(string(expText), 10)
-	if expNeg {
-		e.Neg(e)
-	}
-	d.exp = e.Add(e, big.NewInt(shift)).String()
+	d.expDigits = bytes.TrimLeft(exp, "0")
 	return d
 }

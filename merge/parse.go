@@ -153,7 +153,7 @@ func parseWith(data []byte, maxDepth int, s *scratch) (*tree, *syntaxError) {
 		sorted:  make([]int32, 0, colons),
 	}
 	if s.memberStack == nil {
-		s.memberStack = make([]member, 0, 64)
+		s.memberStack = make([]member, 0, 16)
 	}
 	p := &parser{t: t, data: data, maxDepth: maxDepth, store: true, scratch: s}
 	p.skipSpace()
@@ -184,6 +184,9 @@ func (p *parser) fail(offset int, format string, args ...any) {
 }
 
 func (p *parser) skipSpace() {
+	if p.pos < len(p.data) && p.data[p.pos] > ' ' {
+		return // the usual case: no whitespace at all
+	}
 	for p.pos < len(p.data) {
 		switch p.data[p.pos] {
 		case ' ', '\t', '\n', '\r':
@@ -310,7 +313,7 @@ func (p *parser) object(depth int) (first, count int32) {
 		}
 	}
 	members := p.memberStack[base:]
-	defer func() { p.memberStack = p.memberStack[:base] }()
+	p.memberStack = p.memberStack[:base] // members stays valid until the next append
 	if p.err != nil {
 		return 0, 0
 	}
