@@ -92,6 +92,9 @@ func (m *merger) object(bt *tree, b, mv, t *value) {
 		m.path = append(m.path, key)
 		switch {
 		case bm != nil && mm != nil: // in base and mine
+			if bytes.Equal(bt.raw(&bm.value), m.mine.raw(&mm.value)) {
+				break // the usual case: untouched, theirs' value stands
+			}
 			if tm != nil && bm.value.kind == kindObject && mm.value.kind == kindObject && tm.value.kind == kindObject {
 				// Merging finds any change inside; comparing first would walk
 				// the same members twice.

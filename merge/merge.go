@@ -234,6 +234,9 @@ func mergeDocuments(base, mine, theirs *tree) Result {
 		// Two creators: a union of both, as if both had started from {}.
 		base = m.empty
 	}
+	if base == mine {
+		return Result{Merged: bytes.Clone(theirs.data)} // the same bytes
+	}
 	if base.root.kind == kindObject && mine.root.kind == kindObject && theirs.root.kind == kindObject {
 		m.object(base, &base.root, &mine.root, &theirs.root)
 	} else if !equal(base, &base.root, mine, &mine.root) {
