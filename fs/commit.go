@@ -28,6 +28,7 @@ type commitRequest struct {
 	sync         bool
 	create       newRecord
 	source       string // rename commits: the file renamed onto record
+	oversized    bool   // the writer wrote past the size limit
 }
 
 // logConflictLimit bounds the conflicting paths named in one log line; the
@@ -71,14 +72,25 @@ func (fsys *FS) commit(req commitRequest) (errno syscall.Errno, final bool) {
 		}
 		return result.Merged, nil
 	}
-	cr, err := fsys.store.Commit(context.Background(), req.record, backing.Commit{
-		Merge:  mergeFn,
-		Mode:   os.FileMode(req.create.mode & 0o7777),
-		Uid:    req.create.uid,
-		Gid:    req.create.gid,
-		Sync:   req.sync,
-		Source: req.source,
-	})
+	var (
+		cr  backing.CommitResult
+		err error
+	)
+	if req.oversized {
+		// The writes past the limit were refused, so what is buffered is
+		// a prefix of what the writer meant: never a record.
+		err = &merge.InputError{Input: "mine", Offset: -1,
+			Reason: fmt.Sprintf("writes past the record size limit (%d bytes) were refused", fsys.maxRecordSize())}
+	} else {
+		cr, err = fsys.store.Commit(context.Background(), req.record, backing.Commit{
+			Merge:  mergeFn,
+			Mode:   os.FileMode(req.create.mode & 0o7777),
+			Uid:    req.create.uid,
+			Gid:    req.create.gid,
+			Sync:   req.sync,
+			Source: req.source,
+		})
+	}
 	ev := CommitEvent{
 		Record:    req.record,
 		Writer:    req.writer.public(),

@@ -5,11 +5,14 @@ import (
 	"errors"
 	iofs "io/fs"
 	"path"
+	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/mergefs/mergefs/backing"
 )
@@ -23,6 +26,11 @@ const otherAttrTimeout = time.Second
 type node struct {
 	*gofs.LoopbackNode
 	fsys *FS
+	// lastPath is where the node was last seen in the tree. A rename over
+	// a record detaches the old record's node, yet a process that looked
+	// the name up just before still opens that node: it means the record
+	// by that name, which is where its commit must go.
+	lastPath atomic.Pointer[string]
 }
 
 var (
@@ -47,9 +55,27 @@ func (n *node) WrapChild(ctx context.Context, ops gofs.InodeEmbedder) gofs.Inode
 	return &node{LoopbackNode: ops.(*gofs.LoopbackNode), fsys: n.fsys}
 }
 
-// relPath is the node's path relative to the backing root.
+// relPath is the node's path relative to the backing root: its place in
+// the tree, or where it was last seen if it has been detached.
 func (n *node) relPath() string {
-	return n.Path(n.Root())
+	if n.IsRoot() {
+		return ""
+	}
+	if _, parent := n.Parent(); parent == nil {
+		if last := n.lastPath.Load(); last != nil {
+			return *last
+		}
+	}
+	p := n.Path(n.Root())
+	if last := n.lastPath.Load(); last == nil || *last != p {
+		n.lastPath.Store(&p)
+	}
+	return p
+}
+
+// backingPath is the node's path in the backing directory.
+func (n *node) backingPath() string {
+	return filepath.Join(n.RootData.Path, n.relPath())
 }
 
 func (n *node) childPath(name string) string {
@@ -59,11 +85,27 @@ func (n *node) childPath(name string) string {
 // isRecord reports whether this node is a record now: a regular file whose
 // current name matches the record patterns.
 func (n *node) isRecord() bool {
-	if n.StableAttr().Mode&syscall.S_IFMT != syscall.S_IFREG {
+	if n.IsRoot() || n.StableAttr().Mode&syscall.S_IFMT != syscall.S_IFREG {
 		return false
 	}
 	name, parent := n.Parent()
-	return parent != nil && n.fsys.isRecordName(name)
+	if parent == nil {
+		last := n.lastPath.Load()
+		if last == nil {
+			return false
+		}
+		name = path.Base(*last)
+	}
+	return n.fsys.isRecordName(name)
+}
+
+// remember notes where a record node was seen, so that it can still be
+// found as that record after it is detached.
+func (n *node) remember(child *gofs.Inode, name string) {
+	if c, ok := child.Operations().(*node); ok && n.fsys.isRecordName(name) {
+		p := n.childPath(name)
+		c.lastPath.Store(&p)
+	}
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -75,6 +117,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 		return nil, errno
 	}
 	if out.Attr.Mode&syscall.S_IFMT == syscall.S_IFREG && n.fsys.isRecordName(name) {
+		n.remember(child, name)
 		out.SetAttrTimeout(0)
 	} else {
 		out.SetAttrTimeout(otherAttrTimeout)
@@ -166,6 +209,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	// Ino 0: an automatic inode number. Every commit gives the backing
 	// record a new inode anyway; records are known by path.
 	child := n.NewInode(ctx, &gofs.LoopbackNode{RootData: n.RootData}, gofs.StableAttr{Mode: syscall.S_IFREG})
+	n.remember(child, name)
 	out.SetAttrTimeout(0)
 	return child, h, fuse.FOPEN_DIRECT_IO, 0
 }
@@ -180,6 +224,7 @@ func (n *node) createExclusiveRecord(ctx context.Context, name string, flags, mo
 	if r, ok := fh.(gofs.FileReleaser); ok {
 		r.Release(ctx)
 	}
+	n.remember(child, name)
 	c := n.fsys.callerOf(ctx)
 	h := n.fsys.openRecordHandle(n.childPath(name), flags&^syscall.O_TRUNC, c, nil, false, n.newRecordAttrs(c, mode))
 	out.SetAttrTimeout(0)
@@ -211,12 +256,15 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 	if n.fsys.hasOpen(record) {
 		own = n.fsys.ownHandle(record, n.fsys.callerOf(ctx).proc)
 	}
-	errno := n.LoopbackNode.Getattr(ctx, nil, out)
+	var st syscall.Stat_t
+	err := syscall.Lstat(filepath.Join(n.RootData.Path, record), &st)
 	switch {
-	case errno == syscall.ENOENT && own != nil:
+	case err == nil:
+		out.FromStat(&st)
+	case err == syscall.ENOENT && own != nil:
 		fillNewRecordAttr(&out.Attr, own.create, 0, time.Now())
-	case errno != 0:
-		return errno
+	default:
+		return gofs.ToErrno(err)
 	}
 	if own != nil {
 		size := own.size()
@@ -241,15 +289,10 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		out.SetTimeout(otherAttrTimeout)
 		return 0
 	}
-	size, hasSize := in.GetSize()
-	rest := *in
-	rest.Valid &^= fuse.FATTR_SIZE | fuse.FATTR_FH
-	if rest.Valid&^(fuse.FATTR_LOCKOWNER|fuse.FATTR_KILL_SUIDGID) != 0 {
-		if errno := n.LoopbackNode.Setattr(ctx, nil, &rest, out); errno != 0 && !(errno == syscall.ENOENT && f != nil) {
-			return errno
-		}
+	if err := setBackingAttrs(n.backingPath(), in); err != nil && !(err == syscall.ENOENT && f != nil) {
+		return gofs.ToErrno(err)
 	}
-	if hasSize {
+	if size, hasSize := in.GetSize(); hasSize {
 		var errno syscall.Errno
 		if h, ok := f.(*recordHandle); ok {
 			errno = h.truncate(ctx, size)
@@ -261,6 +304,43 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		}
 	}
 	return n.Getattr(ctx, f, out)
+}
+
+// setBackingAttrs applies mode, owner and times of a record to the backing
+// file; its size is the handle's business.
+func setBackingAttrs(p string, in *fuse.SetAttrIn) error {
+	if mode, ok := in.GetMode(); ok {
+		if err := syscall.Chmod(p, mode&0o7777); err != nil {
+			return err
+		}
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		suid, sgid := -1, -1
+		if uok {
+			suid = int(uid)
+		}
+		if gok {
+			sgid = int(gid)
+		}
+		if err := unix.Fchownat(unix.AT_FDCWD, p, suid, sgid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
+	}
+	atime, aok := in.GetATime()
+	mtime, mok := in.GetMTime()
+	if !aok && !mok {
+		return nil
+	}
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+	if aok {
+		ts[0] = unix.NsecToTimespec(atime.UnixNano())
+	}
+	if mok {
+		ts[1] = unix.NsecToTimespec(mtime.UnixNano())
+	}
+	return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
 }
 
 // truncateRecord is truncate(2) by path: a commit of the record cut (or

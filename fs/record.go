@@ -26,7 +26,9 @@ type recordHandle struct {
 	view    *version
 	content []byte
 	written bool // content, not view, holds the handle's data
-	dirty   bool // not yet committed
+	// oversized: a write past the size limit was refused since the last commit.
+	oversized bool
+	dirty     bool // not yet committed
 	// base is the version the writer read (nil with baseNone: no base).
 	base     *version
 	baseFrom baseSource
@@ -162,6 +164,7 @@ func (h *recordHandle) Write(ctx context.Context, data []byte, off int64) (uint3
 	}
 	end := off + int64(len(data))
 	if off < 0 || end > int64(h.fsys.maxRecordSize()) {
+		h.refuseOversize(ctx)
 		return 0, syscall.EFBIG
 	}
 	h.setLen(max(int(end), len(h.data())))
@@ -175,6 +178,7 @@ func (h *recordHandle) truncate(ctx context.Context, size uint64) syscall.Errno 
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if size > uint64(h.fsys.maxRecordSize()) {
+		h.refuseOversize(ctx)
 		return syscall.EFBIG
 	}
 	h.setLen(int(size))
@@ -203,6 +207,13 @@ func (h *recordHandle) setLen(n int) {
 	}
 	h.content = h.content[:n]
 	clear(h.content[old:])
+}
+
+// refuseOversize marks the handle's content as cut short: its commit fails
+// (EIO at close) instead of committing a prefix or silently nothing.
+func (h *recordHandle) refuseOversize(ctx context.Context) {
+	h.oversized = true
+	h.markWriter(ctx)
 }
 
 func (h *recordHandle) markWriter(ctx context.Context) {
@@ -271,19 +282,20 @@ func (h *recordHandle) commitLocked(c caller, trigger string, sync bool) syscall
 		mine = []byte{}
 	}
 	errno, final := h.fsys.commit(commitRequest{
-		record:   h.record,
-		writer:   c,
-		trigger:  trigger,
-		base:     h.base,
-		baseFrom: h.baseFrom,
-		mine:     mine,
-		sync:     sync,
-		create:   h.create,
+		record:    h.record,
+		writer:    c,
+		trigger:   trigger,
+		base:      h.base,
+		baseFrom:  h.baseFrom,
+		mine:      mine,
+		sync:      sync,
+		create:    h.create,
+		oversized: h.oversized,
 	})
 	if errno != 0 && !final {
 		return errno
 	}
-	h.dirty = false
+	h.dirty, h.oversized = false, false
 	clear(h.writers)
 	if errno != 0 {
 		return errno

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -389,5 +390,28 @@ func TestOpensOfAnUnchangedRecordShareOneVersion(t *testing.T) {
 	}
 	for _, h := range []*recordHandle{ha, hb, hc} {
 		closeHandle(procA, h)
+	}
+}
+
+func TestWritePastSizeLimitFailsTheCommit(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.mergeOpts.MaxSize = 32
+	f.put(t, "r.json", `{"a":0}`)
+	h := f.open(t, self(), "r.json", syscall.O_RDWR)
+	readAll(t, self(), h)
+	if _, errno := h.Write(self().ctx(), []byte(`{"a":"`+strings.Repeat("x", 40)+`"}`), 0); errno != syscall.EFBIG {
+		t.Fatalf("oversized write gave %v, want EFBIG", errno)
+	}
+	if errno := h.Fsync(self().ctx(), 0); errno != syscall.EIO {
+		t.Fatalf("fsync after a refused write gave %v, want EIO", errno)
+	}
+	if got := f.get(t, "r.json"); got["a"] != 0.0 {
+		t.Fatalf("record changed: %v", got)
+	}
+	if errno := closeHandle(self(), h); errno != 0 {
+		t.Fatalf("close after the failed fsync reported again: %v", errno)
+	}
+	if saved, _ := os.ReadDir(filepath.Join(f.state, "rejected")); len(saved) != 1 {
+		t.Fatalf("rejected files: %v", saved)
 	}
 }
