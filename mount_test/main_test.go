@@ -6,7 +6,7 @@
 //
 // Needs root and /dev/fuse; without them the tests skip, unless
 // MERGEFS_REQUIRE_FUSE=1 (CI), where they fail. MERGEFS_DAEMON_RACE=1 builds
-// the daemon with -race.
+// the daemon with -race; MERGEFS_BINARY=path tests a prebuilt binary instead.
 package mount_test
 
 import (
@@ -56,8 +56,13 @@ func runTests(m *testing.M) int {
 	if os.Getenv("MERGEFS_DAEMON_RACE") == "1" {
 		daemonFlags = append(daemonFlags, "-race")
 	}
-	bins.mergefs = filepath.Join(dir, "mergefs")
-	bins.mergefsErr = goBuild(root, bins.mergefs, "./cmd/mergefs", daemonFlags...)
+	if prebuilt := os.Getenv("MERGEFS_BINARY"); prebuilt != "" {
+		bins.mergefs = prebuilt
+		fmt.Fprintf(os.Stderr, "mount_test: MERGEFS_BINARY=%s: testing that binary, not building one\n", prebuilt)
+	} else {
+		bins.mergefs = filepath.Join(dir, "mergefs")
+		bins.mergefsErr = goBuild(root, bins.mergefs, "./cmd/mergefs", daemonFlags...)
+	}
 	bins.loopback = filepath.Join(dir, "loopback")
 	bins.loopbackErr = goBuild(root, bins.loopback, "./mount_test/internal/loopback")
 	return m.Run()

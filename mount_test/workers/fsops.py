@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Single file operations for the end-to-end tests, run as a separate client process.
 
+  fsops.py mkdir DIR                         create DIR (and parents)
   fsops.py ls DIR                            print the sorted directory listing as JSON
   fsops.py cat PATH                          copy the file's bytes to stdout
   fsops.py write PATH DATAFILE [--mode w|r+|x] [--fsync]
@@ -28,6 +29,10 @@ def errno_of(fn):
         return None
     except OSError as e:
         return e.errno
+
+
+def cmd_mkdir(a):
+    os.makedirs(a.path, exist_ok=True)
 
 
 def cmd_ls(a):
@@ -97,6 +102,9 @@ def cmd_fork_child(a):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("mkdir")
+    s.add_argument("path")
+    s.set_defaults(fn=cmd_mkdir)
     s = sub.add_parser("ls")
     s.add_argument("path")
     s.set_defaults(fn=cmd_ls)
