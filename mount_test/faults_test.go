@@ -169,7 +169,7 @@ func TestKilledWriterLeavesRecordIntact(t *testing.T) {
 				t.Errorf("control: the killed writer left the plain file unchanged; the test does not write")
 			}
 
-			needMount(t, mountErr)
+			h.needMount(t, mountErr)
 			if r := h.clientWrite(t, filepath.Join(mnt, name), old); r.Close != nil || r.Write != nil || r.Open != nil {
 				t.Fatalf("creating the record through the mount: %v", r)
 			}
@@ -206,7 +206,7 @@ func TestInvalidJSONRejected(t *testing.T) {
 	backing, mnt := h.path("backing"), h.path("mnt")
 	const maxSize, maxDepth = 64 << 10, 32
 	d, mountErr := h.mountUnderTest(backing, mnt, "--max-record-size", fmt.Sprint(maxSize), "--max-depth", fmt.Sprint(maxDepth))
-	needMount(t, mountErr)
+	h.needMount(t, mountErr)
 
 	valid := sampleRecord(7, 2<<10)
 	deep := strings.Repeat("[", 100) + strings.Repeat("]", 100)
@@ -340,28 +340,34 @@ func TestForkedChildCommitsNothing(t *testing.T) {
 	h := newHarness(t)
 	backing, mnt := h.path("backing"), h.path("mnt")
 	_, mountErr := h.mountUnderTest(backing, mnt)
-	needMount(t, mountErr)
 
-	path := filepath.Join(mnt, "forked.json")
-	old, next := sampleRecord(1, 1<<10), sampleRecord(2, 1<<10)
-	if r := h.clientWrite(t, path, old); r.Close != nil {
-		t.Fatalf("creating the record: %v", r)
-	}
-	before := readFile(t, filepath.Join(backing, "forked.json"))
-	cmd, stdin, stdout := h.startClient(t, 10*time.Second, "written", "python3", filepath.Join(bins.workers, "fsops.py"), "fork-child", path, h.dataFile(t, next))
-	time.Sleep(100 * time.Millisecond)
-	if got := readFile(t, filepath.Join(backing, "forked.json")); !bytes.Equal(got, before) {
-		t.Errorf("the record changed before the writer closed (a child's FLUSH committed): %.60q", got)
-	}
-	io.WriteString(stdin, "close\n")
-	rest, _ := io.ReadAll(stdout)
-	cmd.Wait()
-	var r struct{ Close *int }
-	if err := json.Unmarshal(rest, &r); err != nil || r.Close != nil {
-		t.Fatalf("writer's close: %s (%v)", rest, err)
-	}
-	if got := readFile(t, filepath.Join(backing, "forked.json")); !jsonEqual(got, next) {
-		t.Errorf("after the writer's close the record is %.60q, want the new content", got)
+	for _, how := range []string{"fork-exit", "exec-cloexec", "exec-inherit"} {
+		t.Run(how, func(t *testing.T) {
+			h.needMount(t, mountErr)
+			name := "forked-" + how + ".json"
+			path := filepath.Join(mnt, name)
+			old, next := sampleRecord(1, 1<<10), sampleRecord(2, 1<<10)
+			if r := h.clientWrite(t, path, old); r.Close != nil {
+				t.Fatalf("creating the record: %v", r)
+			}
+			before := readFile(t, filepath.Join(backing, name))
+			cmd, stdin, stdout := h.startClient(t, 10*time.Second, "written", "python3", filepath.Join(bins.workers, "fsops.py"),
+				"fork-child", path, h.dataFile(t, next), "--how", how)
+			time.Sleep(100 * time.Millisecond)
+			if got := readFile(t, filepath.Join(backing, name)); !bytes.Equal(got, before) {
+				t.Errorf("the record changed before the writer closed (a child's FLUSH committed): %.60q", got)
+			}
+			io.WriteString(stdin, "close\n")
+			rest, _ := io.ReadAll(stdout)
+			cmd.Wait()
+			var r struct{ Close *int }
+			if err := json.Unmarshal(rest, &r); err != nil || r.Close != nil {
+				t.Fatalf("writer's close: %s (%v)", rest, err)
+			}
+			if got := readFile(t, filepath.Join(backing, name)); !jsonEqual(got, next) {
+				t.Errorf("after the writer's close the record is %.60q, want the new content", got)
+			}
+		})
 	}
 }
 
@@ -405,8 +411,8 @@ func TestRecordReplacedWhileOpen(t *testing.T) {
 		{"two-mounts", func() []string { return []string{filepath.Join(mntA, "two"), filepath.Join(mntB, "two")} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			needMount(t, errA)
-			needMount(t, errB)
+			h.needMount(t, errA)
+			h.needMount(t, errB)
 			sub := filepath.Base(tc.dirs()[0])
 			h.python(t, clientTimeout, "fsops.py", "mkdir", tc.dirs()[0])
 			r := run(t, tc.dirs()...)

@@ -56,9 +56,13 @@ func fuseUnavailable() error {
 }
 
 // needMount stops a test whose mount failed: a skip when FUSE is missing
-// (a failure in CI), a failure otherwise.
-func needMount(t *testing.T, err error) {
+// (a failure in CI), a failure otherwise; and a test whose mounts the harness
+// already aborted after a hang.
+func (h *harness) needMount(t *testing.T, err error) {
 	t.Helper()
+	if h.wasAborted() {
+		t.Fatal("the harness aborted this test's FUSE connections after an earlier hang")
+	}
 	if errors.Is(err, errNoFUSE) {
 		skipOrFatal(t, "%v", err)
 	}

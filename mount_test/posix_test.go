@@ -57,7 +57,7 @@ func runPosix(t *testing.T, fsName string, mount func(h *harness, backing, mnt s
 		mnt = backing
 	} else {
 		_, err := mount(h, backing, mnt)
-		needMount(t, err)
+		h.needMount(t, err)
 	}
 
 	runAll := os.Getenv("MERGEFS_POSIXTEST_ALL") == "1"

@@ -400,7 +400,7 @@ func runMatrix(t *testing.T, scenarios []scenario) {
 			checkControl(t, sc, c)
 			t.Logf("control: %s", c)
 
-			needMount(t, mountErr)
+			h.needMount(t, mountErr)
 			m := runScenario(t, h, sc, through.sub(sub))
 			row.mergefs = m.String()
 			t.Logf("mergefs: %s (%.2fs)", m, m.sum.Elapsed)

@@ -28,8 +28,8 @@ func TestTwoDaemonsSameBacking(t *testing.T) {
 			checkControl(t, sc, c)
 			t.Logf("control: %s", c)
 
-			needMount(t, errA)
-			needMount(t, errB)
+			h.needMount(t, errA)
+			h.needMount(t, errB)
 			m := runScenario(t, h, sc, through.sub(sub))
 			t.Logf("two mergefs daemons: %s (%.2fs)", m, m.sum.Elapsed)
 			checkMergefs(t, h, sc, through.sub(sub), m)
@@ -57,7 +57,7 @@ func TestPollersDuringWriteStorm(t *testing.T) {
 			p := c.sum.Pollers
 			t.Logf("control: pollers read %d times: %d empty, %d partial, %d invalid; e.g. %s", p.Reads, p.Empty, p.Partial, p.Invalid, strings.Join(p.Samples, "; "))
 
-			needMount(t, mountErr)
+			h.needMount(t, mountErr)
 			m := runScenario(t, h, sc, through.sub(sub))
 			p = m.sum.Pollers
 			t.Logf("mergefs: pollers read %d times: %d empty, %d partial, %d invalid, %d errors", p.Reads, p.Empty, p.Partial, p.Invalid, p.OSErrors)
@@ -93,7 +93,7 @@ func TestRejectPolicy(t *testing.T) {
 			checkControl(t, sc, c)
 			t.Logf("control: %s", c)
 
-			needMount(t, mountErr)
+			h.needMount(t, mountErr)
 			m := runScenario(t, h, sc, through.sub(sub))
 			t.Logf("mergefs reject: %s, retries %d, gave up %d", m, m.sum.Retries, m.sum.GaveUp)
 			checkMergefs(t, h, sc, through.sub(sub), m)

@@ -7,10 +7,11 @@
   fsops.py write PATH DATAFILE [--mode w|r+|x] [--fsync]
         write DATAFILE's bytes the way a legacy worker does; print which step failed and how, as
         JSON: {"open": errno|null, "write": ..., "fsync": ..., "close": ...}
-  fsops.py fork-child PATH DATAFILE
-        open PATH 'w', write DATAFILE's bytes, then let a forked child exit and a child exec a
-        program (both drop the inherited descriptor without writing), print "written", wait for a
-        line on stdin, close, and print {"close": errno|null}
+  fsops.py fork-child PATH DATAFILE --how fork-exit|exec-cloexec|exec-inherit
+        open PATH 'w', write DATAFILE's bytes, then let a child drop the inherited descriptor
+        without writing (a forked child exits; a child execs with the descriptor close-on-exec;
+        a child execs a program that inherits it and exits), print "written", wait for a line on
+        stdin, close, and print {"close": errno|null}
   fsops.py half-write PATH DATAFILE [--mode w|r+]
         open, write DATAFILE's bytes (meant to be half a record) and flush them to the kernel,
         print "ready", then sleep until killed
@@ -85,14 +86,17 @@ def cmd_fork_child(a):
         data = f.read()
     f = open(a.path, "wb", buffering=0)
     f.write(data)
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    os.waitpid(pid, 0)
-    # The descriptor is close-on-exec (Python's default): exec drops it.
-    subprocess.run(["true"], close_fds=False, check=True)
-    # pass_fds makes it inheritable: "true" holds it until it exits.
-    subprocess.run(["true"], pass_fds=(f.fileno(),), check=True)
+    if a.how == "fork-exit":
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    elif a.how == "exec-cloexec":
+        # The descriptor is close-on-exec (Python's default): the exec drops it.
+        subprocess.run(["true"], close_fds=False, check=True)
+    else:
+        # pass_fds makes it inheritable: "true" holds it until it exits.
+        subprocess.run(["true"], pass_fds=(f.fileno(),), check=True)
     sys.stdout.write("written\n")
     sys.stdout.flush()
     sys.stdin.readline()
@@ -120,6 +124,7 @@ def main():
     s = sub.add_parser("fork-child")
     s.add_argument("path")
     s.add_argument("datafile")
+    s.add_argument("--how", choices=("fork-exit", "exec-cloexec", "exec-inherit"), required=True)
     s.set_defaults(fn=cmd_fork_child)
     s = sub.add_parser("half-write")
     s.add_argument("path")

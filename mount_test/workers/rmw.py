@@ -317,7 +317,7 @@ def poller_loop(dirs, n, stop, results, seed):
         c["reads"] += 1
         kind = classify(data)
         c[kind] += 1
-        if kind != "ok" and len(c["samples"]) < 3:
+        if kind != "ok" and c[kind] == 1:
             c["samples"].append("%s len=%d head=%r tail=%r" % (kind, len(data), data[:40], data[-40:]))
     results.put(c)
 
