@@ -145,6 +145,12 @@ type daemon struct {
 	waitErr    error
 	fdBaseline int
 	stateDir   string
+	mountID    int // in /proc/self/mountinfo
+	// stopSignal is what stop sends (SIGTERM unless set).
+	stopSignal syscall.Signal
+	stopOnce   sync.Once
+	// killed is set when the test killed the daemon on purpose.
+	killed bool
 }
 
 type daemonSpec struct {
@@ -152,12 +158,21 @@ type daemonSpec struct {
 	fstype string
 	argv   []string
 	ready  string
+	// keepStale leaves a mount already at the mountpoint alone.
+	keepStale bool
 }
 
 // mountMergefs starts `mergefs mount` on backing at mountpoint with a private
 // state directory, and waits until it says it is ready and the mount is
 // visible. The daemon is stopped when the harness's test ends.
 func (h *harness) mountMergefs(backing, mountpoint string, flags ...string) (*daemon, error) {
+	return h.startMergefs(backing, mountpoint, true, flags...)
+}
+
+// startMergefs is mountMergefs with a choice: clearStale=false leaves a stale
+// mount at mountpoint for mergefs itself to deal with. An empty backing
+// mounts in place over mountpoint (`mergefs mount DIR`).
+func (h *harness) startMergefs(backing, mountpoint string, clearStale bool, flags ...string) (*daemon, error) {
 	if err := fuseUnavailable(); err != nil {
 		return nil, err
 	}
@@ -166,8 +181,12 @@ func (h *harness) mountMergefs(backing, mountpoint string, flags ...string) (*da
 	}
 	state := h.path("state-" + filepath.Base(mountpoint))
 	argv := append([]string{bins.mergefs, "mount", "--state-dir", state}, flags...)
-	argv = append(argv, backing, mountpoint)
-	d, err := h.start(daemonSpec{kind: "mergefs", fstype: "fuse.mergefs", argv: argv, ready: "mergefs: ready"}, backing, mountpoint)
+	if backing != "" {
+		argv = append(argv, backing)
+	}
+	argv = append(argv, mountpoint)
+	spec := daemonSpec{kind: "mergefs", fstype: "fuse.mergefs", argv: argv, ready: "mergefs: ready", keepStale: !clearStale}
+	d, err := h.start(spec, backing, mountpoint)
 	if d != nil {
 		d.stateDir = state
 	}
@@ -199,7 +218,7 @@ func (h *harness) mountLoopback(backing, mountpoint string, flags ...string) (*d
 
 func (h *harness) start(spec daemonSpec, backing, mountpoint string) (*daemon, error) {
 	t := h.t
-	if m, ok := mountAt(mountpoint); ok {
+	if m, ok := mountAt(mountpoint); ok && !spec.keepStale {
 		t.Logf("stale %s mount at %s: clearing it", m.fstype, mountpoint)
 		detach(t, m)
 	}
@@ -247,12 +266,15 @@ func (h *harness) start(spec daemonSpec, backing, mountpoint string) (*daemon, e
 		return nil, fmt.Errorf("%s not ready after %v:\n%s", spec.kind, readyTimeout, d.log.tail(40))
 	}
 	m, ok := mountAt(mountpoint)
+	// With keepStale the entry could still be the stale mount (mount ids are
+	// reused, so they cannot tell); the caller checks with a client.
 	if !ok {
-		return nil, fmt.Errorf("%s said ready but nothing is mounted at %s:\n%s", spec.kind, mountpoint, d.log.tail(40))
+		return nil, fmt.Errorf("%s said ready but it has not mounted %s:\n%s", spec.kind, mountpoint, d.log.tail(40))
 	}
 	if m.fstype != spec.fstype {
 		return nil, fmt.Errorf("%s mounted with type %q, want %q", spec.kind, m.fstype, spec.fstype)
 	}
+	d.mountID = m.id
 	d.fdBaseline = countFDs(d.cmd.Process.Pid)
 	return d, nil
 }
@@ -261,11 +283,27 @@ func (h *harness) start(spec daemonSpec, backing, mountpoint string) (*daemon, e
 // aborting the FUSE connection and a lazy unmount when it hangs, so that a
 // broken filesystem fails the test instead of wedging CI.
 func (h *harness) stop(d *daemon) {
+	d.stopOnce.Do(func() { h.stopDaemon(d) })
+}
+
+// kill SIGKILLs a daemon, as a crash would, and waits for it to die; its
+// mount stays behind (ENOTCONN).
+func (h *harness) kill(d *daemon) {
+	d.killed = true
+	syscall.Kill(d.cmd.Process.Pid, syscall.SIGKILL)
+	select {
+	case <-d.exited:
+	case <-time.After(10 * time.Second):
+		h.t.Errorf("%s daemon survives SIGKILL", d.kind)
+	}
+}
+
+func (h *harness) stopDaemon(d *daemon) {
 	t := h.t
 	pid := d.cmd.Process.Pid
 	select {
 	case <-d.exited:
-		if h.wasAborted() {
+		if h.wasAborted() || d.killed {
 			break
 		}
 		t.Errorf("%s daemon exited on its own before the test ended (%v):\n%s", d.kind, d.waitErr, d.log.tail(40))
@@ -276,11 +314,15 @@ func (h *harness) stop(d *daemon) {
 				t.Errorf("%s daemon holds %d descriptors at the end vs %d after mount: leak?", d.kind, n, d.fdBaseline)
 			}
 		}
-		d.cmd.Process.Signal(syscall.SIGTERM)
+		sig := d.stopSignal
+		if sig == 0 {
+			sig = syscall.SIGTERM
+		}
+		d.cmd.Process.Signal(sig)
 		select {
 		case <-d.exited:
 			if d.waitErr != nil && !h.wasAborted() {
-				t.Errorf("%s daemon after SIGTERM: %v (want exit 0):\n%s", d.kind, d.waitErr, d.log.tail(40))
+				t.Errorf("%s daemon after %v: %v (want exit 0):\n%s", d.kind, sig, d.waitErr, d.log.tail(40))
 			}
 		case <-time.After(stopTimeout):
 			t.Errorf("%s daemon still running %v after SIGTERM: aborting the FUSE connection", d.kind, stopTimeout)
@@ -295,8 +337,8 @@ func (h *harness) stop(d *daemon) {
 			}
 		}
 	}
-	if m, ok := mountAt(d.mountpoint); ok {
-		if !h.wasAborted() {
+	if m, ok := mountAt(d.mountpoint); ok && m.id == d.mountID {
+		if !h.wasAborted() && !d.killed {
 			t.Errorf("%s mount left behind at %s after the daemon exited", d.kind, d.mountpoint)
 		}
 		detach(t, m)
@@ -364,6 +406,7 @@ func (h *harness) python(t *testing.T, timeout time.Duration, script string, arg
 // --- /proc/self/mountinfo ---------------------------------------------------------------------
 
 type mountEntry struct {
+	id         int
 	devMinor   int
 	mountpoint string
 	fstype     string
@@ -386,7 +429,8 @@ func readMountinfo() ([]mountEntry, error) {
 		}
 		_, minor, _ := strings.Cut(f[2], ":")
 		n, _ := strconv.Atoi(minor)
-		out = append(out, mountEntry{devMinor: n, mountpoint: unescapeMountinfo(f[4]), fstype: g[0]})
+		id, _ := strconv.Atoi(f[0])
+		out = append(out, mountEntry{id: id, devMinor: n, mountpoint: unescapeMountinfo(f[4]), fstype: g[0]})
 	}
 	return out, nil
 }

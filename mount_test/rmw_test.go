@@ -159,16 +159,35 @@ func (p place) sub(name string) place {
 // from the backing directory, runs the workers and checks the result there.
 func runScenario(t *testing.T, h *harness, sc scenario, at place) outcome {
 	t.Helper()
+	initScenario(t, h, sc, at.dirs[0])
+	initial := readRecords(t, at.backing, sc.records)
+	sum := runWorkers(t, h, sc, at.dirs)
+	return verifyScenario(t, sc, at.backing, initial, sum)
+}
+
+// initScenario creates the scenario's records in dir (through a client).
+func initScenario(t *testing.T, h *harness, sc scenario, dir string) {
+	t.Helper()
 	init := sc
 	init.iterations = 0
-	h.python(t, workerTimeout, "rmw.py", append(init.args(at.dirs[:1]), "--init")...)
-	initial := readRecords(t, at.backing, sc.records)
+	h.python(t, workerTimeout, "rmw.py", append(init.args([]string{dir}), "--init")...)
+}
 
-	out := h.python(t, workerTimeout, "rmw.py", sc.args(at.dirs)...)
-	var o outcome
-	if err := json.Unmarshal(out, &o.sum); err != nil {
+func runWorkers(t *testing.T, h *harness, sc scenario, dirs []string) rmwSummary {
+	t.Helper()
+	out := h.python(t, workerTimeout, "rmw.py", sc.args(dirs)...)
+	var sum rmwSummary
+	if err := json.Unmarshal(out, &sum); err != nil {
 		t.Fatalf("rmw.py summary: %v\n%s", err, out)
 	}
+	return sum
+}
+
+// verifyScenario checks the records in the backing directory against what
+// the workers say they wrote and against the records as created.
+func verifyScenario(t *testing.T, sc scenario, backingDir string, initial []record, sum rmwSummary) outcome {
+	t.Helper()
+	o := outcome{sum: sum}
 	if len(o.sum.WorkerErrors) > 0 || o.sum.BarrierBroken > 0 {
 		t.Errorf("worker errors (barrier broken %d): %s", o.sum.BarrierBroken, strings.Join(o.sum.WorkerErrors, "\n"))
 	}
@@ -178,7 +197,7 @@ func runScenario(t *testing.T, h *harness, sc scenario, at place) outcome {
 
 	for i := range sc.records {
 		name := fmt.Sprintf("r%d.json", i)
-		data, err := os.ReadFile(filepath.Join(at.backing, name))
+		data, err := os.ReadFile(filepath.Join(backingDir, name))
 		if err != nil {
 			o.damaged = append(o.damaged, fmt.Sprintf("%s: %v", name, err))
 			continue
