@@ -4,9 +4,18 @@
 // is lost and no reader ever sees a torn record. Every scenario also runs on a
 // plain directory as a control, which shows the loss mergefs exists to prevent.
 //
-// Needs root and /dev/fuse; without them the tests skip, unless
-// MERGEFS_REQUIRE_FUSE=1 (CI), where they fail. MERGEFS_DAEMON_RACE=1 builds
-// the daemon with -race; MERGEFS_BINARY=path tests a prebuilt binary instead.
+// Needs root, /dev/fuse and python3; without them the tests skip, unless
+// MERGEFS_REQUIRE_FUSE=1 (CI), where they fail. Environment:
+//
+//	MERGEFS_DAEMON_RACE=1      build the daemon with -race
+//	MERGEFS_BINARY=path        test a prebuilt binary instead of building one
+//	MERGEFS_E2E_TARGET=loopback  put go-fuse's loopback where mergefs goes: a
+//	                           self-test of the harness, whose checks must fail
+//	MERGEFS_POSIXTEST_ALL=1    also run the posixtest cases listed as known failures
+//
+// -short cuts the iteration counts. The per-scenario table of lost updates
+// (plain directory vs mergefs) is logged by TestLegacyWorkerPatterns and
+// TestLegacyWorkerDimensions (go test -v -run TestLegacyWorker).
 package mount_test
 
 import (
