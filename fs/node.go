@@ -143,7 +143,11 @@ func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 
 func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if !n.isRecord() {
-		return n.LoopbackNode.Open(ctx, flags)
+		fh, fuseFlags, errno := n.LoopbackNode.Open(ctx, flags)
+		if errno == syscall.ENOENT {
+			errno = syscall.ESTALE // as for records, below
+		}
+		return fh, fuseFlags, errno
 	}
 	record := n.relPath()
 	c := n.fsys.callerOf(ctx)
@@ -156,7 +160,11 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	}
 	if !exists && n.fsys.ownHandle(record, c.proc) == nil {
 		// Only the creating process knows a record it has not committed.
-		return nil, 0, syscall.ENOENT
+		// Anyone else reached a name the kernel still caches (a create
+		// whose commit failed, a record removed by another mount): ESTALE
+		// makes the kernel look the name up again, and an O_CREAT open
+		// then creates it.
+		return nil, 0, syscall.ESTALE
 	}
 	h := n.fsys.openRecordHandle(record, flags, c, current, exists, n.newRecordAttrs(c, 0o644))
 	return h, fuse.FOPEN_DIRECT_IO, 0
@@ -263,6 +271,10 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 		out.FromStat(&st)
 	case err == syscall.ENOENT && own != nil:
 		fillNewRecordAttr(&out.Attr, own.create, 0, time.Now())
+	case err == syscall.ENOENT:
+		// The kernel still caches the name (see Open): ESTALE makes a
+		// path-based caller look it up again instead of failing.
+		return syscall.ESTALE
 	default:
 		return gofs.ToErrno(err)
 	}

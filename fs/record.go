@@ -88,8 +88,10 @@ func (fsys *FS) openRecordHandle(record string, flags uint32, c caller, current 
 			sizeHint = len(h.base.data)
 		}
 		h.content = make([]byte, 0, min(sizeHint, fsys.maxRecordSize()))
+		// The truncation alone makes no writer: a shell's "> r.json"
+		// dup2()s (a FLUSH) before it writes, and closing a rewrite that
+		// wrote nothing leaves the record as it is rather than empty.
 		h.written, h.dirty = true, true
-		h.writers[c.proc] = struct{}{}
 	}
 	h.lastTID, h.lastProc = c.thread.pid, c.proc
 	fsys.addOpen(h)
@@ -266,7 +268,11 @@ func (h *recordHandle) Release(ctx context.Context) syscall.Errno {
 	h.fsys.removeOpen(h)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.dirty {
+	switch {
+	case h.dirty && len(h.writers) == 0:
+		h.fsys.log.Warn("record opened for rewriting (O_TRUNC) and closed without a write; the record is unchanged",
+			"record", h.record, "pid", h.opener.proc.pid, "comm", h.opener.comm, "uid", h.opener.uid)
+	case h.dirty:
 		h.fsys.log.Debug("dropped uncommitted writes", "record", h.record,
 			"pid", h.opener.proc.pid, "comm", h.opener.comm, "uid", h.opener.uid)
 	}

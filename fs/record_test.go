@@ -252,7 +252,9 @@ func TestInvalidContentIsRejectedAndSaved(t *testing.T) {
 	f.put(t, "r.json", `{"a":0}`)
 	for _, bad := range []string{"", `{"a":`, `{"a":1} x`, `{"a":NaN}`} {
 		h := f.open(t, self(), "r.json", syscall.O_WRONLY|syscall.O_TRUNC)
-		if bad != "" {
+		if bad == "" {
+			h.truncate(self().ctx(), 0) // an explicit ftruncate counts as a write
+		} else {
 			write(t, self(), h, bad, 0)
 		}
 		if errno := closeHandle(self(), h); errno != syscall.EIO {
@@ -413,5 +415,33 @@ func TestWritePastSizeLimitFailsTheCommit(t *testing.T) {
 	}
 	if saved, _ := os.ReadDir(filepath.Join(f.state, "rejected")); len(saved) != 1 {
 		t.Fatalf("rejected files: %v", saved)
+	}
+}
+
+func TestRewriteClosedWithoutWritingLeavesRecord(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a":0}`)
+	// A shell's "> r.json" dup2()s the descriptor before writing: that
+	// FLUSH must neither commit an empty record nor fail.
+	h := f.open(t, self(), "r.json", syscall.O_WRONLY|syscall.O_TRUNC)
+	if errno := h.Flush(self().ctx()); errno != 0 {
+		t.Fatalf("flush before any write: %v", errno)
+	}
+	write(t, self(), h, `{"a":1}`, 0)
+	if errno := closeHandle(self(), h); errno != 0 {
+		t.Fatal(errno)
+	}
+	if got := f.get(t, "r.json"); got["a"] != 1.0 {
+		t.Fatalf("record = %v", got)
+	}
+	h = f.open(t, self(), "r.json", syscall.O_WRONLY|syscall.O_TRUNC)
+	if errno := closeHandle(self(), h); errno != 0 {
+		t.Fatalf("close without a write: %v", errno)
+	}
+	if got := f.get(t, "r.json"); got["a"] != 1.0 {
+		t.Fatalf("record = %v", got)
+	}
+	if st := f.Stats(); st.Rejected != 0 {
+		t.Fatalf("stats %+v", st)
 	}
 }
