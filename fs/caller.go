@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -87,10 +88,11 @@ func (r *callerResolver) resolve(tid, uid, gid uint32) (caller, error) {
 		return c, nil
 	}
 
-	tgid, err := r.readTgid(tid)
+	status, err := r.readStatus(tid)
 	if err != nil {
 		return caller{}, err
 	}
+	tgid := status.tgid
 	procStart, comm := threadStart, threadComm
 	if tgid != tid {
 		procStart, comm, err = r.readStat(tgid)
@@ -118,99 +120,120 @@ func (r *callerResolver) store(tid uint32, c cachedCaller) {
 	r.cache[tid] = c
 }
 
-// readStat returns the start time and command name of task pid.
+// readStat returns the start time and command name of task pid. It can
+// block while pid is in the middle of execve: never call it for a FLUSH,
+// which an execve sends when it closes close-on-exec descriptors.
 func (r *callerResolver) readStat(pid uint32) (uint64, string, error) {
-	st, err := r.readTaskStat(pid)
-	return st.start, st.comm, err
-}
-
-func (r *callerResolver) readTaskStat(pid uint32) (taskStat, error) {
 	data, err := os.ReadFile(fmt.Sprintf("%s/%d/stat", r.procRoot, pid))
 	if err != nil {
-		return taskStat{}, fmt.Errorf("identify caller %d: %w", pid, err)
+		return 0, "", fmt.Errorf("identify caller %d: %w", pid, err)
 	}
 	return parseStat(data)
 }
 
-// killedWhileExiting reports whether task tid is being torn down by a
-// signal (SIGKILL, a crash): the kernel then closes its files and sends
-// FLUSH for each, but the process never chose to close them, so its
-// half-written records must not be committed. A process that exits
-// normally without closing its files still commits.
-func (r *callerResolver) killedWhileExiting(tid uint32) bool {
-	st, err := r.readTaskStat(tid)
-	return err == nil && st.killedWhileExiting()
-}
-
-// taskStat is what mergefs needs of /proc/<pid>/stat.
-type taskStat struct {
-	start    uint64 // field 22, clock ticks after boot
-	comm     string // field 2
-	flags    uint64 // field 9, PF_* flags
-	exitCode uint64 // field 52, as waitpid reports it; set early in do_exit
-}
-
-// pfExiting is the kernel's PF_EXITING: the task is in do_exit.
-const pfExiting = 0x4
-
-func (s taskStat) killedWhileExiting() bool {
-	return s.flags&pfExiting != 0 && s.exitCode&0x7f != 0
-}
-
 // parseStat reads "pid (comm) state ppid ..." where comm may itself contain
 // spaces and parentheses, so fields are counted from the last ')'.
-func parseStat(data []byte) (taskStat, error) {
+func parseStat(data []byte) (uint64, string, error) {
 	open := bytes.IndexByte(data, '(')
 	end := bytes.LastIndexByte(data, ')')
 	if open < 0 || end < open {
-		return taskStat{}, fmt.Errorf("malformed /proc stat line")
+		return 0, "", fmt.Errorf("malformed /proc stat line")
 	}
-	st := taskStat{comm: string(data[open+1 : end])}
-	// fields[0] is field 3 (state).
+	comm := string(data[open+1 : end])
 	fields := bytes.Fields(data[end+1:])
-	field := func(n int) (uint64, error) {
-		if len(fields) <= n-3 {
-			return 0, fmt.Errorf("short /proc stat line")
+	// fields[0] is field 3 (state); starttime is field 22.
+	const startField = 22 - 3
+	if len(fields) <= startField {
+		return 0, "", fmt.Errorf("short /proc stat line")
+	}
+	start, err := strconv.ParseUint(string(fields[startField]), 10, 64)
+	if err != nil {
+		return 0, "", fmt.Errorf("bad start time in /proc stat: %w", err)
+	}
+	return start, comm, nil
+}
+
+// peek returns what is cached for tid, without reading /proc.
+func (r *callerResolver) peek(tid uint32) (caller, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.cache[tid]
+	return c.caller, ok
+}
+
+// taskStatus is what mergefs needs of /proc/<tid>/status, which, unlike
+// stat, answers at once even for a task in the middle of execve.
+type taskStatus struct {
+	tgid    uint32
+	name    string
+	pending uint64 // SigPnd | ShdPnd: signals pending, as a mask of bit sig-1
+	blocked uint64 // SigBlk
+	ignored uint64 // SigIgn
+	caught  uint64 // SigCgt
+}
+
+func (r *callerResolver) readStatus(tid uint32) (taskStatus, error) {
+	data, err := os.ReadFile(fmt.Sprintf("%s/%d/status", r.procRoot, tid))
+	if err != nil {
+		return taskStatus{}, fmt.Errorf("identify caller %d: %w", tid, err)
+	}
+	return parseStatus(data)
+}
+
+func parseStatus(data []byte) (taskStatus, error) {
+	var st taskStatus
+	haveTgid := false
+	for line := range bytes.Lines(data) {
+		key, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
 		}
-		v, err := strconv.ParseUint(string(fields[n-3]), 10, 64)
+		value = bytes.TrimSpace(value)
+		var err error
+		switch string(key) {
+		case "Name":
+			st.name = string(value)
+		case "Tgid":
+			var v uint64
+			v, err = strconv.ParseUint(string(value), 10, 32)
+			st.tgid, haveTgid = uint32(v), err == nil
+		case "SigPnd", "ShdPnd":
+			var v uint64
+			v, err = strconv.ParseUint(string(value), 16, 64)
+			st.pending |= v
+		case "SigBlk":
+			st.blocked, err = strconv.ParseUint(string(value), 16, 64)
+		case "SigIgn":
+			st.ignored, err = strconv.ParseUint(string(value), 16, 64)
+		case "SigCgt":
+			st.caught, err = strconv.ParseUint(string(value), 16, 64)
+		}
 		if err != nil {
-			return 0, fmt.Errorf("bad field %d in /proc stat: %w", n, err)
+			return taskStatus{}, fmt.Errorf("bad %s in /proc status: %w", key, err)
 		}
-		return v, nil
 	}
-	var err error
-	if st.start, err = field(22); err != nil {
-		return taskStat{}, err
+	if !haveTgid {
+		return taskStatus{}, fmt.Errorf("no Tgid in /proc status")
 	}
-	if st.flags, err = field(9); err != nil {
-		return taskStat{}, err
-	}
-	// exit_code is missing before Linux 3.5; zero then reads as "not killed".
-	st.exitCode, _ = field(52)
 	return st, nil
 }
 
-func (r *callerResolver) readTgid(tid uint32) (uint32, error) {
-	data, err := os.ReadFile(fmt.Sprintf("%s/%d/status", r.procRoot, tid))
-	if err != nil {
-		return 0, fmt.Errorf("identify caller %d: %w", tid, err)
-	}
-	return parseTgid(data)
-}
+func sigBit(sig syscall.Signal) uint64 { return 1 << (uint(sig) - 1) }
 
-func parseTgid(status []byte) (uint32, error) {
-	const key = "\nTgid:"
-	i := bytes.Index(status, []byte(key))
-	if i < 0 {
-		return 0, fmt.Errorf("no Tgid in /proc status")
+// harmlessByDefault are the signals whose default action does not end a
+// process.
+var harmlessByDefault = sigBit(syscall.SIGCHLD) | sigBit(syscall.SIGCONT) | sigBit(syscall.SIGURG) |
+	sigBit(syscall.SIGWINCH) | sigBit(syscall.SIGSTOP) | sigBit(syscall.SIGTSTP) |
+	sigBit(syscall.SIGTTIN) | sigBit(syscall.SIGTTOU)
+
+// dying reports whether the task is being killed by a signal: SIGKILL, or
+// a pending signal that it neither blocks, ignores nor handles and whose
+// default action ends it. The kernel closes such a task's files, sending
+// FLUSH, but the process never chose to close them.
+func (s taskStatus) dying() bool {
+	if s.pending&sigBit(syscall.SIGKILL) != 0 {
+		return true
 	}
-	rest := status[i+len(key):]
-	if nl := bytes.IndexByte(rest, '\n'); nl >= 0 {
-		rest = rest[:nl]
-	}
-	tgid, err := strconv.ParseUint(string(bytes.TrimSpace(rest)), 10, 32)
-	if err != nil {
-		return 0, fmt.Errorf("bad Tgid in /proc status: %w", err)
-	}
-	return uint32(tgid), nil
+	fatal := s.pending &^ (s.blocked | s.ignored | s.caught | harmlessByDefault)
+	return fatal != 0
 }

@@ -5,31 +5,30 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 )
 
 func TestParseStatCommWithSpacesAndParens(t *testing.T) {
 	line := []byte("4242 (my (odd) prog) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200 18446744073709551615\n")
-	st, err := parseStat(line)
+	start, comm, err := parseStat(line)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.start != 987654 || st.comm != "my (odd) prog" || st.flags != 4194560 || st.killedWhileExiting() {
-		t.Fatalf("got %+v", st)
+	if start != 987654 || comm != "my (odd) prog" {
+		t.Fatalf("got start %d comm %q", start, comm)
 	}
-	if _, err := parseStat([]byte("12 (x) S 1 2")); err == nil {
+	if _, _, err := parseStat([]byte("12 (x) S 1 2")); err == nil {
 		t.Fatal("short line accepted")
 	}
 }
 
 func TestParseTgid(t *testing.T) {
-	got, err := parseTgid([]byte("Name:\tpython3\nUmask:\t0022\nState:\tS\nTgid:\t777\nNgid:\t0\nPid:\t778\n"))
-	if err != nil || got != 777 {
-		t.Fatalf("got %d, %v", got, err)
+	got, err := parseStatus([]byte("Name:\tpython3\nUmask:\t0022\nState:\tS\nTgid:\t777\nNgid:\t0\nPid:\t778\n"))
+	if err != nil || got.tgid != 777 {
+		t.Fatalf("got %+v, %v", got, err)
 	}
-	if _, err := parseTgid([]byte("Name:\tx\n")); err == nil {
+	if _, err := parseStatus([]byte("Name:\tx\n")); err == nil {
 		t.Fatal("status without Tgid accepted")
 	}
 }
@@ -168,36 +167,34 @@ func TestResolveKeepsConfirmedEntryWithoutRereadingStatus(t *testing.T) {
 	}
 }
 
-func TestKilledWhileExiting(t *testing.T) {
-	// statLine builds a /proc/<pid>/stat line with fields 9 and 52 set.
-	statLine := func(flags, exit string) []byte {
-		fields := make([]string, 52)
-		for i := range fields {
-			fields[i] = "0"
-		}
-		fields[0], fields[1], fields[2], fields[21] = "7", "(w)", "R", "555"
-		fields[8], fields[51] = flags, exit
-		return []byte(strings.Join(fields, " ") + "\n")
+func TestParseStatusSignals(t *testing.T) {
+	status := func(pnd, shd, blk, ign, cgt string) []byte {
+		return []byte("Name:\tpython3\nTgid:\t77\nPid:\t78\nSigQ:\t0/1\nSigPnd:\t" + pnd +
+			"\nShdPnd:\t" + shd + "\nSigBlk:\t" + blk + "\nSigIgn:\t" + ign + "\nSigCgt:\t" + cgt + "\n")
 	}
+	const zero = "0000000000000000"
 	for _, tc := range []struct {
-		flags, exit string
-		killed      bool
+		name                    string
+		pnd, shd, blk, ign, cgt string
+		dying                   bool
 	}{
-		{"4194304", "0", false},   // running
-		{"4194308", "9", true},    // PF_EXITING, SIGKILL
-		{"4194308", "139", true},  // PF_EXITING, SIGSEGV with core
-		{"4194308", "0", false},   // PF_EXITING, exit(0)
-		{"4194308", "768", false}, // PF_EXITING, exit(3)
+		{"running", zero, zero, zero, "0000000001001006", "0000000180000002", false},
+		{"SIGKILL (seen on kill -9)", zero, "0000000000000100", zero, "0000000001001006", zero, true},
+		{"uncaught SIGTERM (seen)", zero, "0000000000004000", zero, "0000000001001006", "0000000100000000", true},
+		{"caught SIGTERM", zero, "0000000000004000", zero, zero, "0000000000004000", false},
+		{"blocked SIGTERM", zero, "0000000000004000", "0000000000004000", zero, zero, false},
+		{"ignored SIGPIPE", "0000000000001000", zero, zero, "0000000000001000", zero, false},
+		{"SIGCHLD pending", zero, "0000000000010000", zero, zero, zero, false},
 	} {
-		st, err := parseStat(statLine(tc.flags, tc.exit))
+		st, err := parseStatus(status(tc.pnd, tc.shd, tc.blk, tc.ign, tc.cgt))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.exitCode == 0 && tc.exit != "0" {
-			t.Fatalf("exit code not parsed from field 52: %+v", st)
+		if st.tgid != 77 || st.name != "python3" {
+			t.Fatalf("%s: parsed %+v", tc.name, st)
 		}
-		if st.killedWhileExiting() != tc.killed {
-			t.Errorf("flags %s exit %s: killed=%v, want %v", tc.flags, tc.exit, !tc.killed, tc.killed)
+		if st.dying() != tc.dying {
+			t.Errorf("%s: dying=%v, want %v", tc.name, st.dying(), tc.dying)
 		}
 	}
 }

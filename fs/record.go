@@ -239,17 +239,57 @@ func (h *recordHandle) Flush(ctx context.Context) syscall.Errno {
 	if !h.dirty {
 		return 0
 	}
-	c := h.fsys.callerOf(ctx)
-	if _, wrote := h.writers[c.proc]; !wrote {
-		return 0
-	}
-	if h.fsys.callers.killedWhileExiting(c.thread.pid) {
-		h.fsys.log.Warn("writer was killed before closing; its uncommitted writes are dropped",
-			"record", h.record, "pid", c.proc.pid, "comm", c.comm, "uid", c.uid)
-		h.dirty = false
+	c, ok := h.flusher(ctx)
+	if !ok {
 		return 0
 	}
 	return h.commitLocked(c, "close", false)
+}
+
+// flusher identifies the task closing the handle and reports whether it
+// belongs to a process that wrote through it and is not being killed. It
+// reads only /proc/<tid>/status: an execve that closes close-on-exec
+// descriptors sends FLUSH while /proc/<tid>/stat waits for that execve.
+// A process is matched by pid alone here; to hold this descriptor a
+// recycled pid would have to have inherited it, after the writer's own
+// close had already committed.
+func (h *recordHandle) flusher(ctx context.Context) (caller, bool) {
+	fc, ok := fuseCaller(ctx)
+	if !ok {
+		return caller{}, false
+	}
+	var status taskStatus
+	if fc.Pid != 0 {
+		var err error
+		if status, err = h.fsys.callers.readStatus(fc.Pid); err != nil {
+			h.fsys.log.Warn("cannot identify a closing task; nothing committed", "record", h.record, "tid", fc.Pid, "err", err)
+			return caller{}, false
+		}
+	}
+	var writer procKey
+	found := false
+	for w := range h.writers {
+		if w.pid == status.tgid {
+			writer, found = w, true
+			break
+		}
+	}
+	if !found {
+		return caller{}, false
+	}
+	c, cached := h.fsys.callers.peek(fc.Pid)
+	if !cached || c.proc != writer {
+		c = caller{thread: procKey{pid: fc.Pid}, proc: writer, comm: status.name}
+	}
+	c.uid, c.gid = fc.Uid, fc.Gid
+	if status.dying() {
+		h.fsys.log.Warn("writer was killed before closing; its uncommitted writes are dropped",
+			"record", h.record, "pid", c.proc.pid, "comm", c.comm, "uid", c.uid)
+		h.dirty = false
+		clear(h.writers)
+		return caller{}, false
+	}
+	return c, true
 }
 
 // Fsync commits whatever is buffered, durably, whoever asks.
