@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -254,6 +255,12 @@ func serve(cfg mountConfig, stderr io.Writer) error {
 		return err
 	}
 	defer stopProfile()
+	setMemoryLimit(readMemory, logger)
+	// Signals are caught before the mount exists: one that arrives as it
+	// becomes ready must unmount it, not kill the daemon and leave it.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	opts := mergefs.MountOptions(backingDir, cfg.allowOther)
 	opts.Debug = cfg.debugFUSE
 	server, err := gofs.Mount(mountDir, root, opts)
@@ -265,7 +272,7 @@ func serve(cfg mountConfig, stderr io.Writer) error {
 	logger.Info("mounted", "backing", backingDir, "mountpoint", mountDir, "in_place", cfg.inPlace,
 		"records", cfg.records, "on_conflict", policy.String(), "fsync", cfg.fsync)
 
-	waitForShutdown(server, mountDir, logger, ops.stopping)
+	waitForShutdown(server, sigs, mountDir, logger, ops.stopping)
 	st := fsys.Stats()
 	logger.Info("unmounted", "commits", st.Commits, "merges", st.Merges, "conflicts", st.Conflicts,
 		"rejected", st.Rejected, "failed", st.Failed, "base_fallbacks", st.BaseFallbacks)
@@ -275,10 +282,7 @@ func serve(cfg mountConfig, stderr io.Writer) error {
 // waitForShutdown serves until a signal or an external unmount, then makes
 // sure the mount is gone. server.Wait returns only after every request in
 // flight, commits included, has been answered.
-func waitForShutdown(server *fuse.Server, mountDir string, logger *slog.Logger, stopping func(reason string)) {
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
+func waitForShutdown(server *fuse.Server, sigs <-chan os.Signal, mountDir string, logger *slog.Logger, stopping func(reason string)) {
 	done := make(chan struct{})
 	go func() {
 		server.Wait()
@@ -299,6 +303,23 @@ func waitForShutdown(server *fuse.Server, mountDir string, logger *slog.Logger, 
 		}
 	}
 	<-done
+}
+
+// memoryHeadroom is what the daemon may use beyond its read-tracking bound
+// before the Go runtime collects garbage harder: buffers of open handles,
+// commits in flight, the runtime itself.
+const memoryHeadroom = 192 << 20
+
+// setMemoryLimit gives the Go runtime a soft memory limit of the read
+// tracking bound plus headroom, unless GOMEMLIMIT says otherwise. Without
+// one the heap may grow to twice the live data before a collection.
+func setMemoryLimit(readMemory int64, logger *slog.Logger) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	limit := readMemory + memoryHeadroom
+	debug.SetMemoryLimit(limit)
+	logger.Debug("soft memory limit set", "bytes", limit)
 }
 
 // clearStaleMount unmounts a FUSE mount at dir whose daemon is gone (every
