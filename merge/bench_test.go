@@ -192,3 +192,104 @@ func BenchmarkParse(b *testing.B) {
 		})
 	}
 }
+
+// profileRecord is a record laid out like the end-to-end benchmark's
+// (bench/rmw): fixed-width counters w0..w3, some escaped non-ASCII text, and
+// a "profile" object of 48-byte fields filling it to about size bytes
+// (256 KB: about 5,400 keys). counters gives the value of each counter.
+func profileRecord(size int, counters [4]int) []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"id": 7, "name": "Zo\u00eb \u00dcnal", "score": 1.5, "tags": ["a", "b"], `)
+	for i, c := range counters {
+		fmt.Fprintf(&b, `"w%d": "%010d", `, i, c)
+	}
+	b.WriteString(`"profile": {`)
+	const field = 48
+	for i := 0; size-b.Len() > 2*field; i++ {
+		key := fmt.Sprintf(`"f%04d": "`, i)
+		b.WriteString(key)
+		b.Write(bytes.Repeat([]byte("x"), field-len(key)-3))
+		b.WriteString(`", `)
+	}
+	b.WriteString(`"pad": ""}}`)
+	return b.Bytes()
+}
+
+// BenchmarkMergeProfile is mergefs's commit of one counter change to a
+// record of many short fields: theirs is base (nobody else committed since
+// the writer read) or has another counter changed.
+func BenchmarkMergeProfile(b *testing.B) {
+	for _, size := range []struct {
+		name  string
+		bytes int
+	}{{"4KB", 4 << 10}, {"256KB", 256 << 10}} {
+		base := profileRecord(size.bytes, [4]int{})
+		mine := profileRecord(size.bytes, [4]int{1, 0, 0, 0})
+		for _, variant := range []string{"theirs=base", "theirs-changed"} {
+			theirs := base
+			if variant == "theirs-changed" {
+				theirs = profileRecord(size.bytes, [4]int{0, 1, 0, 0})
+			}
+			total := int64(len(base) + len(mine) + len(theirs))
+			in := Inputs{Base: base, HasBase: true, Mine: mine, Theirs: bytes.Clone(theirs), HasTheirs: true}
+			prefix := size.name + "/" + variant + "/"
+			b.Run(prefix+"gjson.ValidBytes", func(b *testing.B) {
+				b.SetBytes(total)
+				for b.Loop() {
+					if !gjson.ValidBytes(base) || !gjson.ValidBytes(mine) || !gjson.ValidBytes(theirs) {
+						b.Fatal("invalid")
+					}
+				}
+			})
+			b.Run(prefix+"merge", func(b *testing.B) {
+				b.SetBytes(total)
+				b.ReportAllocs()
+				for b.Loop() {
+					if res, err := Merge(in, Options{}); err != nil || res.Changed != 1 {
+						b.Fatal(err, res.Changed)
+					}
+				}
+			})
+			b.Run(prefix+"ratio", func(b *testing.B) {
+				var valid, merged time.Duration
+				for b.Loop() {
+					t0 := time.Now()
+					if !gjson.ValidBytes(base) || !gjson.ValidBytes(mine) || !gjson.ValidBytes(theirs) {
+						b.Fatal("invalid")
+					}
+					t1 := time.Now()
+					if _, err := Merge(in, Options{}); err != nil {
+						b.Fatal(err)
+					}
+					merged += time.Since(t1)
+					valid += t1.Sub(t0)
+				}
+				b.ReportMetric(float64(merged)/float64(valid), "x-ValidBytes")
+			})
+		}
+	}
+}
+
+func TestProfileRecordMerge(t *testing.T) {
+	base := profileRecord(256<<10, [4]int{})
+	if n := bytes.Count(base, []byte(`": "`)); n < 5000 || n > 6000 {
+		t.Fatalf("256 KB record has %d fields, want about 5,400", n)
+	}
+	mine := profileRecord(256<<10, [4]int{1, 0, 0, 0})
+	theirs := profileRecord(256<<10, [4]int{0, 1, 0, 0})
+	want := profileRecord(256<<10, [4]int{1, 1, 0, 0})
+	for _, th := range [][]byte{base, theirs} {
+		res, err := Merge(Inputs{Base: base, HasBase: true, Mine: mine, Theirs: th, HasTheirs: true}, Options{})
+		if err != nil || len(res.Conflicts) > 0 || res.Changed != 1 {
+			t.Fatalf("err %v, changed %d, conflicts %d", err, res.Changed, len(res.Conflicts))
+		}
+		if exp := want; bytes.Equal(th, base) {
+			exp = mine
+			if !bytes.Equal(res.Merged, exp) {
+				t.Fatalf("theirs == base: merged is not mine")
+			}
+		} else if !bytes.Equal(res.Merged, exp) {
+			t.Fatalf("merged is not both counters changed")
+		}
+	}
+}
