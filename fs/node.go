@@ -143,11 +143,7 @@ func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 
 func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if !n.isRecord() {
-		fh, fuseFlags, errno := n.LoopbackNode.Open(ctx, flags)
-		if errno == syscall.ENOENT {
-			errno = syscall.ESTALE // as for records, below
-		}
-		return fh, fuseFlags, errno
+		return n.LoopbackNode.Open(ctx, flags)
 	}
 	record := n.relPath()
 	c := n.fsys.callerOf(ctx)
