@@ -476,3 +476,37 @@ func TestResultDoesNotAliasInputs(t *testing.T) {
 		t.Errorf("Merged changed with the input: %s", res.Merged)
 	}
 }
+
+// Objects too large for the pairwise check go through a hash set: a
+// duplicate written with escapes is still found, inside arrays too, and the
+// one reported is the first repeat in document order.
+func TestDuplicateKeyInLargeObject(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{`)
+	for i := range 100 {
+		fmt.Fprintf(&b, `"k%d":%d,`, i, i)
+	}
+	prefix := b.String()
+	for _, tc := range []struct {
+		name, doc, key string
+		at            int
+	}{
+		{"escaped repeat", prefix + `"\u006b7":1,"k3":2}`, "k7", len(prefix)},
+		{"in an array", `[` + prefix + `"x":1,"k99":2}]`, "k99", 1 + len(prefix) + len(`"x":1,`)},
+		{"escaped first", `{"\u0041":0,` + prefix[1:] + `"A":1}`, "A", len(`{"\u0041":0,`) - 1 + len(prefix)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Merge(inputs(`{}`, tc.doc, `{}`), Options{})
+			var ie *InputError
+			if !errors.As(err, &ie) || ie.Input != "mine" {
+				t.Fatalf("err = %v, want an *InputError for mine", err)
+			}
+			if want := fmt.Sprintf("duplicate key %q", tc.key); ie.Reason != want || ie.Offset != tc.at {
+				t.Errorf("got %q at %d, want %q at %d", ie.Reason, ie.Offset, want, tc.at)
+			}
+		})
+	}
+	if _, err := Merge(inputs(`{}`, prefix+`"k100":0}`, `{}`), Options{}); err != nil {
+		t.Errorf("distinct keys: %v", err)
+	}
+}

@@ -3,6 +3,7 @@ package merge
 import (
 	"bytes"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"unicode/utf8"
 )
@@ -134,7 +135,17 @@ type scratch struct {
 	// Members of the objects being parsed; a finished object moves its own
 	// to the tree so that they end up contiguous.
 	memberStack []member
-	order       []int32 // for the duplicate check of large objects
+	// keySlots is an open-addressed hash set of the keys of the object
+	// being checked for duplicates, reused from object to object.
+	keySlots []keySlot
+	seed     maphash.Seed
+	seeded   bool
+}
+
+// keySlot is one slot of scratch.keySlots.
+type keySlot struct {
+	member int32  // index of the member in its object, plus one; 0: empty
+	tag    uint32 // high bits of the key's hash, compared before the keys
 }
 
 // parse validates data as exactly one JSON document (RFC 8259, UTF-8,
@@ -328,23 +339,19 @@ func (p *parser) object(depth int) (first, count int32) {
 	t := p.t
 	first = int32(len(t.members))
 	t.members = append(t.members, members...)
-	if len(p.order) == len(members) && n > 1 {
-		for _, i := range p.order {
-			t.sorted = append(t.sorted, first+i)
-		}
-	} else if n > 0 {
+	if n > 0 {
 		t.sorted = slices.Grow(t.sorted, int(n))[:len(t.sorted)+int(n)]
 		t.sorted[first] = -1 // sorted when needed
 	}
 	return first, n
 }
 
-// duplicate returns the index of a member whose key an earlier member
-// already has, or -1. Large objects are sorted by key to find out, and the
-// order is left in p.order; small ones are compared pairwise.
+// duplicate returns the index of the first member (in document order) whose
+// key an earlier member already has, or -1. Keys are compared decoded.
+// Small objects are compared pairwise, larger ones through a hash set, so
+// that the check stays linear in the number of members.
 func (p *parser) duplicate(members []member) int {
 	t := p.t
-	p.order = p.order[:0]
 	if len(members) <= 8 {
 		for i := 1; i < len(members); i++ {
 			ki := t.key(&members[i])
@@ -356,15 +363,31 @@ func (p *parser) duplicate(members []member) int {
 		}
 		return -1
 	}
-	for i := range int32(len(members)) {
-		p.order = append(p.order, i)
+	if !p.seeded {
+		// A random seed: no document can be written to make keys collide.
+		p.seed, p.seeded = maphash.MakeSeed(), true
 	}
-	slices.SortFunc(p.order, func(a, b int32) int {
-		return bytes.Compare(t.key(&members[a]), t.key(&members[b]))
-	})
-	for i := 1; i < len(p.order); i++ {
-		if a, b := p.order[i-1], p.order[i]; bytes.Equal(t.key(&members[a]), t.key(&members[b])) {
-			return int(max(a, b))
+	size := 16
+	for size < 2*len(members) {
+		size <<= 1
+	}
+	p.keySlots = slices.Grow(p.keySlots[:0], size)[:size]
+	slots := p.keySlots
+	clear(slots)
+	mask := uint64(size - 1)
+	for i := range members {
+		key := t.key(&members[i])
+		h := maphash.Bytes(p.seed, key)
+		tag := uint32(h >> 32)
+		for j := h & mask; ; j = (j + 1) & mask {
+			slot := &slots[j]
+			if slot.member == 0 {
+				*slot = keySlot{member: int32(i) + 1, tag: tag}
+				break
+			}
+			if slot.tag == tag && bytes.Equal(t.key(&members[slot.member-1]), key) {
+				return i
+			}
 		}
 	}
 	return -1
