@@ -171,7 +171,17 @@ func Merge(in Inputs, opts Options) (Result, error) {
 		}
 		return finish(res, opts.Policy)
 	}
-	theirs, err := load("theirs", in.Theirs, maxSize, maxDepth, &s)
+	// Usually nobody else committed since the writer read, so theirs is
+	// base byte for byte: its tree is already validated and built.
+	var theirs *tree
+	switch {
+	case base != nil && bytes.Equal(in.Theirs, in.Base):
+		theirs = base
+	case bytes.Equal(in.Theirs, in.Mine):
+		theirs = mine
+	default:
+		theirs, err = load("theirs", in.Theirs, maxSize, maxDepth, &s)
+	}
 	if err != nil {
 		var ie *InputError
 		errors.As(err, &ie)

@@ -391,6 +391,27 @@ func TestInvalidBase(t *testing.T) {
 		if !errors.As(err, &ie) || ie.Input != "base" {
 			t.Errorf("base %q: err = %v, want an *InputError for base", base, err)
 		}
+		// theirs identical to a damaged base is not taken as validated
+		_, err = Merge(inputs(base, `{"a":1}`, base), Options{MaxDepth: 3})
+		if !errors.As(err, &ie) || ie.Input != "base" {
+			t.Errorf("base = theirs = %q: err = %v, want an *InputError for base", base, err)
+		}
+	}
+}
+
+// theirs is parsed once when it is base or mine byte for byte; the merge
+// comes out as if parsed on its own.
+func TestTheirsIdenticalToAnInput(t *testing.T) {
+	base := "{\n  \"a\": 1, \"o\": {\"x\": 1, \"y\": [1]}, \"d\": 0\n}\n"
+	mine := `{"a":2,"o":{"x":1,"y":[1,2],"z":true},"n":null}`
+	res, err := Merge(inputs(base, mine, base), Options{})
+	if want := "{\n  \"a\": 2, \"o\": {\"x\": 1, \"y\": [1,2], \"z\": true}, \"n\": null\n}\n"; err != nil ||
+		string(res.Merged) != want || res.Changed != 5 || len(res.Conflicts) != 0 {
+		t.Errorf("theirs = base: %v, changed %d, %q\nwant %q", err, res.Changed, res.Merged, want)
+	}
+	res, err = Merge(inputs(base, mine, mine), Options{})
+	if err != nil || string(res.Merged) != mine || res.Changed != 0 || len(res.Conflicts) != 0 {
+		t.Errorf("theirs = mine: %v, changed %d, %q", err, res.Changed, res.Merged)
 	}
 }
 
@@ -489,7 +510,7 @@ func TestDuplicateKeyInLargeObject(t *testing.T) {
 	prefix := b.String()
 	for _, tc := range []struct {
 		name, doc, key string
-		at            int
+		at             int
 	}{
 		{"escaped repeat", prefix + `"\u006b7":1,"k3":2}`, "k7", len(prefix)},
 		{"in an array", `[` + prefix + `"x":1,"k99":2}]`, "k99", 1 + len(prefix) + len(`"x":1,`)},
