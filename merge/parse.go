@@ -2,8 +2,10 @@ package merge
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"hash/maphash"
+	"math/bits"
 	"slices"
 	"unicode/utf8"
 )
@@ -448,15 +450,40 @@ var plainString = func() (tbl [256]bool) {
 	return tbl
 }()
 
+// skipPlain returns the index of the first byte at or after i that is not
+// plain string text (see plainString), or len(data). It looks at eight
+// bytes at a time: strings in records are mostly long runs of plain text.
+func skipPlain(data []byte, i int) int {
+	for i+8 <= len(data) {
+		if m := notPlain(binary.LittleEndian.Uint64(data[i:])); m != 0 {
+			return i + bits.TrailingZeros64(m)>>3
+		}
+		i += 8
+	}
+	for i < len(data) && plainString[data[i]] {
+		i++
+	}
+	return i
+}
+
+// notPlain returns x with the high bit of each of its bytes set where the
+// byte is not plain string text: '"', '\\', below 0x20 or above 0x7f.
+// Only the lowest marked byte is exact: a subtraction that borrows across
+// a marked byte can also mark the byte above it.
+func notPlain(x uint64) uint64 {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	quote := x ^ (ones * '"')
+	backslash := x ^ (ones * '\\')
+	return ((quote-ones)&^quote | (backslash-ones)&^backslash | (x-ones*0x20)&^x | x) & highs
+}
+
 // str scans a string starting at its opening quote and reports whether it
 // contains escapes.
 func (p *parser) str() (escaped bool) {
 	data := p.data
 	i := p.pos + 1
 	for {
-		for i < len(data) && plainString[data[i]] {
-			i++
-		}
+		i = skipPlain(data, i)
 		if i >= len(data) {
 			p.pos = i
 			p.fail(i, "unexpected end of input in string")
