@@ -389,13 +389,19 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	src := n.childPath(name)
 	dst := dstDir.childPath(newName)
 	child := n.GetChild(name)
+	var errno syscall.Errno
 	if flags == 0 && n.fsys.isRecordName(newName) && child != nil &&
 		child.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFREG {
-		return n.renameOntoRecord(ctx, src, dst)
-	}
-	errno := n.LoopbackNode.Rename(ctx, name, newParent, newName, flags)
-	if errno == 0 {
+		errno = n.renameOntoRecord(ctx, src, dst)
+	} else if errno = n.LoopbackNode.Rename(ctx, name, newParent, newName, flags); errno == 0 {
 		n.fsys.reads.forget(src)
+	}
+	if errno == 0 && child != nil && flags&unix.RENAME_EXCHANGE == 0 {
+		// The moved node may be detached by the next rename onto the
+		// same name before anything asks for its path.
+		if moved, ok := child.Operations().(*node); ok {
+			moved.lastPath.Store(&dst)
+		}
 	}
 	return errno
 }
