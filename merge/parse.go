@@ -165,8 +165,10 @@ func parseWith(data []byte, maxDepth int, s *scratch) (*tree, *syntaxError) {
 		members: make([]member, 0, colons),
 		sorted:  make([]int32, 0, colons),
 	}
-	if s.memberStack == nil {
-		s.memberStack = make([]member, 0, 16)
+	if cap(s.memberStack) < colons {
+		// The stack holds the members of the objects still open; at most
+		// all of them. Growing it by doubling would copy and discard more.
+		s.memberStack = make([]member, 0, colons)
 	}
 	p := &parser{t: t, data: data, maxDepth: maxDepth, store: true, scratch: s}
 	p.skipSpace()
@@ -196,19 +198,23 @@ func (p *parser) fail(offset int, format string, args ...any) {
 	}
 }
 
+// skipSpace is small enough to be inlined: most calls find no whitespace
+// at all.
 func (p *parser) skipSpace() {
 	if p.pos < len(p.data) && p.data[p.pos] > ' ' {
-		return // the usual case: no whitespace at all
+		return
 	}
-	for p.pos < len(p.data) {
-		switch p.data[p.pos] {
-		case ' ', '\t', '\n', '\r':
-			p.pos++
-		default:
-			return
-		}
-	}
+	p.pos = skipSpaceFrom(p.data, p.pos)
 }
+
+func skipSpaceFrom(data []byte, i int) int {
+	for i < len(data) && isSpace[data[i]] {
+		i++
+	}
+	return i
+}
+
+var isSpace = [256]bool{' ': true, '\t': true, '\n': true, '\r': true}
 
 func (p *parser) unexpected(what string) {
 	if p.pos >= len(p.data) {
