@@ -196,8 +196,9 @@ func BenchmarkParse(b *testing.B) {
 // profileRecord is a record laid out like the end-to-end benchmark's
 // (bench/rmw): fixed-width counters w0..w3, some escaped non-ASCII text, and
 // a "profile" object of 48-byte fields filling it to about size bytes
-// (256 KB: about 5,400 keys). counters gives the value of each counter.
-func profileRecord(size int, counters [4]int) []byte {
+// (256 KB: about 5,400 keys). counters gives the value of each counter;
+// the profile field numbered changed (if any) has a different value.
+func profileRecord(size int, counters [4]int, changed int) []byte {
 	var b bytes.Buffer
 	b.WriteString(`{"id": 7, "name": "Zo\u00eb \u00dcnal", "score": 1.5, "tags": ["a", "b"], `)
 	for i, c := range counters {
@@ -210,7 +211,11 @@ func profileRecord(size int, counters [4]int) []byte {
 		// byte order, which matters to anything that sorts keys.
 		key := fmt.Sprintf(`"f%d": "`, i)
 		b.WriteString(key)
-		b.Write(bytes.Repeat([]byte("x"), field-len(key)-3))
+		fill := byte('x')
+		if i == changed {
+			fill = 'y'
+		}
+		b.Write(bytes.Repeat([]byte{fill}, field-len(key)-3))
 		b.WriteString(`", `)
 	}
 	b.WriteString(`"pad": ""}}`)
@@ -219,18 +224,23 @@ func profileRecord(size int, counters [4]int) []byte {
 
 // BenchmarkMergeProfile is mergefs's commit of one counter change to a
 // record of many short fields: theirs is base (nobody else committed since
-// the writer read) or has another counter changed.
+// the writer read) or has another counter changed. In nested-change, mine
+// changes a profile field instead, so the merge descends into the profile.
 func BenchmarkMergeProfile(b *testing.B) {
 	for _, size := range []struct {
 		name  string
 		bytes int
 	}{{"4KB", 4 << 10}, {"256KB", 256 << 10}} {
-		base := profileRecord(size.bytes, [4]int{})
-		mine := profileRecord(size.bytes, [4]int{1, 0, 0, 0})
-		for _, variant := range []string{"theirs=base", "theirs-changed"} {
+		base := profileRecord(size.bytes, [4]int{}, -1)
+		for _, variant := range []string{"theirs=base", "theirs-changed", "nested-change"} {
+			mine := profileRecord(size.bytes, [4]int{1, 0, 0, 0}, -1)
 			theirs := base
-			if variant == "theirs-changed" {
-				theirs = profileRecord(size.bytes, [4]int{0, 1, 0, 0})
+			switch variant {
+			case "theirs-changed":
+				theirs = profileRecord(size.bytes, [4]int{0, 1, 0, 0}, -1)
+			case "nested-change":
+				mine = profileRecord(size.bytes, [4]int{}, 30)
+				theirs = profileRecord(size.bytes, [4]int{0, 1, 0, 0}, -1)
 			}
 			total := int64(len(base) + len(mine) + len(theirs))
 			in := Inputs{Base: base, HasBase: true, Mine: mine, Theirs: bytes.Clone(theirs), HasTheirs: true}
@@ -273,13 +283,17 @@ func BenchmarkMergeProfile(b *testing.B) {
 }
 
 func TestProfileRecordMerge(t *testing.T) {
-	base := profileRecord(256<<10, [4]int{})
+	base := profileRecord(256<<10, [4]int{}, -1)
 	if n := bytes.Count(base, []byte(`": "`)); n < 5000 || n > 6000 {
 		t.Fatalf("256 KB record has %d fields, want about 5,400", n)
 	}
-	mine := profileRecord(256<<10, [4]int{1, 0, 0, 0})
-	theirs := profileRecord(256<<10, [4]int{0, 1, 0, 0})
-	want := profileRecord(256<<10, [4]int{1, 1, 0, 0})
+	mine := profileRecord(256<<10, [4]int{1, 0, 0, 0}, -1)
+	theirs := profileRecord(256<<10, [4]int{0, 1, 0, 0}, -1)
+	want := profileRecord(256<<10, [4]int{1, 1, 0, 0}, -1)
+	res, err := Merge(Inputs{Base: base, HasBase: true, Mine: profileRecord(256<<10, [4]int{}, 30), Theirs: theirs, HasTheirs: true}, Options{})
+	if err != nil || len(res.Conflicts) > 0 || res.Changed != 1 || !bytes.Equal(res.Merged, profileRecord(256<<10, [4]int{0, 1, 0, 0}, 30)) {
+		t.Fatalf("nested change: err %v, changed %d, conflicts %d", err, res.Changed, len(res.Conflicts))
+	}
 	for _, th := range [][]byte{base, theirs} {
 		res, err := Merge(Inputs{Base: base, HasBase: true, Mine: mine, Theirs: th, HasTheirs: true}, Options{})
 		if err != nil || len(res.Conflicts) > 0 || res.Changed != 1 {
