@@ -2,6 +2,7 @@ package merge
 
 import (
 	"bytes"
+	"hash/maphash"
 	"slices"
 )
 
@@ -21,6 +22,12 @@ type merger struct {
 	conflicts    []Conflict
 	path         [][]byte // decoded keys from the top-level object down
 	deleted      []bool   // scratch, one per member of the object being finished
+	// Stacks, one region per object being merged: hash tables of base's and
+	// theirs' objects, and which of base's members mine has.
+	slots    []int32
+	baseSeen []bool
+	seed     maphash.Seed
+	seeded   bool
 }
 
 // value merges one position where all three sides have a value and mine
@@ -43,101 +50,170 @@ func (m *merger) value(bt *tree, b, mv, t *value) {
 	m.replace(t, mv)
 }
 
-// object merges three objects key by key. Members are visited in key order
-// (tree.sorted), so one pass over each side finds every key's three values.
+// object merges three objects key by key: mine's members in document
+// order, then the members of base that mine deleted. Each key's member on
+// the other sides is found through an index (see objectIndex), so that a
+// large object costs time linear in its size. Conflicts are put in key
+// order afterwards, the order of a walk in key order.
 func (m *merger) object(bt *tree, b, mv, t *value) {
-	nb, nm, nt := b.count, mv.count, t.count
-	bOrder, mOrder, tOrder := bt.order(b), m.mine.order(mv), m.theirs.order(t)
+	firstConflict := len(m.conflicts)
+	slotsMark, seenMark := len(m.slots), len(m.baseSeen)
+	bIndex, tIndex := objectIndex{t: bt, v: b}, objectIndex{t: m.theirs, v: t}
+	m.baseSeen = slices.Grow(m.baseSeen, int(b.count))[:seenMark+int(b.count)]
+	clear(m.baseSeen[seenMark:])
 	var deleted, added []int32
-	var bi, mi, ti int32
-	for bi < nb || mi < nm {
-		var bm, mm, tm *member
-		var mIdx, tIdx int32
-		if bi < nb {
-			bm = &bt.members[bOrder[bi]]
+	for mIdx := mv.first; mIdx < mv.first+mv.count; mIdx++ {
+		mm := &m.mine.members[mIdx]
+		key := m.mine.key(mm)
+		var bm *member
+		if i := m.find(&bIndex, key, mIdx-mv.first); i >= 0 {
+			bm = &bt.members[i]
+			m.baseSeen[seenMark+int(i-b.first)] = true
 		}
-		if mi < nm {
-			mIdx = mOrder[mi]
-			mm = &m.mine.members[mIdx]
-		}
-		if bm != nil && mm != nil {
-			switch c := bytes.Compare(bt.key(bm), m.mine.key(mm)); {
-			case c < 0:
-				mm = nil
-			case c > 0:
-				bm = nil
-			}
-		}
-		var key []byte
-		if bm != nil {
-			key = bt.key(bm)
-			bi++
-		}
-		if mm != nil {
-			key = m.mine.key(mm)
-			mi++
-		}
-		for ; ti < nt; ti++ {
-			tIdx = tOrder[ti]
-			c := bytes.Compare(m.theirs.key(&m.theirs.members[tIdx]), key)
-			if c == 0 {
-				tm = &m.theirs.members[tIdx]
-				ti++
-			}
-			if c >= 0 {
-				break
-			}
-		}
-
 		m.path = append(m.path, key)
-		switch {
-		case bm != nil && mm != nil: // in base and mine
-			if bytes.Equal(bt.raw(&bm.value), m.mine.raw(&mm.value)) {
-				break // the usual case: untouched, theirs' value stands
-			}
-			if tm != nil && bm.value.kind == kindObject && mm.value.kind == kindObject && tm.value.kind == kindObject {
-				// Merging finds any change inside; comparing first would walk
-				// the same members twice.
-				m.object(bt, &bm.value, &mm.value, &tm.value)
-				break
-			}
-			if equal(bt, &bm.value, m.mine, &mm.value) {
-				break // unchanged by mine: theirs' value stands
-			}
-			if tm == nil {
-				m.conflict(reasonTheirsDeleted, bt, &bm.value, &mm.value, nil)
-				added = append(added, mIdx)
-				m.changed++
-				break
-			}
-			m.value(bt, &bm.value, &mm.value, &tm.value)
-		case bm != nil: // deleted in mine
-			if tm == nil {
-				break // deleted on both sides
-			}
-			if !equal(bt, &bm.value, m.theirs, &tm.value) {
-				m.conflict(reasonMineDeleted, bt, &bm.value, nil, &tm.value)
-			}
-			deleted = append(deleted, tIdx)
-			m.changed++
-		default: // added in mine
-			if tm == nil {
-				added = append(added, mIdx)
-				m.changed++
-				break
-			}
-			if mm.value.kind == kindObject && tm.value.kind == kindObject {
-				m.object(m.empty, &m.empty.root, &mm.value, &tm.value) // a union, as if both had started from {}
-			} else if !equal(m.mine, &mm.value, m.theirs, &tm.value) {
-				m.conflict(reasonAddedBoth, m.empty, nil, &mm.value, &tm.value)
-				m.replace(&tm.value, &mm.value)
-			}
-		}
+		m.member(bt, bm, mm, mIdx, &tIndex, mIdx-mv.first, &deleted, &added)
 		m.path = m.path[:len(m.path)-1]
+	}
+	for bIdx := b.first; bIdx < b.first+b.count; bIdx++ {
+		if !m.baseSeen[seenMark+int(bIdx-b.first)] {
+			bm := &bt.members[bIdx]
+			m.path = append(m.path, bt.key(bm))
+			m.member(bt, bm, nil, -1, &tIndex, bIdx-b.first, &deleted, &added)
+			m.path = m.path[:len(m.path)-1]
+		}
+	}
+	m.slots, m.baseSeen = m.slots[:slotsMark], m.baseSeen[:seenMark]
+	if len(m.conflicts)-firstConflict > 1 {
+		slices.SortStableFunc(m.conflicts[firstConflict:], func(a, b Conflict) int {
+			return slices.Compare(a.Path, b.Path)
+		})
 	}
 	if len(deleted) > 0 || len(added) > 0 {
 		slices.Sort(added)
 		m.restructure(mv, t, deleted, added)
+	}
+}
+
+// member merges the key at the end of m.path: bm and mm are its members in
+// base and mine (nil where absent), mIdx is mm's index, tIndex finds
+// theirs', where it is likely at tGuess. It appends theirs members to
+// delete to deleted and mine members to add to added.
+func (m *merger) member(bt *tree, bm, mm *member, mIdx int32, tIndex *objectIndex, tGuess int32, deleted, added *[]int32) {
+	if bm != nil && mm != nil && bytes.Equal(bt.raw(&bm.value), m.mine.raw(&mm.value)) {
+		return // the usual case: untouched, theirs' value stands
+	}
+	var tm *member
+	tIdx := m.find(tIndex, m.path[len(m.path)-1], tGuess)
+	if tIdx >= 0 {
+		tm = &m.theirs.members[tIdx]
+	}
+	switch {
+	case bm != nil && mm != nil: // in base and mine, changed bytes
+		if tm != nil && bm.value.kind == kindObject && mm.value.kind == kindObject && tm.value.kind == kindObject {
+			// Merging finds any change inside; comparing first would walk
+			// the same members twice.
+			m.object(bt, &bm.value, &mm.value, &tm.value)
+			return
+		}
+		if equal(bt, &bm.value, m.mine, &mm.value) {
+			return // unchanged by mine: theirs' value stands
+		}
+		if tm == nil {
+			m.conflict(reasonTheirsDeleted, bt, &bm.value, &mm.value, nil)
+			*added = append(*added, mIdx)
+			m.changed++
+			return
+		}
+		m.value(bt, &bm.value, &mm.value, &tm.value)
+	case bm != nil: // deleted in mine
+		if tm == nil {
+			return // deleted on both sides
+		}
+		if !equal(bt, &bm.value, m.theirs, &tm.value) {
+			m.conflict(reasonMineDeleted, bt, &bm.value, nil, &tm.value)
+		}
+		*deleted = append(*deleted, tIdx)
+		m.changed++
+	default: // added in mine
+		if tm == nil {
+			*added = append(*added, mIdx)
+			m.changed++
+			return
+		}
+		if mm.value.kind == kindObject && tm.value.kind == kindObject {
+			m.object(m.empty, &m.empty.root, &mm.value, &tm.value) // a union, as if both had started from {}
+		} else if !equal(m.mine, &mm.value, m.theirs, &tm.value) {
+			m.conflict(reasonAddedBoth, m.empty, nil, &mm.value, &tm.value)
+			m.replace(&tm.value, &mm.value)
+		}
+	}
+}
+
+// objectIndex finds the members of one object by decoded key. Most
+// lookups find the key at the position the caller guesses (the same
+// position as on another side: the sides usually list the same keys in the
+// same order); the others scan a small object, or look up a larger one in
+// an open-addressed hash table made on first need in merger.slots (member
+// index within the object plus one; 0: empty).
+type objectIndex struct {
+	t     *tree
+	v     *value
+	slots int // offset of the table in merger.slots plus one; 0: none yet
+	mask  uint64
+}
+
+// smallObject is the most members an object has to be scanned rather than
+// hashed.
+const smallObject = 8
+
+// find returns the index in the tree's members of the member with key, or
+// -1. guess is where in the object it probably is. A table it makes stays
+// in m.slots until the caller truncates m.slots again.
+func (m *merger) find(ix *objectIndex, key []byte, guess int32) int32 {
+	t, v := ix.t, ix.v
+	if guess >= 0 && guess < v.count && bytes.Equal(t.key(&t.members[v.first+guess]), key) {
+		return v.first + guess
+	}
+	if v.count <= smallObject {
+		for i := v.first; i < v.first+v.count; i++ {
+			if bytes.Equal(t.key(&t.members[i]), key) {
+				return i
+			}
+		}
+		return -1
+	}
+	if ix.slots == 0 {
+		m.makeTable(ix)
+	}
+	table := m.slots[ix.slots-1 : ix.slots+int(ix.mask)]
+	for j := maphash.Bytes(m.seed, key) & ix.mask; table[j] != 0; j = (j + 1) & ix.mask {
+		if i := v.first + table[j] - 1; bytes.Equal(t.key(&t.members[i]), key) {
+			return i
+		}
+	}
+	return -1
+}
+
+func (m *merger) makeTable(ix *objectIndex) {
+	if !m.seeded {
+		m.seed, m.seeded = maphash.MakeSeed(), true
+	}
+	t, v := ix.t, ix.v
+	size := 16
+	for size < 2*int(v.count) {
+		size <<= 1
+	}
+	at := len(m.slots)
+	ix.slots, ix.mask = at+1, uint64(size-1)
+	m.slots = slices.Grow(m.slots, size)[:at+size]
+	table := m.slots[at:]
+	clear(table)
+	for i := range v.count {
+		j := maphash.Bytes(m.seed, t.key(&t.members[v.first+i])) & ix.mask
+		for table[j] != 0 { // keys are unique: validated
+			j = (j + 1) & ix.mask
+		}
+		table[j] = i + 1
 	}
 }
 
