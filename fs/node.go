@@ -6,6 +6,7 @@ import (
 	iofs "io/fs"
 	"path"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -67,11 +68,22 @@ func (n *node) relPath() string {
 		}
 	}
 	p := n.Path(n.Root())
+	if strings.HasPrefix(p, orphanPrefix) {
+		// Detached while the path was walked (a rename in flight).
+		if last := n.lastPath.Load(); last != nil {
+			return *last
+		}
+		return p
+	}
 	if last := n.lastPath.Load(); last == nil || *last != p {
 		n.lastPath.Store(&p)
 	}
 	return p
 }
+
+// orphanPrefix starts the placeholder path go-fuse's Inode.Path gives a
+// node that has no way up to the root.
+const orphanPrefix = ".go-fuse."
 
 // backingPath is the node's path in the backing directory.
 func (n *node) backingPath() string {
