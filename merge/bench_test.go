@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -175,15 +177,19 @@ func BenchmarkMerge(b *testing.B) {
 }
 
 func BenchmarkParse(b *testing.B) {
+	docs := map[string][]byte{"profile-256KB": profileRecord(256<<10, [4]int{}, -1)}
 	for _, size := range []int{1 << 10, 64 << 10} {
-		doc, _, _ := benchInputs(size, false)
-		b.Run(fmt.Sprintf("%d/gjson", size), func(b *testing.B) {
+		docs[strconv.Itoa(size)], _, _ = benchInputs(size, false)
+	}
+	for _, name := range slices.Sorted(maps.Keys(docs)) {
+		doc := docs[name]
+		b.Run(name+"/gjson", func(b *testing.B) {
 			b.SetBytes(int64(len(doc)))
 			for b.Loop() {
 				gjson.ValidBytes(doc)
 			}
 		})
-		b.Run(fmt.Sprintf("%d/parse", size), func(b *testing.B) {
+		b.Run(name+"/parse", func(b *testing.B) {
 			b.SetBytes(int64(len(doc)))
 			b.ReportAllocs()
 			for b.Loop() {

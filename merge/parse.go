@@ -47,8 +47,8 @@ type member struct {
 // when two arrays with different bytes are compared.
 //
 // The members of one object are contiguous in document order; sorted holds,
-// for the same range, the member indices ordered by decoded key, computed
-// when first needed (see order): most objects are never looked up.
+// for the same range, the member indices ordered by decoded key, made
+// when first needed (see order): most trees and objects never need it.
 type tree struct {
 	data    []byte
 	root    value
@@ -84,6 +84,12 @@ func (t *tree) addEscapedKey(keyStart int32, body []byte) {
 
 // order returns the indices of the members of object v sorted by key.
 func (t *tree) order(v *value) []int32 {
+	if t.sorted == nil {
+		t.sorted = make([]int32, len(t.members))
+		for i := range t.sorted {
+			t.sorted[i] = -1 // not sorted yet
+		}
+	}
 	o := t.sorted[v.first : v.first+v.count]
 	if v.count > 0 && o[0] < 0 {
 		for i := range o {
@@ -157,18 +163,15 @@ func parse(data []byte, maxDepth int) (*tree, *syntaxError) {
 }
 
 func parseWith(data []byte, maxDepth int, s *scratch) (*tree, *syntaxError) {
-	// Every member has a colon: this bounds the arenas (counting is far
-	// cheaper than growing them).
-	colons := bytes.Count(data, []byte{':'})
-	t := &tree{
-		data:    data,
-		members: make([]member, 0, colons),
-		sorted:  make([]int32, 0, colons),
-	}
-	if cap(s.memberStack) < colons {
+	// Every member has a colon and takes at least five bytes ("":0 and a
+	// ',' or '}'): this bounds the arenas, which is far cheaper than
+	// growing them. (A long string of colons cannot make them huge.)
+	members := min(bytes.Count(data, []byte{':'}), len(data)/5)
+	t := &tree{data: data, members: make([]member, 0, members)}
+	if cap(s.memberStack) < members {
 		// The stack holds the members of the objects still open; at most
 		// all of them. Growing it by doubling would copy and discard more.
-		s.memberStack = make([]member, 0, colons)
+		s.memberStack = make([]member, 0, members)
 	}
 	p := &parser{t: t, data: data, maxDepth: maxDepth, store: true, scratch: s}
 	p.skipSpace()
@@ -347,10 +350,6 @@ func (p *parser) object(depth int) (first, count int32) {
 	t := p.t
 	first = int32(len(t.members))
 	t.members = append(t.members, members...)
-	if n > 0 {
-		t.sorted = slices.Grow(t.sorted, int(n))[:len(t.sorted)+int(n)]
-		t.sorted[first] = -1 // sorted when needed
-	}
 	return first, n
 }
 
