@@ -105,8 +105,9 @@ func (t *tree) order(v *value) []int32 {
 // elements parses array v of t again and returns a tree whose items are the
 // array's elements. t.data is already validated, so this cannot fail.
 func (t *tree) elements(v *value) *tree {
-	sub := &tree{data: t.data[v.start:v.end]}
-	p := &parser{t: sub, data: sub.data, maxDepth: maxDepthLimit, store: true, storeItems: true, scratch: &scratch{}}
+	p := newParser(t.data[v.start:v.end], maxDepthLimit, &scratch{})
+	p.storeItems = true
+	sub := p.t
 	p.value(0, &sub.root)
 	if p.err != nil {
 		panic("merge: a validated array does not parse again: " + p.err.reason)
@@ -134,15 +135,19 @@ type parser struct {
 	// storeItems says whether the elements of the top array go into
 	// tree.items (a tree made by elements).
 	storeItems bool
+	// arena is t.members up to its capacity. Finished objects' members
+	// are appended at its start (t.members); the members of the objects
+	// still open are pushed on a stack at its end, arena[stackTop:], last
+	// pushed first. Every member is in one place or the other, so both fit
+	// in an arena sized for all the members of the document.
+	arena    []member
+	stackTop int
 	*scratch
 }
 
 // scratch is the parser's working memory, reused across the documents of
 // one merge.
 type scratch struct {
-	// Members of the objects being parsed; a finished object moves its own
-	// to the tree so that they end up contiguous.
-	memberStack []member
 	// keySlots is an open-addressed hash set of the keys of the object
 	// being checked for duplicates, reused from object to object.
 	keySlots []keySlot
@@ -162,18 +167,22 @@ func parse(data []byte, maxDepth int) (*tree, *syntaxError) {
 	return parseWith(data, maxDepth, &scratch{})
 }
 
+// newParser returns a parser of data into a new tree whose member arena
+// has room for every member data can hold. A member has a colon, and five
+// bytes no other member has: its key's quotes, its colon, the first byte
+// of its value and the ',' or '}' after it (the one member an error can
+// leave without it is made up for by the '{' or '[' of the top value).
+// Counting is far cheaper than growing the arena, and the size/5 bound
+// keeps a long string of colons from making it huge.
+func newParser(data []byte, maxDepth int, s *scratch) *parser {
+	n := min(bytes.Count(data, []byte{':'}), len(data)/5)
+	t := &tree{data: data, members: make([]member, 0, n)}
+	return &parser{t: t, data: data, maxDepth: maxDepth, store: true, arena: t.members[:n], stackTop: n, scratch: s}
+}
+
 func parseWith(data []byte, maxDepth int, s *scratch) (*tree, *syntaxError) {
-	// Every member has a colon and takes at least five bytes ("":0 and a
-	// ',' or '}'): this bounds the arenas, which is far cheaper than
-	// growing them. (A long string of colons cannot make them huge.)
-	members := min(bytes.Count(data, []byte{':'}), len(data)/5)
-	t := &tree{data: data, members: make([]member, 0, members)}
-	if cap(s.memberStack) < members {
-		// The stack holds the members of the objects still open; at most
-		// all of them. Growing it by doubling would copy and discard more.
-		s.memberStack = make([]member, 0, members)
-	}
-	p := &parser{t: t, data: data, maxDepth: maxDepth, store: true, scratch: s}
+	p := newParser(data, maxDepth, s)
+	t := p.t
 	p.skipSpace()
 	if p.pos == len(data) {
 		if len(data) == 0 {
@@ -285,14 +294,14 @@ func (p *parser) object(depth int) (first, count int32) {
 		return 0, 0
 	}
 	p.pos++ // '{'
-	base := len(p.memberStack)
+	base := p.stackTop
 	p.skipSpace()
 	if p.pos < len(p.data) && p.data[p.pos] == '}' {
 		p.pos++
 	} else {
 		for p.err == nil {
 			if p.pos >= len(p.data) || p.data[p.pos] != '"' {
-				if p.pos < len(p.data) && p.data[p.pos] == '}' && len(p.memberStack) > base {
+				if p.pos < len(p.data) && p.data[p.pos] == '}' && p.stackTop < base {
 					p.fail(p.pos, "trailing comma in object")
 				} else {
 					p.unexpected("a string key")
@@ -320,7 +329,14 @@ func (p *parser) object(depth int) (first, count int32) {
 				break
 			}
 			m.value.keyEscaped = keyEscaped
-			p.memberStack = append(p.memberStack, m)
+			if p.stackTop == len(p.t.members) {
+				// Cannot happen (see newParser); an error, not a panic, if
+				// that reasoning is ever wrong.
+				p.fail(int(m.keyStart), "more members than the document has room for")
+				break
+			}
+			p.stackTop--
+			p.arena[p.stackTop] = m
 			p.skipSpace()
 			if p.pos < len(p.data) && p.data[p.pos] == ',' {
 				p.pos++
@@ -334,11 +350,12 @@ func (p *parser) object(depth int) (first, count int32) {
 			p.unexpected("',' or '}' in object")
 		}
 	}
-	members := p.memberStack[base:]
-	p.memberStack = p.memberStack[:base] // members stays valid until the next append
+	members := p.arena[p.stackTop:base]
+	p.stackTop = base // members stays valid until the next push
 	if p.err != nil {
 		return 0, 0
 	}
+	slices.Reverse(members) // into document order
 	if dup := p.duplicate(members); dup >= 0 {
 		p.fail(int(members[dup].keyStart), "duplicate key %q", p.t.key(&members[dup]))
 		return 0, 0
@@ -349,6 +366,8 @@ func (p *parser) object(depth int) (first, count int32) {
 	}
 	t := p.t
 	first = int32(len(t.members))
+	// Within the arena's capacity (len(t.members) <= base - n); memmove
+	// copes with members overlapping the destination.
 	t.members = append(t.members, members...)
 	return first, n
 }

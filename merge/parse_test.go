@@ -1,7 +1,9 @@
 package merge
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -42,6 +44,30 @@ func TestSkipPlain(t *testing.T) {
 		}
 		if got, want := skipPlain(data, 0), skipPlainOneByOne(data, 0); got != want {
 			t.Fatalf("%q: %d, want %d", data, got, want)
+		}
+	}
+}
+
+// The member arena is sized from the document (see newParser); documents
+// packed as tightly as JSON allows, and every prefix of them, must fit.
+func TestMemberArenaBound(t *testing.T) {
+	docs := []string{`{"":0}`, `{"":{}}`, `[{"":0},{"":0},{"":[]}]`, `{"":{"":{"":{"":{"":1}}}}}`}
+	var wide, deep strings.Builder
+	wide.WriteString(`{`)
+	deep.WriteString(`[`)
+	for i := range 40 {
+		if i > 0 {
+			wide.WriteString(`,`)
+		}
+		fmt.Fprintf(&wide, `"%c":{"":0}`, 'A'+i)
+		deep.WriteString(`{"":[`)
+	}
+	docs = append(docs, wide.String()+`}`, deep.String())
+	for _, doc := range docs {
+		for n := range len(doc) + 1 {
+			if _, err := parse([]byte(doc[:n]), 1000); err != nil && strings.Contains(err.reason, "room for") {
+				t.Fatalf("%q: %s", doc[:n], err.reason)
+			}
 		}
 	}
 }
