@@ -15,6 +15,15 @@
   fsops.py half-write PATH DATAFILE [--mode w|r+]
         open, write DATAFILE's bytes (meant to be half a record) and flush them to the kernel,
         print "ready", then sleep until killed
+  fsops.py probe PATH
+        print what a reader finds at PATH as JSON: {"exists": os.path.exists, "listed": whether the
+        parent directory lists it, "stat": errno|null, "read": errno|null, "data": text|null}
+  fsops.py try-write PATH TEXT [--json] [--umask OCTAL]
+        open PATH 'w' and write TEXT (with --json: json.dump(json.loads(TEXT))), then close; print
+        {"step": "open"|"write"|"close"|null, "errno": errno|null} for the first step that failed
+  fsops.py write-wait PATH TEXT
+        open PATH 'w', json.dump(json.loads(TEXT)) and flush it to the kernel, print "written",
+        wait for a line on stdin, close, and print {"close": errno|null}
 """
 
 import argparse
@@ -103,6 +112,55 @@ def cmd_fork_child(a):
     json.dump({"close": errno_of(f.close)}, sys.stdout)
 
 
+def cmd_probe(a):
+    result = {"exists": os.path.exists(a.path), "listed": None, "stat": None, "read": None, "data": None}
+    try:
+        result["listed"] = os.path.basename(a.path) in os.listdir(os.path.dirname(a.path) or ".")
+    except OSError:
+        pass
+    result["stat"] = errno_of(lambda: os.stat(a.path))
+    try:
+        with open(a.path, encoding="utf-8") as f:
+            result["data"] = f.read()
+    except OSError as e:
+        result["read"] = e.errno
+    json.dump(result, sys.stdout)
+
+
+def cmd_try_write(a):
+    if a.umask is not None:
+        os.umask(int(a.umask, 8))
+    result = {"step": None, "errno": None}
+    try:
+        f = open(a.path, "w", encoding="utf-8")
+    except OSError as e:
+        json.dump({"step": "open", "errno": e.errno}, sys.stdout)
+        return
+
+    def write():
+        if a.json:
+            json.dump(json.loads(a.text), f)
+        else:
+            f.write(a.text)
+        f.flush()
+
+    for step, fn in (("write", write), ("close", f.close)):
+        e = errno_of(fn)
+        if e is not None and result["step"] is None:
+            result = {"step": step, "errno": e}
+    json.dump(result, sys.stdout)
+
+
+def cmd_write_wait(a):
+    f = open(a.path, "w", encoding="utf-8")
+    json.dump(json.loads(a.text), f)
+    f.flush()
+    sys.stdout.write("written\n")
+    sys.stdout.flush()
+    sys.stdin.readline()
+    json.dump({"close": errno_of(f.close)}, sys.stdout)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -131,6 +189,19 @@ def main():
     s.add_argument("datafile")
     s.add_argument("--mode", choices=("w", "r+"), default="w")
     s.set_defaults(fn=cmd_half_write)
+    s = sub.add_parser("probe")
+    s.add_argument("path")
+    s.set_defaults(fn=cmd_probe)
+    s = sub.add_parser("try-write")
+    s.add_argument("path")
+    s.add_argument("text")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--umask")
+    s.set_defaults(fn=cmd_try_write)
+    s = sub.add_parser("write-wait")
+    s.add_argument("path")
+    s.add_argument("text")
+    s.set_defaults(fn=cmd_write_wait)
     a = p.parse_args()
     a.fn(a)
 
