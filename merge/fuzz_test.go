@@ -30,6 +30,11 @@ func addMergeSeeds(f *testing.F) {
 		{`{"s":"\ud800"}`, `{"s":"\ufffd"}`, `{"s":"\uD800"}`},
 		{`{"a":1}`, `{"a":1}`, `{"a":1,"a":2}`},
 		{`{"a":1}`, `{"a":[1,]}`, `{"a":1}`},
+		// Objects past smallObject members, keys in other orders: found by
+		// position where they line up, else through the hash index.
+		{`{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":{"x":1,"y":2,"z":3,"u":4,"v":5,"w":6,"s":7,"t":8,"r":9}}`,
+			`{"b":2,"a":0,"c":3,"e":5,"\u0064":4,"g":7,"h":8,"i":{"y":2,"x":0,"z":3,"u":4,"v":5,"w":6,"t":8,"r":9,"q":1},"j":1}`,
+			`{"i":{"x":1,"y":2,"z":3,"u":4,"v":5,"w":6,"s":7,"t":8,"r":9},"h":8,"g":7,"f":6,"e":5,"d":4,"c":3,"b":2,"a":1.0}`},
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s[0]), []byte(s[1]), []byte(s[2]), uint8(fuzzHasBase|fuzzHasTheirs))
