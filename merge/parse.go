@@ -157,7 +157,7 @@ type scratch struct {
 
 // keySlot is one slot of scratch.keySlots.
 type keySlot struct {
-	member int32  // index of the member in its object, plus one; 0: empty
+	member int32  // index of the member in the stack slice, plus one; 0: empty
 	tag    uint32 // high bits of the key's hash, compared before the keys
 }
 
@@ -350,39 +350,50 @@ func (p *parser) object(depth int) (first, count int32) {
 			p.unexpected("',' or '}' in object")
 		}
 	}
-	members := p.arena[p.stackTop:base]
-	p.stackTop = base // members stays valid until the next push
+	stacked := p.arena[p.stackTop:base] // last member first
+	p.stackTop = base                   // stacked stays valid until the next push
 	if p.err != nil {
 		return 0, 0
 	}
-	slices.Reverse(members) // into document order
-	if dup := p.duplicate(members); dup >= 0 {
-		p.fail(int(members[dup].keyStart), "duplicate key %q", p.t.key(&members[dup]))
+	if dup := p.duplicate(stacked); dup >= 0 {
+		p.fail(int(stacked[dup].keyStart), "duplicate key %q", p.t.key(&stacked[dup]))
 		return 0, 0
 	}
-	n := int32(len(members))
+	n := int32(len(stacked))
 	if !p.store {
 		return 0, n
 	}
 	t := p.t
 	first = int32(len(t.members))
-	// Within the arena's capacity (len(t.members) <= base - n); memmove
-	// copes with members overlapping the destination.
-	t.members = append(t.members, members...)
+	// Within the arena's capacity: len(t.members) <= base - n.
+	t.members = t.members[:int(first+n)]
+	members := t.members[first:]
+	if int(first+n) <= base-int(n) {
+		for i := range members {
+			members[i] = stacked[len(stacked)-1-i]
+		}
+	} else {
+		// Only for objects that close near the end of the document, where
+		// the two overlap.
+		slices.Reverse(stacked)
+		copy(members, stacked)
+	}
 	return first, n
 }
 
-// duplicate returns the index of the first member (in document order) whose
-// key an earlier member already has, or -1. Keys are compared decoded.
-// Small objects are compared pairwise, larger ones through a hash set, so
-// that the check stays linear in the number of members.
-func (p *parser) duplicate(members []member) int {
+// duplicate returns the index in stacked (an object's members, last
+// first) of the first member in document order whose key an earlier member
+// already has, or -1. Keys are compared decoded. Small objects are compared
+// pairwise, larger ones through a hash set, so that the check stays linear
+// in the number of members.
+func (p *parser) duplicate(stacked []member) int {
 	t := p.t
-	if len(members) <= 8 {
-		for i := 1; i < len(members); i++ {
-			ki := t.key(&members[i])
-			for j := range i {
-				if kj := t.key(&members[j]); len(kj) == len(ki) && bytes.Equal(kj, ki) {
+	n := len(stacked)
+	if n <= 8 {
+		for i := n - 2; i >= 0; i-- {
+			ki := t.key(&stacked[i])
+			for j := n - 1; j > i; j-- {
+				if kj := t.key(&stacked[j]); len(kj) == len(ki) && bytes.Equal(kj, ki) {
 					return i
 				}
 			}
@@ -394,15 +405,15 @@ func (p *parser) duplicate(members []member) int {
 		p.seed, p.seeded = maphash.MakeSeed(), true
 	}
 	size := 16
-	for size < 2*len(members) {
+	for size < 2*n {
 		size <<= 1
 	}
 	p.keySlots = slices.Grow(p.keySlots[:0], size)[:size]
 	slots := p.keySlots
 	clear(slots)
 	mask := uint64(size - 1)
-	for i := range members {
-		key := t.key(&members[i])
+	for i := n - 1; i >= 0; i-- {
+		key := t.key(&stacked[i])
 		h := maphash.Bytes(p.seed, key)
 		tag := uint32(h >> 32)
 		for j := h & mask; ; j = (j + 1) & mask {
@@ -411,7 +422,7 @@ func (p *parser) duplicate(members []member) int {
 				*slot = keySlot{member: int32(i) + 1, tag: tag}
 				break
 			}
-			if slot.tag == tag && bytes.Equal(t.key(&members[slot.member-1]), key) {
+			if slot.tag == tag && bytes.Equal(t.key(&stacked[slot.member-1]), key) {
 				return i
 			}
 		}
