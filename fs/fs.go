@@ -234,23 +234,27 @@ func (fsys *FS) removeOpen(h *recordHandle) {
 }
 
 // ownHandle finds a handle on record opened by the caller's process, dirty
-// ones first: what stat should report to that caller.
+// ones first: what stat should report to that caller. Handles are examined
+// after fsys.mu is released: a handle's lock is held through its commit,
+// which may wait for another daemon, and fsys.mu guards every open.
 func (fsys *FS) ownHandle(record string, proc procKey) *recordHandle {
 	fsys.mu.Lock()
-	defer fsys.mu.Unlock()
-	var clean *recordHandle
+	var own []*recordHandle
 	for _, h := range fsys.open[record] {
-		if h.opener.proc != proc {
-			continue
+		if h.opener.proc == proc {
+			own = append(own, h)
 		}
+	}
+	fsys.mu.Unlock()
+	for _, h := range own {
 		if h.isDirty() {
 			return h
 		}
-		if clean == nil {
-			clean = h
-		}
 	}
-	return clean
+	if len(own) > 0 {
+		return own[0]
+	}
+	return nil
 }
 
 func (fsys *FS) hasOpen(record string) bool {
