@@ -183,7 +183,7 @@ func (s *Store) replaceWithTemp(dirfd int, base string, data []byte, own ownersh
 		closeFD(fd)
 	}()
 
-	if err := writeAll(fd, data); err != nil {
+	if err := writeAllAt(fd, data); err != nil {
 		return Version{}, fmt.Errorf("write temporary file: %w", err)
 	}
 	if err := s.setOwnership(fd, own); err != nil {

@@ -137,7 +137,7 @@ func childHoldTemp(s *Store) error {
 		return err
 	}
 	defer closeFD(fd)
-	if err := writeAll(fd, []byte(`{"half": "writ`)); err != nil {
+	if err := writeAllAt(fd, []byte(`{"half": "writ`)); err != nil {
 		return err
 	}
 	fmt.Println(name)

@@ -67,22 +67,6 @@ func readAll(fd int, sizeHint int64) ([]byte, error) {
 	}
 }
 
-func writeAll(fd int, data []byte) error {
-	for len(data) > 0 {
-		n, err := unix.Write(fd, data)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			return err
-		case n == 0:
-			return io.ErrShortWrite
-		}
-		data = data[n:]
-	}
-	return nil
-}
-
 // writeAllAt writes data at offset 0 of fd.
 func writeAllAt(fd int, data []byte) error {
 	var off int64
