@@ -111,6 +111,28 @@ func (fsys *FS) commit(req commitRequest) (errno syscall.Errno, final bool) {
 	return errno, final
 }
 
+// errNoRecord aborts a sync of a record that does not exist.
+var errNoRecord = errors.New("no record to sync")
+
+// syncRecord makes the record as it is durable: a commit that writes
+// nothing, which the store still fsyncs when asked to.
+func (fsys *FS) syncRecord(record string) syscall.Errno {
+	_, err := fsys.store.Commit(context.Background(), record, backing.Commit{
+		Merge: func(theirs []byte, exists bool) ([]byte, error) {
+			if !exists {
+				return nil, errNoRecord
+			}
+			return theirs, nil
+		},
+		Sync: true,
+	})
+	if err == nil || errors.Is(err, errNoRecord) {
+		return 0
+	}
+	fsys.log.Error("fsync of a record failed", "record", record, "err", err)
+	return errnoOf(err)
+}
+
 // finishCommit counts and logs a commit and maps its error to an errno.
 func (fsys *FS) finishCommit(ev *CommitEvent, req commitRequest, err error, cr backing.CommitResult) (syscall.Errno, bool) {
 	log := fsys.log.With("record", req.record, "pid", ev.Writer.PID, "comm", ev.Writer.Comm, "uid", ev.Writer.UID, "trigger", req.trigger)

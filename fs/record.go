@@ -297,7 +297,9 @@ func (h *recordHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.dirty {
-		return 0
+		// What this handle committed earlier (at a close of a dup'ed
+		// descriptor, say) may not be on stable storage yet.
+		return h.fsys.syncRecord(h.record)
 	}
 	return h.commitLocked(h.fsys.callerOf(ctx), "fsync", true)
 }

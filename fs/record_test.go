@@ -445,3 +445,32 @@ func TestRewriteClosedWithoutWritingLeavesRecord(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+func TestFsyncOfCleanHandleSyncsWithoutWriting(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a":0}`)
+	before, err := os.Stat(filepath.Join(f.dir, "r.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := f.open(t, self(), "r.json", syscall.O_RDONLY)
+	if errno := h.Fsync(self().ctx(), 0); errno != 0 {
+		t.Fatalf("fsync of a clean handle: %v", errno)
+	}
+	after, err := os.Stat(filepath.Join(f.dir, "r.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(before, after) {
+		t.Fatal("fsync of a clean handle rewrote the record")
+	}
+	closeHandle(self(), h)
+	g := f.open(t, self(), "gone.json", syscall.O_WRONLY|syscall.O_CREAT)
+	if errno := g.Fsync(self().ctx(), 0); errno != 0 {
+		t.Fatalf("fsync of a record not yet created: %v", errno)
+	}
+	if _, err := os.Stat(filepath.Join(f.dir, "gone.json")); !os.IsNotExist(err) {
+		t.Fatalf("fsync created the record: %v", err)
+	}
+	g.Release(context.Background())
+}
