@@ -3,12 +3,16 @@ package backing
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mergefs/mergefs/internal/sysx"
 )
 
 // Commit describes one atomic replacement of a record.
@@ -17,69 +21,121 @@ type Commit struct {
 	// bytes to write. An error from Merge aborts the commit: nothing is written, the error is returned
 	// (wrapped, errors.Is works). Merge runs under the record's lock: it must not commit to the store.
 	Merge func(theirs []byte, exists bool) ([]byte, error)
-	// Mode/Uid/Gid for a new record (an existing record keeps its own mode and owner). The mode is
-	// applied as given (no umask; 0 means 0000); set-ID and sticky bits may be given as fs.ModeSetuid
-	// etc. or as raw 0o7000 bits. Uid/Gid -1: as the kernel creates the file (the daemon's, or the
-	// directory's group under a set-group-ID directory).
-	Mode     fs.FileMode
-	Uid, Gid int
+	// Expect is the ID of the record the writer opened. If the name now holds another record, or none,
+	// the record was deleted (and perhaps re-created) since: the commit fails with ErrRecordChanged and
+	// nothing is written. 0 means the writer's record is new: a record found at the name was made by
+	// another creator meanwhile, and the commit merges into it (and reports its identity).
+	Expect uint64
+	// NewID is the ID a record created by this commit gets (0: a fresh one).
+	NewID uint64
+	// Writer is whose permission the commit needs: to write the record as it is now (mode, owner,
+	// ACL, as the kernel checks an open for writing), or, for a new record, to create it in its
+	// directory, which it is then created as (owner, group of a set-group-ID directory, inherited
+	// default ACL). nil: the daemon itself, no check.
+	Writer *sysx.Cred
+	// Mode of a record this commit creates. It is applied as given: the daemon runs with umask 0, and
+	// a mode from the kernel already has the caller's umask applied. Set-ID and sticky bits may be
+	// given as fs.ModeSetuid etc. or as raw 0o7000 bits.
+	Mode fs.FileMode
 	// Sync: fsync file and directory before returning (an application fsync), whatever the policy.
 	Sync bool
-	// Source, if set, names an existing file (relative path) that is being renamed onto name: the
-	// merged bytes are written into Source in place (it keeps its inode, mode, owner), fsynced, then
-	// Source is renamed over name -- all under name's lock (and Source's, which is taken too) -- so
-	// kernel, FUSE inode tree and backing dir agree.
-	Source string
+	// Source, if set, is a file being renamed onto the record (the write-a-temporary-then-rename
+	// pattern). A rename onto a record is a write into it: the merged bytes go into a new file that
+	// keeps the record's identity, owner, mode and extended attributes, and then the source is removed
+	// (as Writer, who must be allowed to remove it). Onto a name with no record, the source itself is
+	// renamed into place (as Writer) and becomes the record.
+	Source *Source
+
+	// split, set by Split: rewrite a record whose inode has other names, under a new identity.
+	split *bool
+}
+
+// Source is the file a rename commit takes its content from.
+type Source struct {
+	// Dir is the source's directory; nil means Name is a path relative to the root.
+	Dir  *Dir
+	Name string
+	// Ino, if not 0, is the inode the renamer's node refers to: a different file at Name fails the
+	// commit with ErrRecordChanged.
+	Ino uint64
+	// Data is the source's content as the renamer's merge saw it (mine). If the source's current
+	// content differs, it changed after the merge was prepared, and the commit fails with
+	// ErrRecordChanged. nil: not checked.
+	Data []byte
 }
 
 // CommitResult describes a successful commit. On error only Wait is meaningful.
 type CommitResult struct {
 	Version   Version       // of the record after the commit
+	Identity  Identity      // of the record after the commit
 	Created   bool          // no record existed before
-	Unchanged bool          // Merge returned bytes identical to theirs and the write was skipped (only when Source == "")
+	Unchanged bool          // Merge returned bytes identical to theirs and the write was skipped
 	Wait      time.Duration // time spent waiting for the record lock (for metrics)
 }
 
-// Commit takes the record's lock (in-process, then cross-process), reads theirs, calls Merge, writes a
-// temporary file in the same directory (reserved name), sets mode and owner, fsyncs if asked or by
-// policy, renames it over the record, and fsyncs the directory if asked or by policy.
+// ErrRecordChanged reports that the record a writer opened is no longer at its name: it was removed
+// or replaced by another record since. Nothing was written.
+var ErrRecordChanged = fmt.Errorf("the record was removed or replaced since the writer opened it: %w", unix.ESTALE)
+
+// Commit is CommitAt for a record named by its slash-separated path relative to the root.
+func (s *Store) Commit(ctx context.Context, name string, c Commit) (CommitResult, error) {
+	rec, err := parseName(name)
+	if err != nil {
+		return CommitResult{}, &fs.PathError{Op: "commit", Path: name, Err: err}
+	}
+	dir, err := s.OpenDir(rec.dir)
+	if err != nil {
+		return CommitResult{}, &fs.PathError{Op: "commit", Path: name, Err: err}
+	}
+	defer sysx.Close(dir.FD)
+	return s.CommitAt(ctx, dir, rec.base, c)
+}
+
+// CommitAt takes the record's lock (in-process, then cross-process), reads theirs, checks the record's
+// identity and the writer's permission, calls Merge, writes a temporary file in the same directory
+// (reserved name) with the record's identity, owner, mode and extended attributes, fsyncs if asked or
+// by policy, renames it over the record, and fsyncs the directory if asked or by policy.
 //
 // A ctx that ends while the commit waits for the in-process lock aborts it; once the lock is held, ctx
 // is no longer consulted and the commit completes. An error after the rename (a failed directory fsync)
 // means the record was replaced but its durability is not confirmed.
-func (s *Store) Commit(ctx context.Context, name string, c Commit) (CommitResult, error) {
-	res, err := s.commit(ctx, name, c)
+func (s *Store) CommitAt(ctx context.Context, dir Dir, name string, c Commit) (CommitResult, error) {
+	res, err := s.commit(ctx, dir, name, c)
 	if err != nil {
 		return CommitResult{Wait: res.Wait}, &fs.PathError{Op: "commit", Path: name, Err: err}
 	}
 	return res, nil
 }
 
-// ownership is what a replacement file must carry; -1 ids leave the file's own.
+// ownership is what a replacement file must carry.
 type ownership struct {
 	mode     uint32
-	uid, gid int
+	uid, gid uint32
 }
 
-func (s *Store) commit(ctx context.Context, name string, c Commit) (res CommitResult, err error) {
+// maxCreateRaces bounds how often a new record's commit starts again because a record appeared at its
+// name between the read and the rename (only a writer that bypasses mergefs can do that).
+const maxCreateRaces = 3
+
+func (s *Store) commit(ctx context.Context, dir Dir, name string, c Commit) (res CommitResult, err error) {
 	if c.Merge == nil {
 		return res, fmt.Errorf("no Merge callback: %w", unix.EINVAL)
 	}
-	rec, err := parseName(name)
-	if err != nil {
+	if err := checkBase(name); err != nil {
 		return res, err
 	}
-	slots := []int64{lockSlot(rec.clean)}
-	var src recordName
-	if c.Source != "" {
-		if src, err = parseName(c.Source); err != nil {
-			return res, fmt.Errorf("source %q: %w", c.Source, err)
+	refs := []RecordRef{{Dir: dir, Name: name}}
+	var src *openSource
+	if c.Source != nil {
+		if src, err = s.openSourceDir(c.Source); err != nil {
+			return res, err
 		}
-		if src.clean == rec.clean {
-			return res, fmt.Errorf("source %q is the record itself: %w", c.Source, unix.EINVAL)
+		defer src.close()
+		if src.dir.Ino == dir.Ino && src.name == name {
+			return res, fmt.Errorf("source %q is the record itself: %w", name, unix.EINVAL)
 		}
-		// A source that is itself a record must not be replaced by its own commit while we write it.
-		slots = append(slots, lockSlot(src.clean))
+		// A source that is itself a record must not be replaced by its own commit meanwhile.
+		refs = append(refs, RecordRef{Dir: src.dir, Name: src.name})
 	}
 	if err := s.begin(); err != nil {
 		return res, err
@@ -88,7 +144,10 @@ func (s *Store) commit(ctx context.Context, name string, c Commit) (res CommitRe
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
-
+	slots := make([]int64, len(refs))
+	for i, r := range refs {
+		slots[i] = lockSlot(r.Dir.Ino, r.Name)
+	}
 	start := time.Now()
 	release, err := s.lockSlots(ctx, slots)
 	res.Wait = time.Since(start)
@@ -98,32 +157,36 @@ func (s *Store) commit(ctx context.Context, name string, c Commit) (res CommitRe
 	defer release()
 	// From here on ctx is not consulted: a commit that has started completes.
 
-	dirfd, err := s.openDir(rec.dir)
-	if err != nil {
-		return res, err
+	for attempt := 0; ; attempt++ {
+		wait := res.Wait
+		res, err = s.commitLocked(dir, name, c, src)
+		res.Wait = wait
+		if err != errCreateRace || attempt == maxCreateRaces {
+			return res, err
+		}
 	}
-	defer closeFD(dirfd)
-	theirs, err := readCurrent(dirfd, rec.base)
-	if err != nil {
-		return res, err
-	}
-	defer func() { closeFD(theirs.fd) }()
+}
 
-	srcDirFD, srcFD := -1, -1
-	defer func() { closeFD(srcFD); closeFD(srcDirFD) }()
-	if c.Source != "" {
-		if srcDirFD, err = s.openDir(src.dir); err != nil {
-			return res, fmt.Errorf("source: %w", err)
+// errCreateRace: a record appeared at the name of a record being created.
+var errCreateRace = fmt.Errorf("a record appeared at the name while it was created: %w", unix.EEXIST)
+
+func (s *Store) commitLocked(dir Dir, name string, c Commit, src *openSource) (res CommitResult, err error) {
+	theirs, err := s.readCurrent(dir.FD, name)
+	if err != nil {
+		return res, err
+	}
+	defer func() { sysx.Close(theirs.fd) }()
+	if err := checkExpected(theirs, c.Expect); err != nil {
+		return res, err
+	}
+	if theirs.exists {
+		if err := checkWritable(theirs.fd, c.Writer); err != nil {
+			return res, err
 		}
-		if srcFD, err = openFile(srcDirFD, src.base, unix.O_RDWR, 0); err != nil {
-			return res, fmt.Errorf("source %q: %w", c.Source, err)
-		}
-		st, err := fstat(srcFD)
-		if err == nil {
-			err = requireRegular(&st)
-		}
-		if err != nil {
-			return res, fmt.Errorf("source %q: %w", c.Source, err)
+	}
+	if src != nil {
+		if err := src.verify(c.Source, c.Writer); err != nil {
+			return res, err
 		}
 	}
 
@@ -133,125 +196,310 @@ func (s *Store) commit(ctx context.Context, name string, c Commit) (res CommitRe
 	}
 	sync := c.Sync || s.fsyncMode == FsyncAlways
 	res.Created = !theirs.exists
-	unchanged := c.Source == "" && theirs.exists && bytes.Equal(merged, theirs.data)
-	if !unchanged {
-		// Not needed any more; and an NFS client would "silly-rename" a file it still has open when
-		// it is renamed over, leaving a .nfsXXXX file behind until the close.
-		closeFD(theirs.fd)
-		theirs.fd = -1
-	}
+	splitting := c.split != nil && theirs.exists && theirs.st.Nlink > 1
 
-	if c.Source != "" {
-		res.Version, err = s.replaceFromSource(srcDirFD, src, srcFD, dirfd, rec, merged, sync)
-		return res, err
-	}
-	if unchanged {
+	switch {
+	case theirs.exists && bytes.Equal(merged, theirs.data) && src == nil && !splitting:
 		// Nothing to write; an fsync still has to make what is there durable.
 		if sync {
 			if err := s.fsync(theirs.fd); err != nil {
 				return res, fmt.Errorf("fsync: %w", err)
 			}
-			if err := s.fsync(dirfd); err != nil {
+			if err := s.fsync(dir.FD); err != nil {
 				return res, fmt.Errorf("fsync directory: %w", err)
 			}
 		}
 		res.Unchanged = true
-		res.Version = versionOf(&theirs.st)
+		res.Version, res.Identity = versionOf(&theirs.st), theirs.id
 		return res, nil
+
+	case !theirs.exists && src != nil && bytes.Equal(merged, src.data):
+		// Onto a name with no record: the source itself becomes the record.
+		res.Identity = Identity{ID: newID(c.NewID), Gen: 1}
+		res.Version, err = s.renameSourceIntoPlace(src, dir, name, res.Identity, c.Writer, sync)
+		return res, err
 	}
 
-	own := ownership{mode: unixMode(c.Mode), uid: c.Uid, gid: c.Gid}
+	var (
+		tmpFD int
+		tmp   string
+	)
 	if theirs.exists {
-		own = ownership{mode: theirs.st.Mode & 0o7777, uid: int(theirs.st.Uid), gid: int(theirs.st.Gid)}
+		res.Identity = Identity{ID: theirs.id.ID, Gen: theirs.id.Gen + 1}
+		if splitting {
+			res.Identity.ID = NewID()
+			*c.split = true
+		}
+		tmpFD, tmp, err = s.createTemp(dir.FD, 0o600, nil)
+	} else {
+		res.Identity = Identity{ID: newID(c.NewID), Gen: 1}
+		tmpFD, tmp, err = s.createTemp(dir.FD, unixMode(c.Mode), c.Writer)
 	}
-	res.Version, err = s.replaceWithTemp(dirfd, rec.base, merged, own, sync)
-	return res, err
-}
-
-// replaceWithTemp writes data to a new temporary file in dirfd and renames it over base.
-func (s *Store) replaceWithTemp(dirfd int, base string, data []byte, own ownership, sync bool) (Version, error) {
-	fd, tmp, err := s.createTemp(dirfd)
 	if err != nil {
-		return Version{}, err
+		return res, err
 	}
 	renamed := false
 	defer func() {
 		if !renamed {
-			_ = unix.Unlinkat(dirfd, tmp, 0)
+			_ = unix.Unlinkat(dir.FD, tmp, 0)
 		}
 		// Closing drops the temporary file's lock, now that recovery can no longer find it by name.
-		closeFD(fd)
+		sysx.Close(tmpFD)
 	}()
-
-	if err := writeAllAt(fd, data); err != nil {
-		return Version{}, fmt.Errorf("write temporary file: %w", err)
+	if err := writeAllAt(tmpFD, merged); err != nil {
+		return res, fmt.Errorf("write temporary file: %w", err)
 	}
-	if err := s.setOwnership(fd, own); err != nil {
-		return Version{}, err
-	}
-	if sync {
-		if err := s.fsync(fd); err != nil {
-			return Version{}, fmt.Errorf("fsync temporary file: %w", err)
+	if theirs.exists {
+		own := ownership{mode: theirs.st.Mode & 0o7777, uid: theirs.st.Uid, gid: theirs.st.Gid}
+		if err := s.setOwnership(tmpFD, own); err != nil {
+			return res, err
+		}
+		if err := copyXattrs(theirs.fd, tmpFD); err != nil {
+			return res, err
 		}
 	}
-	if err := unix.Renameat(dirfd, tmp, dirfd, base); err != nil {
-		return Version{}, fmt.Errorf("rename temporary file over %q: %w", base, err)
+	if err := writeIdentity(tmpFD, res.Identity); err != nil {
+		return res, err
+	}
+	if sync {
+		if err := s.fsync(tmpFD); err != nil {
+			return res, fmt.Errorf("fsync temporary file: %w", err)
+		}
+	}
+	if theirs.exists {
+		// Not needed any more; and an NFS client would "silly-rename" a file it still has open when it
+		// is renamed over, leaving a .nfsXXXX file behind until the close.
+		sysx.Close(theirs.fd)
+		theirs.fd = -1
+		err = renameat2(dir.FD, tmp, dir.FD, name, 0)
+	} else {
+		err = renameat2(dir.FD, tmp, dir.FD, name, unix.RENAME_NOREPLACE)
+		if err == unix.EEXIST {
+			return res, errCreateRace
+		}
+	}
+	if err != nil {
+		return res, fmt.Errorf("rename temporary file over %q: %w", name, err)
 	}
 	renamed = true
 	if sync {
-		if err := s.fsync(dirfd); err != nil {
-			return Version{}, fmt.Errorf("fsync directory: %w", err)
+		if err := s.fsync(dir.FD); err != nil {
+			return res, fmt.Errorf("fsync directory: %w", err)
+		}
+	}
+	if src != nil {
+		if err := src.remove(c.Writer, sync && src.dir.Ino != dir.Ino, s); err != nil {
+			return res, err
 		}
 	}
 	// After the rename: it changes the ctime on some filesystems, and Read must see the same version.
-	st, err := fstat(fd)
+	st, err := sysx.Fstat(tmpFD)
+	if err != nil {
+		return res, err
+	}
+	res.Version = versionOf(&st)
+	return res, nil
+}
+
+func newID(id uint64) uint64 {
+	if id != 0 {
+		return id
+	}
+	return NewID()
+}
+
+// checkExpected holds a commit to the record its writer opened (see Commit.Expect).
+func checkExpected(theirs current, expect uint64) error {
+	switch {
+	case expect == 0:
+		return nil
+	case !theirs.exists:
+		return fmt.Errorf("no record at the name: %w", ErrRecordChanged)
+	case theirs.id.ID != expect:
+		return fmt.Errorf("another record (id %#x, not %#x) at the name: %w", theirs.id.ID, expect, ErrRecordChanged)
+	}
+	return nil
+}
+
+// checkWritable checks, with the writer's credentials, that the open record fd may be opened for
+// writing now (mode, owner, ACL, read-only filesystem): as the kernel would check an open.
+func checkWritable(fd int, w *sysx.Cred) error {
+	if w.IsRoot() {
+		return nil
+	}
+	err := sysx.AsUser(w, func() error {
+		return unix.Faccessat2(fd, "", unix.W_OK, unix.AT_EACCESS|unix.AT_EMPTY_PATH)
+	})
+	if err != nil {
+		return fmt.Errorf("writer %v may not write the record: %w", w, err)
+	}
+	return nil
+}
+
+// renameSourceIntoPlace gives the source the record's identity and renames it onto the free name, as
+// the writer.
+func (s *Store) renameSourceIntoPlace(src *openSource, dir Dir, name string, id Identity, w *sysx.Cred, sync bool) (Version, error) {
+	if err := writeIdentity(src.fd, id); err != nil {
+		return Version{}, err
+	}
+	if sync {
+		if err := s.fsync(src.fd); err != nil {
+			return Version{}, fmt.Errorf("fsync source: %w", err)
+		}
+	}
+	err := sysx.AsUser(w, func() error {
+		return renameat2(src.dir.FD, src.name, dir.FD, name, unix.RENAME_NOREPLACE)
+	})
+	if err == unix.EEXIST {
+		return Version{}, errCreateRace
+	}
+	if err != nil {
+		return Version{}, fmt.Errorf("rename source %q onto %q: %w", src.name, name, err)
+	}
+	if sync {
+		if err := s.fsync(dir.FD); err != nil {
+			return Version{}, fmt.Errorf("fsync directory: %w", err)
+		}
+		if src.dir.Ino != dir.Ino {
+			if err := s.fsync(src.dir.FD); err != nil {
+				return Version{}, fmt.Errorf("fsync source directory: %w", err)
+			}
+		}
+	}
+	st, err := sysx.Fstat(src.fd)
 	if err != nil {
 		return Version{}, err
 	}
 	return versionOf(&st), nil
 }
 
-// replaceFromSource writes data into the source file in place, fsyncs it, and renames it over the
-// record. If the daemon dies before the rename, the source holds the merged bytes and the record is
-// untouched.
-func (s *Store) replaceFromSource(srcDirFD int, src recordName, srcFD, dirfd int, rec recordName, data []byte, sync bool) (Version, error) {
-	if err := writeAllAt(srcFD, data); err != nil {
-		return Version{}, fmt.Errorf("write source %q: %w", src.clean, err)
+// openSource is a commit's Source with its directory open.
+type openSource struct {
+	dir     Dir
+	ownsDir bool
+	name    string
+	fd      int // the source file, opened under the lock by verify
+	data    []byte
+}
+
+func (s *Store) openSourceDir(src *Source) (*openSource, error) {
+	if src.Dir != nil {
+		if err := checkBase(src.Name); err != nil {
+			return nil, fmt.Errorf("source: %w", err)
+		}
+		return &openSource{dir: *src.Dir, name: src.Name, fd: -1}, nil
 	}
-	if err := ftruncate(srcFD, int64(len(data))); err != nil {
-		return Version{}, fmt.Errorf("truncate source %q: %w", src.clean, err)
+	rec, err := parseName(src.Name)
+	if err != nil {
+		return nil, fmt.Errorf("source %q: %w", src.Name, err)
 	}
-	if err := s.fsync(srcFD); err != nil {
-		return Version{}, fmt.Errorf("fsync source %q: %w", src.clean, err)
+	dir, err := s.OpenDir(rec.dir)
+	if err != nil {
+		return nil, fmt.Errorf("source: %w", err)
 	}
-	if err := unix.Renameat(srcDirFD, src.base, dirfd, rec.base); err != nil {
-		return Version{}, fmt.Errorf("rename source %q over %q: %w", src.clean, rec.clean, err)
+	return &openSource{dir: dir, ownsDir: true, name: rec.base, fd: -1}, nil
+}
+
+func (o *openSource) close() {
+	sysx.Close(o.fd)
+	if o.ownsDir {
+		sysx.Close(o.dir.FD)
+	}
+}
+
+// verify opens the source under the lock and checks that it is the file the renamer meant, with the
+// content its merge used, and that the writer may remove it from its directory.
+func (o *openSource) verify(want *Source, w *sysx.Cred) error {
+	fd, err := openFile(o.dir.FD, o.name, unix.O_RDONLY|unix.O_NOCTTY, 0)
+	if err != nil {
+		return fmt.Errorf("source %q: %w", o.name, err)
+	}
+	o.fd = fd
+	st, err := sysx.Fstat(fd)
+	if err == nil {
+		err = requireRegular(&st)
+	}
+	if err != nil {
+		return fmt.Errorf("source %q: %w", o.name, err)
+	}
+	if want.Ino != 0 && st.Ino != want.Ino {
+		return fmt.Errorf("source %q is another file now: %w", o.name, ErrRecordChanged)
+	}
+	limit := int64(-1)
+	if want.Data != nil {
+		limit = int64(len(want.Data))
+	}
+	data, err := sysx.ReadAll(fd, st.Size, limit)
+	if want.Data != nil && (err != nil || !bytes.Equal(data, want.Data)) {
+		return fmt.Errorf("source %q changed while it was renamed: %w", o.name, ErrRecordChanged)
+	}
+	if err != nil {
+		return fmt.Errorf("source %q: %w", o.name, err)
+	}
+	o.data = data
+	return checkRemovable(o.dir.FD, &st, w)
+}
+
+// checkRemovable checks, with fresh attributes, that the writer may remove the file st from dirfd:
+// write and search permission on the directory, and in a sticky directory, owning the file or the
+// directory.
+func checkRemovable(dirfd int, st *unix.Stat_t, w *sysx.Cred) error {
+	if w.IsRoot() {
+		return nil
+	}
+	err := sysx.AsUser(w, func() error {
+		return unix.Faccessat2(dirfd, "", unix.W_OK|unix.X_OK, unix.AT_EACCESS|unix.AT_EMPTY_PATH)
+	})
+	if err != nil {
+		return fmt.Errorf("writer %v may not remove the source: %w", w, err)
+	}
+	dst, err := sysx.Fstatat(dirfd, "")
+	if err != nil {
+		return err
+	}
+	if dst.Mode&unix.S_ISVTX != 0 && w.UID != st.Uid && w.UID != dst.Uid {
+		return fmt.Errorf("writer %v may not remove another user's source from a sticky directory: %w", w, unix.EPERM)
+	}
+	return nil
+}
+
+// remove unlinks the source, as the writer, after its content went into the record; sync fsyncs its
+// directory.
+func (o *openSource) remove(w *sysx.Cred, sync bool, s *Store) error {
+	err := sysx.AsUser(w, func() error { return unix.Unlinkat(o.dir.FD, o.name, 0) })
+	if err != nil && err != unix.ENOENT {
+		return fmt.Errorf("remove source %q: %w", o.name, err)
 	}
 	if sync {
-		if err := s.fsync(dirfd); err != nil {
-			return Version{}, fmt.Errorf("fsync directory: %w", err)
-		}
-		if src.dir != rec.dir {
-			if err := s.fsync(srcDirFD); err != nil {
-				return Version{}, fmt.Errorf("fsync source directory: %w", err)
-			}
+		if err := s.fsync(o.dir.FD); err != nil {
+			return fmt.Errorf("fsync source directory: %w", err)
 		}
 	}
-	st, err := fstat(srcFD)
-	if err != nil {
-		return Version{}, err
+	return nil
+}
+
+func renameat2(olddir int, oldname string, newdir int, newname string, flags uint) error {
+	for {
+		err := unix.Renameat2(olddir, oldname, newdir, newname, flags)
+		if err != unix.EINTR {
+			return err
+		}
 	}
-	return versionOf(&st), nil
 }
 
 // maxTempAttempts bounds retries when a name collides or recovery claims a fresh temporary file.
 const maxTempAttempts = 8
 
-// createTemp creates a temporary file in dirfd and returns it write-locked (see the package comment).
-func (s *Store) createTemp(dirfd int) (fd int, name string, err error) {
+// createTemp creates a temporary file in dirfd with mode, as w, and returns it write-locked (see the
+// package comment).
+func (s *Store) createTemp(dirfd int, mode uint32, w *sysx.Cred) (fd int, name string, err error) {
 	for range maxTempAttempts {
 		name = fmt.Sprintf("%s%016x", tempPrefix, rand.Uint64())
-		fd, err = openFile(dirfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o600)
+		err = sysx.AsUser(w, func() error {
+			var err error
+			fd, err = openFile(dirfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, mode)
+			return err
+		})
 		if err == unix.EEXIST {
 			continue
 		}
@@ -260,19 +508,24 @@ func (s *Store) createTemp(dirfd int) (fd int, name string, err error) {
 		}
 		err = ofdLock(fd, unix.F_WRLCK, 0, 0, false)
 		if err == nil {
+			if err = exactMode(dirfd, fd, mode, w); err != nil {
+				sysx.Close(fd)
+				_ = unix.Unlinkat(dirfd, name, 0)
+				return -1, "", err
+			}
 			// Recovery in another process may have locked and removed the file between our create
 			// and our lock; then the name is gone or is no longer this file.
 			same, serr := sameFile(dirfd, name, fd)
 			if same {
 				return fd, name, nil
 			}
-			closeFD(fd)
+			sysx.Close(fd)
 			if serr != nil && serr != unix.ENOENT {
 				return -1, "", fmt.Errorf("check temporary file: %w", serr)
 			}
 			continue
 		}
-		closeFD(fd)
+		sysx.Close(fd)
 		// The name is ours alone (random, O_EXCL), so removing it by name cannot hit another file.
 		_ = unix.Unlinkat(dirfd, name, 0)
 		if err != unix.EAGAIN && err != unix.EACCES {
@@ -282,38 +535,41 @@ func (s *Store) createTemp(dirfd int) (fd int, name string, err error) {
 	return -1, "", fmt.Errorf("create temporary file: gave up after %d attempts (name collisions or concurrent recovery): %w", maxTempAttempts, unix.EAGAIN)
 }
 
+// exactMode gives a file just created in dirfd the mode asked for, where the process umask took bits
+// away; not where the directory's default ACL decided the mode, which is how the kernel creates files
+// there. As w, so that the kernel drops a set-group-ID bit w may not set, as it does at a create.
+func exactMode(dirfd, fd int, mode uint32, w *sysx.Cred) error {
+	st, err := sysx.Fstat(fd)
+	if err != nil || st.Mode&0o7777 == mode {
+		return err
+	}
+	if _, err := sysx.Getxattr(sysx.ProcPath(dirfd), "system.posix_acl_default", false); err == nil {
+		return nil
+	}
+	return sysx.AsUser(w, func() error { return unix.Fchmod(fd, mode) })
+}
+
 func sameFile(dirfd int, name string, fd int) (bool, error) {
-	var byName unix.Stat_t
-	if err := unix.Fstatat(dirfd, name, &byName, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	byName, err := sysx.Fstatat(dirfd, name)
+	if err != nil {
 		return false, err
 	}
-	byFD, err := fstat(fd)
+	byFD, err := sysx.Fstat(fd)
 	if err != nil {
 		return false, err
 	}
 	return byName.Dev == byFD.Dev && byName.Ino == byFD.Ino, nil
 }
 
-// setOwnership gives fd the mode and owner of own. A daemon that is not root cannot give a file away;
-// it then logs and keeps its own ownership rather than refuse every commit to another user's record.
+// setOwnership gives fd the mode and owner of own.
 func (s *Store) setOwnership(fd int, own ownership) error {
-	st, err := fstat(fd)
+	st, err := sysx.Fstat(fd)
 	if err != nil {
 		return err
 	}
-	uid, gid := -1, -1
-	if own.uid >= 0 && uint32(own.uid) != st.Uid {
-		uid = own.uid
-	}
-	if own.gid >= 0 && uint32(own.gid) != st.Gid {
-		gid = own.gid
-	}
-	if uid != -1 || gid != -1 {
-		if err := unix.Fchown(fd, uid, gid); err != nil {
-			if err != unix.EPERM || unix.Geteuid() == 0 {
-				return fmt.Errorf("chown temporary file to %d:%d: %w", own.uid, own.gid, err)
-			}
-			s.log.Warn("backing: cannot keep the record's owner without root", "uid", own.uid, "gid", own.gid, "err", err)
+	if own.uid != st.Uid || own.gid != st.Gid {
+		if err := unix.Fchown(fd, int(own.uid), int(own.gid)); err != nil {
+			return fmt.Errorf("chown temporary file to %d:%d: %w", own.uid, own.gid, err)
 		}
 	}
 	// After chown, which clears the set-user-ID and set-group-ID bits.
@@ -321,4 +577,96 @@ func (s *Store) setOwnership(fd int, own ownership) error {
 		return fmt.Errorf("chmod temporary file to %#o: %w", own.mode, err)
 	}
 	return nil
+}
+
+// copyXattrs gives dst exactly the extended attributes of src (POSIX ACLs, security labels, user and
+// trusted attributes), except the identity, which the commit writes itself. Attributes dst got on its
+// own (an ACL inherited from the directory's default ACL) and src lacks are removed. Run after
+// setOwnership: an access ACL sets the group bits of the mode.
+func copyXattrs(src, dst int) error {
+	names, err := sysx.Flistxattr(src)
+	if err != nil && !sysx.NotSupported(err) {
+		return fmt.Errorf("list extended attributes of the record: %w", err)
+	}
+	have, err := sysx.Flistxattr(dst)
+	if err != nil && !sysx.NotSupported(err) {
+		return fmt.Errorf("list extended attributes of the temporary file: %w", err)
+	}
+	for _, n := range have {
+		if n != IdentityXattr && !slices.Contains(names, n) {
+			if err := unix.Fremovexattr(dst, n); err != nil && err != unix.ENODATA {
+				return fmt.Errorf("remove extended attribute %q from the temporary file: %w", n, err)
+			}
+		}
+	}
+	for _, n := range names {
+		if n == IdentityXattr {
+			continue
+		}
+		v, err := sysx.Fgetxattr(src, n)
+		if err == unix.ENODATA {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("read extended attribute %q of the record: %w", n, err)
+		}
+		if err := unix.Fsetxattr(dst, n, v, 0); err != nil {
+			return fmt.Errorf("copy extended attribute %q to the new version of the record: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// Split gives the record name in dir an inode of its own if it shares one with other names (hard links
+// made outside mergefs): a copy with the same content, owner, mode and extended attributes and a new
+// identity is renamed over the name. Records are known by name; a shared inode would make two names
+// one record. It reports whether it split.
+func (s *Store) Split(ctx context.Context, dir Dir, name string) (bool, error) {
+	split := false
+	_, err := s.CommitAt(ctx, dir, name, Commit{
+		Merge: func(theirs []byte, exists bool) ([]byte, error) {
+			if !exists {
+				return nil, errNoRecord
+			}
+			return theirs, nil
+		},
+		split: &split,
+	})
+	if errors.Is(err, errNoRecord) {
+		return false, nil
+	}
+	return split, err
+}
+
+var errNoRecord = errors.New("no record")
+
+// Reserve creates the record name in dir empty, exclusively (O_EXCL), as w with mode, and gives it a new
+// identity: what an exclusive create of a record (mkstemp) relies on. Commits take an empty record for
+// no record. It fails with EEXIST if the name exists.
+func (s *Store) Reserve(ctx context.Context, dir Dir, name string, mode uint32, w *sysx.Cred) (Identity, unix.Stat_t, error) {
+	unlock, err := s.LockRecords(ctx, RecordRef{Dir: dir, Name: name})
+	if err != nil {
+		return Identity{}, unix.Stat_t{}, err
+	}
+	defer unlock()
+	var fd int
+	err = sysx.AsUser(w, func() error {
+		var err error
+		fd, err = openFile(dir.FD, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, mode)
+		return err
+	})
+	if err != nil {
+		return Identity{}, unix.Stat_t{}, err
+	}
+	defer sysx.Close(fd)
+	id := Identity{ID: NewID()}
+	if err := exactMode(dir.FD, fd, mode, w); err != nil {
+		return Identity{}, unix.Stat_t{}, err
+	}
+	if err := writeIdentity(fd, id); err != nil {
+		_ = unix.Unlinkat(dir.FD, name, 0)
+		return Identity{}, unix.Stat_t{}, err
+	}
+	st, err := sysx.Fstat(fd)
+	return id, st, err
 }

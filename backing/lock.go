@@ -2,6 +2,7 @@ package backing
 
 import (
 	"context"
+	"encoding/binary"
 	"hash/fnv"
 	"io"
 	"slices"
@@ -12,14 +13,49 @@ import (
 
 // lockSlotCount bounds lock offsets below 2^31 so that 32-bit lock protocols (NLMv3 on old NFS
 // servers) can express every range. It is part of the on-disk protocol: every daemon sharing a backing
-// root must compute the same slot for the same name.
+// root must compute the same slot for the same record.
 const lockSlotCount = 1<<31 - 1
 
-// lockSlot is the byte of the lock file that guards the record with this cleaned name.
-func lockSlot(clean string) int64 {
+// lockSlot is the byte of the lock file that guards the record name in the directory whose inode number
+// is dirIno: FNV-1a over the inode number (8 bytes, little-endian) and the name. The directory's inode
+// number, not its path, so that daemons agree even when one of them reached the directory by an older
+// path (a directory renamed by another host).
+func lockSlot(dirIno uint64, name string) int64 {
 	h := fnv.New64a()
-	h.Write([]byte(clean))
+	var ino [8]byte
+	binary.LittleEndian.PutUint64(ino[:], dirIno)
+	h.Write(ino[:])
+	h.Write([]byte(name))
 	return int64(h.Sum64() % lockSlotCount)
+}
+
+// RecordRef names a record by its directory and name, for LockRecords.
+type RecordRef struct {
+	Dir  Dir
+	Name string
+}
+
+// LockRecords takes the locks of the named records, as a commit does, for operations that change a
+// record's name or metadata outside a commit (unlink, rename, chmod, an exclusive create): a commit
+// that runs at the same time would otherwise resurrect a removed record or restore old metadata.
+// The returned func releases them; it must be called exactly once.
+func (s *Store) LockRecords(ctx context.Context, refs ...RecordRef) (unlock func(), err error) {
+	slots := make([]int64, 0, len(refs))
+	for _, r := range refs {
+		if err := checkBase(r.Name); err != nil {
+			return nil, err
+		}
+		slots = append(slots, lockSlot(r.Dir.Ino, r.Name))
+	}
+	if err := s.begin(); err != nil {
+		return nil, err
+	}
+	release, err := s.lockSlots(ctx, slots)
+	if err != nil {
+		s.end()
+		return nil, err
+	}
+	return func() { release(); s.end() }, nil
 }
 
 // slotLocks is the in-process half of the record lock: one mutex per lock slot, created on first use

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mergefs/mergefs/internal/sysx"
 )
 
 // Tests that need several OS processes re-execute the test binary with childEnv set to a mode; the
@@ -66,7 +68,7 @@ func childIncrement(s *Store) error {
 	}
 	merge := incrementField(os.Getenv("CHILD_FIELD"))
 	for range count {
-		if _, err := s.Commit(context.Background(), "counter.json", Commit{Merge: merge, Mode: 0o644, Uid: -1, Gid: -1}); err != nil {
+		if _, err := s.Commit(context.Background(), "counter.json", Commit{Merge: merge, Mode: 0o644}); err != nil {
 			return err
 		}
 	}
@@ -76,7 +78,7 @@ func childIncrement(s *Store) error {
 // childChurn commits churnRecord(n+1) over churnRecord(n) until it is killed.
 func childChurn(s *Store) error {
 	for i := 0; ; i++ {
-		_, err := s.Commit(context.Background(), "d/churn.json", Commit{Uid: -1, Gid: -1, Merge: func(theirs []byte, exists bool) ([]byte, error) {
+		_, err := s.Commit(context.Background(), "d/churn.json", Commit{Merge: func(theirs []byte, exists bool) ([]byte, error) {
 			n := 0
 			if exists {
 				// Only the number: a full parse would make the merge, not the write, the slow part.
@@ -127,16 +129,16 @@ func parseChurnRecord(b []byte) (int, error) {
 // childHoldTemp creates a temporary file the way a commit does, prints its name, and holds it (and
 // its lock) until stdin closes.
 func childHoldTemp(s *Store) error {
-	dirfd, err := s.openDir(".")
+	dir, err := s.OpenDir(".")
 	if err != nil {
 		return err
 	}
-	defer closeFD(dirfd)
-	fd, name, err := s.createTemp(dirfd)
+	defer sysx.Close(dir.FD)
+	fd, name, err := s.createTemp(dir.FD, 0o600, nil)
 	if err != nil {
 		return err
 	}
-	defer closeFD(fd)
+	defer sysx.Close(fd)
 	if err := writeAllAt(fd, []byte(`{"half": "writ`)); err != nil {
 		return err
 	}

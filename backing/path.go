@@ -60,6 +60,19 @@ func parseName(name string) (recordName, error) {
 	return recordName{clean: clean, dir: path.Dir(clean), base: path.Base(clean)}, nil
 }
 
+// checkBase validates one directory entry name: the name of a record in a directory.
+func checkBase(name string) error {
+	switch {
+	case name == "" || name == "." || name == "..":
+		return fmt.Errorf("%q is not a file name: %w", name, unix.EINVAL)
+	case strings.ContainsAny(name, "/\x00"):
+		return fmt.Errorf("%q is not a single file name: %w", name, unix.EINVAL)
+	case IsReserved(name):
+		return fmt.Errorf("%q is reserved for the backing store: %w", name, unix.EPERM)
+	}
+	return nil
+}
+
 // openat2 can fail with EAGAIN when a rename or mount elsewhere races with a RESOLVE_BENEATH lookup;
 // the kernel asks for a retry. Bound it so that a pathological rename storm becomes an error, not a spin.
 const maxResolveRetries = 64

@@ -4,6 +4,8 @@ import (
 	"path"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mergefs/mergefs/internal/sysx"
 )
 
 // recoverTemps walks the backing tree and removes temporary files that no live writer holds, returning
@@ -21,7 +23,7 @@ func (s *Store) recoverTemps() (int, error) {
 func (s *Store) recoverDir(dirfd int, rel string) (int, error) {
 	entries, err := readDirents(dirfd)
 	if err != nil {
-		closeFD(dirfd)
+		sysx.Close(dirfd)
 		return 0, err
 	}
 	removed := 0
@@ -66,7 +68,7 @@ func (s *Store) recoverDir(dirfd int, rel string) (int, error) {
 			s.log.Warn("backing: recovery skips a directory", "path", path.Join(rel, name), "err", err)
 		}
 	}
-	closeFD(dirfd)
+	sysx.Close(dirfd)
 	return removed, nil
 }
 
@@ -81,7 +83,7 @@ func removeIfAbandoned(dirfd int, name string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	defer closeFD(fd)
+	defer sysx.Close(fd)
 	switch err := ofdLock(fd, unix.F_RDLCK, 0, 0, false); err {
 	case nil:
 	case unix.EAGAIN, unix.EACCES:

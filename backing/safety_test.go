@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mergefs/mergefs/internal/sysx"
 )
 
 const secret = `{"secret":true}`
@@ -45,7 +47,7 @@ func checkOutsideUntouched(t *testing.T, outside string) {
 }
 
 func mustNotMerge(t *testing.T) Commit {
-	return Commit{Mode: 0o644, Uid: -1, Gid: -1, Merge: func(theirs []byte, exists bool) ([]byte, error) {
+	return Commit{Mode: 0o644, Merge: func(theirs []byte, exists bool) ([]byte, error) {
 		t.Errorf("Merge called (theirs %q, exists %v)", theirs, exists)
 		return []byte(`{"written":true}`), nil
 	}}
@@ -76,7 +78,7 @@ func TestSymlinksOutOfTheRootAreRefused(t *testing.T) {
 	// As a rename source, a symlink is refused too, and the record stays as it was.
 	put(t, s, "r.json", `{"r":1}`)
 	c := mustNotMerge(t)
-	c.Source = "abs.json"
+	c.Source = &Source{Name: "abs.json"}
 	if _, err := s.Commit(context.Background(), "r.json", c); !errors.Is(err, unix.ELOOP) {
 		t.Errorf("Commit with a symlink source = %v, want ELOOP", err)
 	}
@@ -145,8 +147,12 @@ func requireRoot(t *testing.T) {
 func TestNewRecordGetsAskedModeAndOwner(t *testing.T) {
 	requireRoot(t)
 	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
 	s := openStore(t, dir, FsyncOnRequest)
-	_, err := s.Commit(context.Background(), "r.json", Commit{Mode: 0o640 | fs.ModeSetgid, Uid: 1234, Gid: 5678,
+	// A record made for a writer is created as that writer.
+	_, err := s.Commit(context.Background(), "r.json", Commit{Mode: 0o640 | fs.ModeSetgid, Writer: &sysx.Cred{UID: 1234, GID: 5678},
 		Merge: func([]byte, bool) ([]byte, error) { return []byte(`{}`), nil }})
 	if err != nil {
 		t.Fatal(err)
@@ -156,19 +162,19 @@ func TestNewRecordGetsAskedModeAndOwner(t *testing.T) {
 		t.Errorf("new record: mode %#o owner %d:%d, want 02640 1234:5678", st.Mode&0o7777, st.Uid, st.Gid)
 	}
 
-	_, err = s.Commit(context.Background(), "daemons.json", Commit{Mode: 0o600, Uid: -1, Gid: -1,
+	_, err = s.Commit(context.Background(), "daemons.json", Commit{Mode: 0o600,
 		Merge: func([]byte, bool) ([]byte, error) { return []byte(`{}`), nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	st = stat(t, filepath.Join(dir, "daemons.json"))
 	if st.Mode&0o7777 != 0o600 || st.Uid != uint32(os.Geteuid()) || st.Gid != uint32(os.Getegid()) {
-		t.Errorf("new record with -1 ids: mode %#o owner %d:%d, want 0600 and the daemon's", st.Mode&0o7777, st.Uid, st.Gid)
+		t.Errorf("new record without a writer: mode %#o owner %d:%d, want 0600 and the daemon's", st.Mode&0o7777, st.Uid, st.Gid)
 	}
 
 	// Mode as the filesystem layer passes it: raw Unix bits in an fs.FileMode. Mode 0 is 0000.
 	for name, mode := range map[string]fs.FileMode{"raw.json": 0o4751, "sticky.json": 0o1644, "zero.json": 0} {
-		_, err = s.Commit(context.Background(), name, Commit{Mode: mode, Uid: -1, Gid: -1,
+		_, err = s.Commit(context.Background(), name, Commit{Mode: mode,
 			Merge: func([]byte, bool) ([]byte, error) { return []byte(`{}`), nil }})
 		if err != nil {
 			t.Fatal(err)
@@ -195,7 +201,7 @@ func TestExistingRecordKeepsModeAndOwner(t *testing.T) {
 		before := stat(t, path)
 		content := `{"v":` + strconv.Itoa(i) + `}`
 		// The asked mode and owner are for new records only.
-		res, err := s.Commit(context.Background(), "r.json", Commit{Mode: 0o666, Uid: 0, Gid: 0,
+		res, err := s.Commit(context.Background(), "r.json", Commit{Mode: 0o666,
 			Merge: func([]byte, bool) ([]byte, error) { return []byte(content), nil }})
 		if err != nil {
 			t.Fatal(err)
@@ -213,17 +219,32 @@ func TestExistingRecordKeepsModeAndOwner(t *testing.T) {
 	}
 }
 
-func TestSourceIsMergedAndRenamedOverRecord(t *testing.T) {
+func TestRenameOntoRecordIsAWriteIntoIt(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, dir, FsyncOnRequest)
 	put(t, s, "r.json", `{"a":1,"b":1}`)
-	os.Mkdir(filepath.Join(dir, "tmp"), 0o755)
-	src := filepath.Join(dir, "tmp", "worker.tmp")
-	if err := os.WriteFile(src, []byte(`{"a":1,"b":2,"a long tail that the merged bytes are shorter than":0}`), 0o600); err != nil {
+	record := filepath.Join(dir, "r.json")
+	if err := os.Chmod(record, 0o640); err != nil {
 		t.Fatal(err)
 	}
-	srcIno := stat(t, src).Ino
-	res, err := s.Commit(context.Background(), "r.json", Commit{Source: "tmp/worker.tmp", Mode: 0o644, Uid: -1, Gid: -1,
+	if err := unix.Setxattr(record, "user.keep", []byte("me"), 0); err != nil {
+		t.Fatal(err)
+	}
+	_, before, err := s.Read("r.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := identityOf(t, record)
+	os.Mkdir(filepath.Join(dir, "tmp"), 0o755)
+	src := filepath.Join(dir, "tmp", "worker.tmp")
+	mine := []byte(`{"a":1,"b":2,"a long tail that the merged bytes are shorter than":0}`)
+	if err := os.WriteFile(src, mine, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(src, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Commit(context.Background(), "r.json", Commit{Source: &Source{Name: "tmp/worker.tmp", Ino: stat(t, src).Ino, Data: mine}, Mode: 0o644,
 		Merge: func(theirs []byte, exists bool) ([]byte, error) {
 			if !exists || string(theirs) != `{"a":1,"b":1}` {
 				t.Errorf("theirs = %q, %v", theirs, exists)
@@ -236,26 +257,32 @@ func TestSourceIsMergedAndRenamedOverRecord(t *testing.T) {
 	if res.Created || res.Unchanged {
 		t.Errorf("result %+v", res)
 	}
-	st := stat(t, filepath.Join(dir, "r.json"))
-	if st.Ino != srcIno || res.Version.Ino != srcIno {
-		t.Errorf("record inode %d (result %d), want the source's %d", st.Ino, res.Version.Ino, srcIno)
+	// The record keeps what it had: mode, extended attributes, identity; only the content changed.
+	st := stat(t, record)
+	if st.Mode&0o7777 != 0o640 {
+		t.Errorf("record mode %#o, want its own 0640 (not the source's 0666)", st.Mode&0o7777)
 	}
-	if st.Mode&0o7777 != 0o600 {
-		t.Errorf("record mode %#o, want the source's 0600", st.Mode&0o7777)
+	if v, err := unix.Getxattr(record, "user.keep", make([]byte, 8)); err != nil || v != 2 {
+		t.Errorf("record lost its user.keep attribute: %d, %v", v, err)
 	}
-	if got := readFile(t, filepath.Join(dir, "r.json")); got != `{"a":1,"b":2}` {
+	if got := identityOf(t, record); got.ID != id.ID || got.Gen != id.Gen+1 || res.Identity != got {
+		t.Errorf("identity %+v after the commit (result %+v), want id %#x generation %d", got, res.Identity, id.ID, id.Gen+1)
+	}
+	if got := readFile(t, record); got != `{"a":1,"b":2}` {
 		t.Errorf("record = %q", got)
 	}
 	if _, err := os.Lstat(src); !os.IsNotExist(err) {
 		t.Errorf("source still there: %v", err)
 	}
-	if _, v, _ := s.Read("r.json"); v != res.Version {
-		t.Errorf("Read version %+v, commit version %+v", v, res.Version)
+	if _, v, _ := s.Read("r.json"); v != res.Version || v.Ino == before.Ino {
+		t.Errorf("Read version %+v, commit version %+v, version before %+v", v, res.Version, before)
 	}
 
-	// Onto a name with no record yet; and from a missing source, which changes nothing.
-	os.WriteFile(filepath.Join(dir, "new.tmp"), []byte(`{"n":1}`), 0o644)
-	res, err = s.Commit(context.Background(), "new.json", Commit{Source: "new.tmp",
+	// Onto a name with no record yet, the source itself becomes the record, with an identity.
+	newSrc := filepath.Join(dir, "new.tmp")
+	os.WriteFile(newSrc, []byte(`{"n":1}`), 0o600)
+	srcIno := stat(t, newSrc).Ino
+	res, err = s.Commit(context.Background(), "new.json", Commit{Source: &Source{Name: "new.tmp", Data: []byte(`{"n":1}`)}, NewID: 1<<63 | 7,
 		Merge: func(theirs []byte, exists bool) ([]byte, error) {
 			if exists {
 				t.Errorf("theirs %q exists", theirs)
@@ -265,15 +292,45 @@ func TestSourceIsMergedAndRenamedOverRecord(t *testing.T) {
 	if err != nil || !res.Created {
 		t.Fatalf("rename onto a new name: %+v, %v", res, err)
 	}
-	if _, err := s.Commit(context.Background(), "r.json", Commit{Source: "gone.tmp", Merge: mustNotMerge(t).Merge}); !errors.Is(err, fs.ErrNotExist) {
+	if st := stat(t, filepath.Join(dir, "new.json")); st.Ino != srcIno || st.Mode&0o7777 != 0o600 {
+		t.Errorf("new record: inode %d mode %#o, want the source's %d 0600", st.Ino, st.Mode&0o7777, srcIno)
+	}
+	if got := identityOf(t, filepath.Join(dir, "new.json")); got != (Identity{ID: 1<<63 | 7, Gen: 1}) {
+		t.Errorf("new record's identity %+v", got)
+	}
+
+	if _, err := s.Commit(context.Background(), "r.json", Commit{Source: &Source{Name: "gone.tmp"}, Merge: mustNotMerge(t).Merge}); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing source: %v, want fs.ErrNotExist", err)
 	}
-	if _, err := s.Commit(context.Background(), "r.json", Commit{Source: "./r.json", Merge: mustNotMerge(t).Merge}); !errors.Is(err, unix.EINVAL) {
+	if _, err := s.Commit(context.Background(), "r.json", Commit{Source: &Source{Name: "./r.json"}, Merge: mustNotMerge(t).Merge}); !errors.Is(err, unix.EINVAL) {
 		t.Errorf("source is the record: %v, want EINVAL", err)
 	}
-	if got := readFile(t, filepath.Join(dir, "r.json")); got != `{"a":1,"b":2}` {
+	// A source that changed since the renamer read it, or is another file now, is refused.
+	os.WriteFile(src, []byte(`{"changed":1}`), 0o644)
+	if _, err := s.Commit(context.Background(), "r.json", Commit{Source: &Source{Name: "tmp/worker.tmp", Data: mine}, Merge: mustNotMerge(t).Merge}); !errors.Is(err, ErrRecordChanged) {
+		t.Errorf("changed source: %v, want ErrRecordChanged", err)
+	}
+	if _, err := s.Commit(context.Background(), "r.json", Commit{Source: &Source{Name: "tmp/worker.tmp", Ino: srcIno}, Merge: mustNotMerge(t).Merge}); !errors.Is(err, ErrRecordChanged) {
+		t.Errorf("replaced source: %v, want ErrRecordChanged", err)
+	}
+	if got := readFile(t, record); got != `{"a":1,"b":2}` {
 		t.Errorf("record = %q after failed commits", got)
 	}
+}
+
+// identityOf reads a file's identity attribute by path.
+func identityOf(t *testing.T, path string) Identity {
+	t.Helper()
+	b := make([]byte, 64)
+	n, err := unix.Getxattr(path, IdentityXattr, b)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	id, err := decodeIdentity(b[:n])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
 
 func TestFsyncPolicy(t *testing.T) {
@@ -294,9 +351,9 @@ func TestFsyncPolicy(t *testing.T) {
 		{"unchanged, none asked", FsyncOnRequest, Commit{Merge: content(`{"v":1}`)}, 0},
 		{"unchanged, asked", FsyncOnRequest, Commit{Sync: true, Merge: content(`{"v":1}`)}, 2},
 		{"unchanged, always", FsyncAlways, Commit{Merge: content(`{"v":1}`)}, 2},
-		{"source, none asked", FsyncOnRequest, Commit{Source: "src.tmp", Merge: content(`{"v":2}`)}, 1},
-		{"source, asked", FsyncOnRequest, Commit{Source: "src.tmp", Sync: true, Merge: content(`{"v":2}`)}, 2},
-		{"source in another directory, always", FsyncAlways, Commit{Source: "sub/src.tmp", Merge: content(`{"v":2}`)}, 3},
+		{"source, none asked", FsyncOnRequest, Commit{Source: &Source{Name: "src.tmp"}, Merge: content(`{"v":2}`)}, 0},
+		{"source, asked", FsyncOnRequest, Commit{Source: &Source{Name: "src.tmp"}, Sync: true, Merge: content(`{"v":2}`)}, 2},
+		{"source in another directory, always", FsyncAlways, Commit{Source: &Source{Name: "sub/src.tmp"}, Merge: content(`{"v":2}`)}, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := Open(dir, testOptions(t, tc.policy))
@@ -307,12 +364,11 @@ func TestFsyncPolicy(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, "r.json"), []byte(`{"v":1}`), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			if tc.commit.Source != "" {
-				if err := os.WriteFile(filepath.Join(dir, tc.commit.Source), []byte(`{}`), 0o644); err != nil {
+			if tc.commit.Source != nil {
+				if err := os.WriteFile(filepath.Join(dir, tc.commit.Source.Name), []byte(`{}`), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
-			tc.commit.Uid, tc.commit.Gid = -1, -1
 			before := s.fsyncs.Load()
 			if _, err := s.Commit(context.Background(), "r.json", tc.commit); err != nil {
 				t.Fatal(err)
@@ -418,16 +474,16 @@ func TestNoDescriptorLeak(t *testing.T) {
 			t.Fatal(err)
 		}
 		ctx := context.Background()
-		s.Commit(ctx, "d/r.json", Commit{Uid: -1, Gid: -1, Merge: ok(`{"a":1}`)})
-		s.Commit(ctx, "d/r.json", Commit{Uid: -1, Gid: -1, Merge: ok(`{"a":2}`)})
+		s.Commit(ctx, "d/r.json", Commit{Merge: ok(`{"a":1}`)})
+		s.Commit(ctx, "d/r.json", Commit{Merge: ok(`{"a":2}`)})
 		s.Commit(ctx, "d/r.json", Commit{Sync: true, Merge: ok(`{"a":2}`)})
 		s.Commit(ctx, "d/r.json", Commit{Merge: func([]byte, bool) ([]byte, error) { return nil, errMerge }})
 		s.Commit(ctx, "link.json", Commit{Merge: ok(`{}`)})
 		s.Commit(ctx, "missing/r.json", Commit{Merge: ok(`{}`)})
 		s.Commit(cancelled, "d/r.json", Commit{Merge: ok(`{}`)})
 		os.WriteFile(filepath.Join(root, "src.tmp"), []byte(`{}`), 0o644)
-		s.Commit(ctx, "d/r.json", Commit{Source: "src.tmp", Merge: ok(`{"a":3}`)})
-		s.Commit(ctx, "d/r.json", Commit{Source: "src.tmp", Merge: ok(`{"a":3}`)})
+		s.Commit(ctx, "d/r.json", Commit{Source: &Source{Name: "src.tmp"}, Merge: ok(`{"a":3}`)})
+		s.Commit(ctx, "d/r.json", Commit{Source: &Source{Name: "src.tmp"}, Merge: ok(`{"a":3}`)})
 		s.Read("d/r.json")
 		s.Read("d/none.json")
 		s.Read("link.json")

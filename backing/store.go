@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mergefs/mergefs/internal/sysx"
 )
 
 // FsyncPolicy says when a commit makes the record durable.
@@ -23,6 +25,9 @@ const (
 type Options struct {
 	Fsync  FsyncPolicy
 	Logger *slog.Logger // nil: slog.Default()
+	// MaxRecordSize bounds what Read, ReadAt and a commit read of a record (theirs, a rename source):
+	// a larger file is refused with EFBIG without being read. 0: no bound.
+	MaxRecordSize int64
 }
 
 // Version identifies the content of a record well enough to tell that it changed.
@@ -35,8 +40,10 @@ type Version struct {
 // Store is a backing directory. Its methods are safe for concurrent use.
 type Store struct {
 	rootFD    int
+	rootIno   uint64
 	lockFD    int
 	fsyncMode FsyncPolicy
+	maxSize   int64
 	log       *slog.Logger
 	slots     slotLocks
 	recovered int
@@ -72,15 +79,15 @@ func OpenFD(dirfd int, opts Options) (*Store, error) {
 }
 
 func open(rootFD int, label string, opts Options) (*Store, error) {
-	st, err := fstat(rootFD)
+	st, err := sysx.Fstat(rootFD)
 	if err == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		err = unix.ENOTDIR
 	}
 	if err != nil {
-		closeFD(rootFD)
+		sysx.Close(rootFD)
 		return nil, &fs.PathError{Op: "open backing store", Path: label, Err: err}
 	}
-	s := &Store{rootFD: rootFD, lockFD: -1, fsyncMode: opts.Fsync, log: opts.Logger}
+	s := &Store{rootFD: rootFD, rootIno: st.Ino, lockFD: -1, fsyncMode: opts.Fsync, maxSize: opts.MaxRecordSize, log: opts.Logger}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -88,9 +95,12 @@ func open(rootFD int, label string, opts Options) (*Store, error) {
 
 	s.lockFD, err = openFile(rootFD, lockFileName, unix.O_RDWR|unix.O_CREAT, 0o600)
 	if err == nil {
-		if st, err = fstat(s.lockFD); err == nil {
+		if st, err = sysx.Fstat(s.lockFD); err == nil {
 			err = requireRegular(&st)
 		}
+	}
+	if err == nil {
+		err = checkIdentitySupport(s.lockFD)
 	}
 	if err != nil {
 		s.closeFDs()
@@ -109,6 +119,13 @@ func open(rootFD int, label string, opts Options) (*Store, error) {
 
 // Recovered is the number of temporary files removed at open.
 func (s *Store) Recovered() int { return s.recovered }
+
+// RootFD is the descriptor of the backing directory. Everything the filesystem does in the backing
+// store is relative to it; it stays the store's, valid until Close.
+func (s *Store) RootFD() int { return s.rootFD }
+
+// MaxRecordSize is the bound on what the store reads of a record (0: none).
+func (s *Store) MaxRecordSize() int64 { return s.maxSize }
 
 // Close waits for operations in flight, then releases the store's descriptors (and with them its
 // locks). Later operations fail with os.ErrClosed.
@@ -129,10 +146,10 @@ func (s *Store) Close() error {
 
 func (s *Store) closeFDs() {
 	if s.lockFD >= 0 {
-		closeFD(s.lockFD)
+		sysx.Close(s.lockFD)
 		s.lockFD = -1
 	}
-	closeFD(s.rootFD)
+	sysx.Close(s.rootFD)
 	s.rootFD = -1
 }
 
@@ -155,40 +172,129 @@ func (s *Store) end() {
 	s.mu.Unlock()
 }
 
+// Dir is a directory of the backing store as a descriptor (O_PATH or readable) and the inode number
+// that names it in lock slots: a record's lock slot is derived from its directory's inode number and
+// its own name, which every daemon sharing the store sees alike, however the directory was reached.
+type Dir struct {
+	FD  int
+	Ino uint64
+}
+
+// OpenDir opens a directory below the root by its slash-separated relative path ("." for the root)
+// without following any symlink. The caller closes Dir.FD.
+func (s *Store) OpenDir(rel string) (Dir, error) {
+	if err := s.begin(); err != nil {
+		return Dir{FD: -1}, err
+	}
+	defer s.end()
+	fd, err := s.openDir(rel)
+	if err != nil {
+		return Dir{FD: -1}, err
+	}
+	st, err := sysx.Fstat(fd)
+	if err != nil {
+		sysx.Close(fd)
+		return Dir{FD: -1}, err
+	}
+	return Dir{FD: fd, Ino: st.Ino}, nil
+}
+
+// Snapshot is a record as read: its bytes, the stat of the file they came from, and its identity.
+type Snapshot struct {
+	Data     []byte
+	Stat     unix.Stat_t
+	Identity Identity
+}
+
+// Version is the snapshot's file version.
+func (sn *Snapshot) Version() Version { return versionOf(&sn.Stat) }
+
 // Read returns the record's current bytes and version. name is a slash-separated path relative to the
 // root ("users/123.json"). A missing record gives an error satisfying errors.Is(err, fs.ErrNotExist).
 // Read takes no lock: commits replace records by rename, so a reader always sees a whole version.
 func (s *Store) Read(name string) ([]byte, Version, error) {
-	data, v, err := s.read(name)
+	rec, err := parseName(name)
 	if err != nil {
 		return nil, Version{}, &fs.PathError{Op: "read", Path: name, Err: err}
 	}
-	return data, v, nil
+	dir, err := s.OpenDir(rec.dir)
+	if err != nil {
+		return nil, Version{}, &fs.PathError{Op: "read", Path: name, Err: err}
+	}
+	defer sysx.Close(dir.FD)
+	sn, err := s.ReadAt(dir, rec.base, nil)
+	if err != nil {
+		return nil, Version{}, &fs.PathError{Op: "read", Path: name, Err: err}
+	}
+	return sn.Data, sn.Version(), nil
 }
 
-func (s *Store) read(name string) ([]byte, Version, error) {
-	rec, err := parseName(name)
-	if err != nil {
-		return nil, Version{}, err
+// Access is a permission check a read makes before it reads: as Cred, access(2) Mode (R_OK, W_OK).
+type Access struct {
+	Cred *sysx.Cred
+	Mode uint32
+}
+
+// check checks a on the open file fd with the kernel's rules (mode, owner, ACL, read-only mount).
+func (a *Access) check(fd int) error {
+	if a == nil || a.Cred.IsRoot() {
+		return nil
+	}
+	return sysx.AsUser(a.Cred, func() error {
+		return unix.Faccessat2(fd, "", a.Mode, unix.AT_EACCESS|unix.AT_EMPTY_PATH)
+	})
+}
+
+// ReadAt reads the record name in dir whole, with its identity (stamping one on a record that has
+// none), after checking access if it is not nil. A missing record gives ENOENT; a file larger than the
+// store's MaxRecordSize gives EFBIG without being read; anything but a regular file is refused.
+func (s *Store) ReadAt(dir Dir, name string, access *Access) (Snapshot, error) {
+	if err := checkBase(name); err != nil {
+		return Snapshot{}, err
 	}
 	if err := s.begin(); err != nil {
-		return nil, Version{}, err
+		return Snapshot{}, err
 	}
 	defer s.end()
-	dirfd, err := s.openDir(rec.dir)
+	fd, err := openFile(dir.FD, name, unix.O_RDONLY|unix.O_NOCTTY, 0)
 	if err != nil {
-		return nil, Version{}, err
+		return Snapshot{}, err
 	}
-	defer closeFD(dirfd)
-	cur, err := readCurrent(dirfd, rec.base)
+	defer sysx.Close(fd)
+	if err := access.check(fd); err != nil {
+		return Snapshot{}, err
+	}
+	cur, err := s.readOpened(fd)
 	if err != nil {
-		return nil, Version{}, err
+		return Snapshot{}, err
 	}
-	defer closeFD(cur.fd)
-	if !cur.exists {
-		return nil, Version{}, unix.ENOENT
+	return Snapshot{Data: cur.data, Stat: cur.st, Identity: cur.id}, nil
+}
+
+// Identify returns the stat and identity of the record name in dir (giving it an identity if it has
+// none), without reading it. Anything but a regular file is refused.
+func (s *Store) Identify(dir Dir, name string) (unix.Stat_t, Identity, error) {
+	if err := checkBase(name); err != nil {
+		return unix.Stat_t{}, Identity{}, err
 	}
-	return cur.data, versionOf(&cur.st), nil
+	if err := s.begin(); err != nil {
+		return unix.Stat_t{}, Identity{}, err
+	}
+	defer s.end()
+	fd, err := openFile(dir.FD, name, unix.O_RDONLY|unix.O_NOCTTY, 0)
+	if err != nil {
+		return unix.Stat_t{}, Identity{}, err
+	}
+	defer sysx.Close(fd)
+	st, err := sysx.Fstat(fd)
+	if err == nil {
+		err = requireRegular(&st)
+	}
+	if err != nil {
+		return unix.Stat_t{}, Identity{}, err
+	}
+	id, err := ensureIdentity(fd)
+	return st, id, err
 }
 
 // current is a record as read under its parent directory; fd stays open (-1 when !exists).
@@ -196,28 +302,50 @@ type current struct {
 	exists bool
 	fd     int
 	st     unix.Stat_t
+	id     Identity
 	data   []byte
 }
 
-func readCurrent(dirfd int, base string) (current, error) {
-	fd, err := openFile(dirfd, base, unix.O_RDONLY, 0)
+// readCurrent opens and reads the record base in dirfd. A record without an identity gets one
+// (stamped with XATTR_CREATE, so that every reader and commit agrees on the first one made).
+func (s *Store) readCurrent(dirfd int, base string) (current, error) {
+	fd, err := openFile(dirfd, base, unix.O_RDONLY|unix.O_NOCTTY, 0)
 	if err == unix.ENOENT {
 		return current{fd: -1}, nil
 	}
 	if err != nil {
 		return current{}, err
 	}
-	st, err := fstat(fd)
+	cur, err := s.readOpened(fd)
+	if err != nil {
+		sysx.Close(fd)
+		return current{}, err
+	}
+	return cur, nil
+}
+
+func (s *Store) readOpened(fd int) (current, error) {
+	st, err := sysx.Fstat(fd)
 	if err == nil {
 		err = requireRegular(&st)
 	}
-	var data []byte
-	if err == nil {
-		data, err = readAll(fd, st.Size)
+	if err == nil && s.maxSize > 0 && st.Size > s.maxSize {
+		err = fmt.Errorf("record of %d bytes is larger than the limit of %d: %w", st.Size, s.maxSize, unix.EFBIG)
 	}
 	if err != nil {
-		closeFD(fd)
 		return current{}, err
 	}
-	return current{exists: true, fd: fd, st: st, data: data}, nil
+	id, err := ensureIdentity(fd)
+	if err != nil {
+		return current{}, err
+	}
+	limit := s.maxSize
+	if limit <= 0 {
+		limit = -1
+	}
+	data, err := sysx.ReadAll(fd, st.Size, limit)
+	if err != nil {
+		return current{}, err
+	}
+	return current{exists: true, fd: fd, st: st, id: id, data: data}, nil
 }

@@ -35,7 +35,7 @@ func openStore(t *testing.T, dir string, fsync FsyncPolicy) *Store {
 // put commits content as the whole new record.
 func put(t *testing.T, s *Store, name, content string) CommitResult {
 	t.Helper()
-	res, err := s.Commit(context.Background(), name, Commit{Mode: 0o644, Uid: -1, Gid: -1,
+	res, err := s.Commit(context.Background(), name, Commit{Mode: 0o644,
 		Merge: func([]byte, bool) ([]byte, error) { return []byte(content), nil }})
 	if err != nil {
 		t.Fatal(err)
@@ -238,7 +238,7 @@ func TestMergeErrorWritesNothing(t *testing.T) {
 
 func TestCommitsToDifferentRecordsRunInParallel(t *testing.T) {
 	s := openStore(t, t.TempDir(), FsyncOnRequest)
-	if lockSlot("a.json") == lockSlot("b.json") {
+	if lockSlot(s.rootIno, "a.json") == lockSlot(s.rootIno, "b.json") {
 		t.Fatal("test records share a lock slot")
 	}
 	entered := make(chan string, 2)
@@ -246,7 +246,7 @@ func TestCommitsToDifferentRecordsRunInParallel(t *testing.T) {
 	errs := make(chan error, 2)
 	for _, name := range []string{"a.json", "b.json"} {
 		go func() {
-			_, err := s.Commit(context.Background(), name, Commit{Uid: -1, Gid: -1, Merge: func([]byte, bool) ([]byte, error) {
+			_, err := s.Commit(context.Background(), name, Commit{Merge: func([]byte, bool) ([]byte, error) {
 				entered <- name
 				<-release // neither leaves Merge before both are inside it
 				return []byte(`{}`), nil
@@ -269,12 +269,12 @@ func TestCommitsToDifferentRecordsRunInParallel(t *testing.T) {
 
 func TestCommitsToOneRecordAreSerialised(t *testing.T) {
 	s := openStore(t, t.TempDir(), FsyncOnRequest)
-	slot := lockSlot("r.json")
+	slot := lockSlot(s.rootIno, "r.json")
 	entered := make(chan int, 2)
 	release := make(chan struct{})
 	errs := make(chan error, 2)
 	commit := func(i int) {
-		_, err := s.Commit(context.Background(), "r.json", Commit{Uid: -1, Gid: -1, Merge: func([]byte, bool) ([]byte, error) {
+		_, err := s.Commit(context.Background(), "r.json", Commit{Merge: func([]byte, bool) ([]byte, error) {
 			entered <- i
 			<-release
 			return []byte(`{}`), nil
@@ -313,7 +313,7 @@ func incrementConcurrently(t *testing.T, s *Store, dir, name string, goroutines,
 			<-start
 			merge := incrementField(fmt.Sprint("g", g))
 			for range count {
-				if _, err := s.Commit(context.Background(), name, Commit{Uid: -1, Gid: -1, Merge: merge}); err != nil {
+				if _, err := s.Commit(context.Background(), name, Commit{Merge: merge}); err != nil {
 					t.Error(err)
 					return
 				}
@@ -358,11 +358,11 @@ func TestGoroutinesOfOneStoreLoseNoIncrement(t *testing.T) {
 }
 
 // collidingNames finds two record names in one lock slot.
-func collidingNames(t *testing.T) (string, string) {
+func collidingNames(t *testing.T, dirIno uint64) (string, string) {
 	seen := make(map[int64]string)
 	for i := range 1 << 20 {
 		name := fmt.Sprintf("r%d.json", i)
-		slot := lockSlot(name)
+		slot := lockSlot(dirIno, name)
 		if other, ok := seen[slot]; ok {
 			return other, name
 		}
@@ -375,7 +375,7 @@ func collidingNames(t *testing.T) (string, string) {
 func TestRecordsSharingALockSlot(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, dir, FsyncOnRequest)
-	a, b := collidingNames(t)
+	a, b := collidingNames(t, s.rootIno)
 	var wg sync.WaitGroup
 	lost := make([]int, 2)
 	for i, name := range []string{a, b} {
@@ -387,7 +387,7 @@ func TestRecordsSharingALockSlot(t *testing.T) {
 	}
 	// A rename between them locks their one slot once (locking it twice through one open file
 	// description and unlocking once would leave it unlocked, and a second in-process lock would hang).
-	res, err := s.Commit(context.Background(), b, Commit{Source: a, Merge: func(theirs []byte, exists bool) ([]byte, error) {
+	res, err := s.Commit(context.Background(), b, Commit{Source: &Source{Name: a}, Merge: func(theirs []byte, exists bool) ([]byte, error) {
 		return []byte(`{"renamed":true}`), nil
 	}})
 	if err != nil || res.Created {
@@ -418,7 +418,7 @@ func TestCancelledContext(t *testing.T) {
 	release := make(chan struct{})
 	done := make(chan error)
 	go func() {
-		_, err := s.Commit(context.Background(), "r.json", Commit{Uid: -1, Gid: -1, Merge: func([]byte, bool) ([]byte, error) {
+		_, err := s.Commit(context.Background(), "r.json", Commit{Merge: func([]byte, bool) ([]byte, error) {
 			close(entered)
 			<-release
 			return []byte(`{}`), nil
@@ -432,7 +432,7 @@ func TestCancelledContext(t *testing.T) {
 		_, err := s.Commit(ctx, "r.json", noMerge)
 		waiter <- err
 	}()
-	waitForWaiters(t, s, lockSlot("r.json"), 2)
+	waitForWaiters(t, s, lockSlot(s.rootIno, "r.json"), 2)
 	cancel()
 	if err := receive(t, waiter, "cancelled waiter"); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled while waiting: %v", err)
@@ -456,7 +456,7 @@ func TestCloseWaitsForCommitsInFlight(t *testing.T) {
 	var readErr error
 	done := make(chan error)
 	go func() {
-		_, err := s.Commit(context.Background(), "r.json", Commit{Uid: -1, Gid: -1, Merge: func([]byte, bool) ([]byte, error) {
+		_, err := s.Commit(context.Background(), "r.json", Commit{Merge: func([]byte, bool) ([]byte, error) {
 			close(entered)
 			<-release
 			_, _, readErr = s.Read("other.json") // during Close: an error, not a deadlock
@@ -497,13 +497,18 @@ func TestCloseWaitsForCommitsInFlight(t *testing.T) {
 	}
 }
 
-// The slot of a name is part of the on-disk protocol between daemons (and versions of mergefs) that
+// The slot of a record is part of the on-disk protocol between daemons (and versions of mergefs) that
 // share a backing root: a changed hash would let two of them commit one record at once. The values
-// are FNV-1a 64 of the cleaned name modulo 2^31-1, computed independently.
+// are FNV-1a 64 of the directory's inode number (8 bytes, little-endian) and the name, modulo 2^31-1,
+// computed independently (in Python).
 func TestLockSlotIsStable(t *testing.T) {
-	for name, want := range map[string]int64{"users/123.json": 719893337, "a.json": 606951977} {
-		if got := lockSlot(name); got != want {
-			t.Errorf("lockSlot(%q) = %d, want %d", name, got, want)
+	for _, tc := range []struct {
+		dirIno uint64
+		name   string
+		want   int64
+	}{{12345, "123.json", 538110201}, {2, "a.json", 2108027722}} {
+		if got := lockSlot(tc.dirIno, tc.name); got != tc.want {
+			t.Errorf("lockSlot(%d, %q) = %d, want %d", tc.dirIno, tc.name, got, tc.want)
 		}
 	}
 }

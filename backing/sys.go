@@ -9,24 +9,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func closeFD(fd int) {
-	if fd < 0 {
-		return
-	}
-	// Linux releases the descriptor even when close reports EINTR; retrying could close a reused one.
-	_ = unix.Close(fd)
-}
-
-func fstat(fd int) (unix.Stat_t, error) {
-	var st unix.Stat_t
-	for {
-		err := unix.Fstat(fd, &st)
-		if err != unix.EINTR {
-			return st, err
-		}
-	}
-}
-
 func versionOf(st *unix.Stat_t) Version {
 	return Version{
 		Dev:   st.Dev,
@@ -47,26 +29,6 @@ func requireRegular(st *unix.Stat_t) error {
 	return fmt.Errorf("not a regular file (mode %#o): %w", st.Mode&unix.S_IFMT, unix.EINVAL)
 }
 
-// readAll reads fd from its current offset to EOF; sizeHint (from fstat) sizes the first buffer.
-func readAll(fd int, sizeHint int64) ([]byte, error) {
-	buf := make([]byte, 0, max(sizeHint+1, 512))
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			return nil, err
-		case n == 0:
-			return buf, nil
-		}
-		buf = buf[:len(buf)+n]
-	}
-}
-
 // writeAllAt writes data at offset 0 of fd.
 func writeAllAt(fd int, data []byte) error {
 	var off int64
@@ -84,15 +46,6 @@ func writeAllAt(fd int, data []byte) error {
 		off += int64(n)
 	}
 	return nil
-}
-
-func ftruncate(fd int, size int64) error {
-	for {
-		err := unix.Ftruncate(fd, size)
-		if err != unix.EINTR {
-			return err
-		}
-	}
 }
 
 func (s *Store) fsync(fd int) error {

@@ -36,7 +36,7 @@ func newBenchFS(b *testing.B) *testFS {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { store.Close() })
-	fsys, _, err := New(Config{Store: store, BackingPath: dir, StateDir: b.TempDir(), Merge: merge.Options{Policy: merge.WriterWins}})
+	fsys, _, err := New(Config{Store: store, StateDir: b.TempDir(), Merge: merge.Options{Policy: merge.WriterWins}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -64,11 +64,7 @@ func (f *testFS) write(b *testing.B, name string, data []byte) {
 }
 
 func (f *testFS) benchOpen(b *testing.B, tk task, name string, flags uint32) *recordHandle {
-	current, _, err := f.store.Read(name)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return f.openRecordHandle(name, flags, f.callerOf(tk.ctx()), current, true, newRecord{mode: 0o644, uid: -1, gid: -1})
+	return f.open(b, tk, name, flags)
 }
 
 // readWhole reads a handle as the kernel does for a direct-I/O read: chunks

@@ -25,6 +25,9 @@ type caller struct {
 	proc   procKey
 	uid    uint32
 	gid    uint32
+	// groups are the task's supplementary groups (from /proc, as of the last check): with uid and
+	// gid (from the request) the identity the daemon acts as for the caller.
+	groups []uint32
 	comm   string
 }
 
@@ -81,17 +84,18 @@ func (r *callerResolver) resolve(tid, uid, gid uint32) (caller, error) {
 	if err != nil {
 		return caller{}, err
 	}
-	if ok && cached.thread.start == threadStart {
-		r.store(tid, cachedCaller{cached.caller, now})
-		c := cached.caller
-		c.uid, c.gid = uid, gid
-		return c, nil
-	}
-
 	status, err := r.readStatus(tid)
 	if err != nil {
 		return caller{}, err
 	}
+	if ok && cached.thread.start == threadStart {
+		c := cached.caller
+		c.groups = status.groups
+		r.store(tid, cachedCaller{c, now})
+		c.uid, c.gid = uid, gid
+		return c, nil
+	}
+
 	tgid := status.tgid
 	procStart, comm := threadStart, threadComm
 	if tgid != tid {
@@ -105,6 +109,7 @@ func (r *callerResolver) resolve(tid, uid, gid uint32) (caller, error) {
 		proc:   procKey{pid: tgid, start: procStart},
 		uid:    uid,
 		gid:    gid,
+		groups: status.groups,
 		comm:   comm,
 	}
 	r.store(tid, cachedCaller{c, now})
@@ -166,10 +171,11 @@ func (r *callerResolver) peek(tid uint32) (caller, bool) {
 type taskStatus struct {
 	tgid    uint32
 	name    string
-	pending uint64 // SigPnd | ShdPnd: signals pending, as a mask of bit sig-1
-	blocked uint64 // SigBlk
-	ignored uint64 // SigIgn
-	caught  uint64 // SigCgt
+	groups  []uint32 // supplementary groups
+	pending uint64   // SigPnd | ShdPnd: signals pending, as a mask of bit sig-1
+	blocked uint64   // SigBlk
+	ignored uint64   // SigIgn
+	caught  uint64   // SigCgt
 }
 
 func (r *callerResolver) readStatus(tid uint32) (taskStatus, error) {
@@ -207,6 +213,8 @@ func parseStatus(data []byte) (taskStatus, error) {
 			st.ignored, err = strconv.ParseUint(string(value), 16, 64)
 		case "SigCgt":
 			st.caught, err = strconv.ParseUint(string(value), 16, 64)
+		case "Groups":
+			st.groups, err = parseGroups(value)
 		}
 		if err != nil {
 			return taskStatus{}, fmt.Errorf("bad %s in /proc status: %w", key, err)
@@ -216,6 +224,19 @@ func parseStatus(data []byte) (taskStatus, error) {
 		return taskStatus{}, fmt.Errorf("no Tgid in /proc status")
 	}
 	return st, nil
+}
+
+func parseGroups(value []byte) ([]uint32, error) {
+	fields := bytes.Fields(value)
+	groups := make([]uint32, 0, len(fields))
+	for _, f := range fields {
+		g, err := strconv.ParseUint(string(f), 10, 32)
+		if err != nil {
+			return nil, err
+		}
+		groups = append(groups, uint32(g))
+	}
+	return groups, nil
 }
 
 func sigBit(sig syscall.Signal) uint64 { return 1 << (uint(sig) - 1) }

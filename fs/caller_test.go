@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -132,7 +134,7 @@ func TestResolveRechecksReusedThreadIDAfterTheWindow(t *testing.T) {
 	fakeTask(t, root, 100, 200, 9, "new")
 	fakeTask(t, root, 200, 200, 8, "new")
 	now = now.Add(callerRecheck / 2)
-	if c, err := r.resolve(100, 0, 0); err != nil || c != first {
+	if c, err := r.resolve(100, 0, 0); err != nil || c.thread != first.thread || c.proc != first.proc || c.comm != first.comm {
 		t.Fatalf("within the window: %+v, %v; want the cached %+v", c, err, first)
 	}
 	now = now.Add(callerRecheck)
@@ -145,25 +147,49 @@ func TestResolveRechecksReusedThreadIDAfterTheWindow(t *testing.T) {
 	}
 }
 
-func TestResolveKeepsConfirmedEntryWithoutRereadingStatus(t *testing.T) {
+func TestResolveRefreshesGroupsAtEachCheck(t *testing.T) {
 	root := t.TempDir()
 	now := time.Unix(1000, 0)
 	r := newCallerResolver(root)
 	r.now = func() time.Time { return now }
 	fakeTask(t, root, 300, 301, 7, "worker")
 	fakeTask(t, root, 301, 301, 6, "worker")
+	setGroups(t, root, 300, "10 20")
 	first, err := r.resolve(300, 0, 0)
-	if err != nil || first.proc != (procKey{pid: 301, start: 6}) {
+	if err != nil || first.proc != (procKey{pid: 301, start: 6}) || !slices.Equal(first.groups, []uint32{10, 20}) {
 		t.Fatalf("first resolve: %+v, %v", first, err)
 	}
-	// Same thread (same start time) after the window: confirmed by its stat
-	// alone; status is not needed again.
-	if err := os.Remove(filepath.Join(root, "300", "status")); err != nil {
-		t.Fatal(err)
+	// The same thread dropped a group (setgroups): the daemon acts with the
+	// groups of the last check, at most callerRecheck old.
+	setGroups(t, root, 300, "10")
+	now = now.Add(callerRecheck / 2)
+	if c, _ := r.resolve(300, 0, 0); !slices.Equal(c.groups, []uint32{10, 20}) {
+		t.Fatalf("within the window: groups %v, want the cached ones", c.groups)
 	}
 	now = now.Add(2 * callerRecheck)
-	if c, err := r.resolve(300, 1, 2); err != nil || c.proc != first.proc || c.uid != 1 || c.gid != 2 {
-		t.Fatalf("after the window: %+v, %v", c, err)
+	c, err := r.resolve(300, 1, 2)
+	if err != nil || c.proc != first.proc || c.uid != 1 || c.gid != 2 || !slices.Equal(c.groups, []uint32{10}) {
+		t.Fatalf("after the window: %+v, %v; want groups [10]", c, err)
+	}
+}
+
+// setGroups adds a Groups line to a fake task's status.
+func setGroups(t *testing.T, root string, pid uint32, groups string) {
+	t.Helper()
+	p := filepath.Join(root, fmt.Sprint(pid), "status")
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if !strings.HasPrefix(line, "Groups:") {
+			kept = append(kept, line)
+		}
+	}
+	kept = append(kept, "Groups:\t"+groups)
+	if err := os.WriteFile(p, []byte(strings.Join(kept, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -5,30 +5,39 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	iofs "io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
+	"unicode/utf8"
 
 	"github.com/mergefs/mergefs/backing"
 	"github.com/mergefs/mergefs/merge"
 )
 
 type commitRequest struct {
-	record   string
-	writer   caller
-	trigger  string
-	base     *version
-	baseFrom baseSource
+	// target finds the record; record is its path, for logs and the journal.
+	target recordTarget
+	record string
+	// expect is the identity of the record the writer opened (0: a new record), newID the identity a
+	// record this commit creates gets (backing.Commit).
+	expect, newID uint64
+	writer        caller
+	trigger       string
+	base          *version
+	baseFrom      baseSource
 	// baseIsTheirs: nothing known of what the writer read, and no handle
 	// was opened to write (a rename): the new content replaces the record.
 	baseIsTheirs bool
 	mine         []byte
 	sync         bool
 	create       newRecord
-	source       string // rename commits: the file renamed onto record
-	oversized    bool   // the writer wrote past the size limit
+	source       *backing.Source // rename commits: the file renamed onto record
+	oversized    bool            // the writer wrote past the size limit
 }
 
 // logConflictLimit bounds the conflicting paths named in one log line; the
@@ -37,8 +46,15 @@ const logConflictLimit = 8
 
 // commit merges req.mine into the record under the record's lock. final
 // reports that retrying the same content cannot succeed (invalid content,
-// rejected conflict), as opposed to a failure of the backing store.
+// rejected conflict, a record replaced since the writer opened it, no
+// permission), as opposed to a failure of the backing store.
 func (fsys *FS) commit(req commitRequest) (errno syscall.Errno, final bool) {
+	errno, final, _ = fsys.commitResult(req)
+	return errno, final
+}
+
+// commitResult is commit, with the store's result of a successful commit.
+func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool, cr backing.CommitResult) {
 	start := fsys.now()
 	var (
 		result merge.Result
@@ -72,24 +88,28 @@ func (fsys *FS) commit(req commitRequest) (errno syscall.Errno, final bool) {
 		}
 		return result.Merged, nil
 	}
-	var (
-		cr  backing.CommitResult
-		err error
-	)
+	var err error
 	if req.oversized {
 		// The writes past the limit were refused, so what is buffered is
 		// a prefix of what the writer meant: never a record.
 		err = &merge.InputError{Input: "mine", Offset: -1,
 			Reason: fmt.Sprintf("writes past the record size limit (%d bytes) were refused", fsys.maxRecordSize())}
+	} else if loc, errno := req.target.locate(); errno != 0 {
+		err = fmt.Errorf("the record's directory: %w", errno)
+		if errno == syscall.ESTALE || errno == syscall.ENOENT {
+			err = fmt.Errorf("%w (its directory is gone)", backing.ErrRecordChanged)
+		}
 	} else {
-		cr, err = fsys.store.Commit(context.Background(), req.record, backing.Commit{
+		cr, err = fsys.store.CommitAt(context.Background(), loc.dir, loc.name, backing.Commit{
 			Merge:  mergeFn,
-			Mode:   os.FileMode(req.create.mode & 0o7777),
-			Uid:    req.create.uid,
-			Gid:    req.create.gid,
+			Expect: req.expect,
+			NewID:  req.newID,
+			Writer: req.writer.cred(),
+			Mode:   iofs.FileMode(req.create.mode & 0o7777),
 			Sync:   req.sync,
 			Source: req.source,
 		})
+		loc.close()
 	}
 	ev := CommitEvent{
 		Record:    req.record,
@@ -108,7 +128,7 @@ func (fsys *FS) commit(req commitRequest) (errno syscall.Errno, final bool) {
 	}
 	errno, final = fsys.finishCommit(&ev, req, err, cr)
 	fsys.observer.Commit(ev)
-	return errno, final
+	return errno, final, cr
 }
 
 // errNoRecord aborts a sync of a record that does not exist.
@@ -116,8 +136,13 @@ var errNoRecord = errors.New("no record to sync")
 
 // syncRecord makes the record as it is durable: a commit that writes
 // nothing, which the store still fsyncs when asked to.
-func (fsys *FS) syncRecord(record string) syscall.Errno {
-	_, err := fsys.store.Commit(context.Background(), record, backing.Commit{
+func (fsys *FS) syncRecord(target recordTarget, record string) syscall.Errno {
+	loc, errno := target.locate()
+	if errno != 0 {
+		return errno
+	}
+	defer loc.close()
+	_, err := fsys.store.CommitAt(context.Background(), loc.dir, loc.name, backing.Commit{
 		Merge: func(theirs []byte, exists bool) ([]byte, error) {
 			if !exists {
 				return nil, errNoRecord
@@ -149,6 +174,22 @@ func (fsys *FS) finishCommit(ev *CommitEvent, req commitRequest, err error, cr b
 		log.Error("commit rejected: content is not a valid JSON record; the record is unchanged",
 			"input", inputErr.Input, "reason", inputErr.Reason, "saved", saved)
 		return syscall.EIO, true
+	}
+	if errors.Is(err, backing.ErrRecordChanged) {
+		ev.Outcome = OutcomeRecordChanged
+		fsys.counters.rejected.Add(1)
+		saved := fsys.saveRejected(req)
+		log.Error("commit refused: the record was removed or replaced since the writer opened it; nothing written",
+			"err", err, "saved", saved)
+		return syscall.EIO, true
+	}
+	if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
+		ev.Outcome = OutcomeDenied
+		fsys.counters.rejected.Add(1)
+		saved := fsys.saveRejected(req)
+		log.Warn("commit refused: the writer may not write the record as it is now; nothing written",
+			"err", err, "saved", saved)
+		return errnoOf(err), true
 	}
 	if errors.Is(err, merge.ErrRejected) {
 		ev.Outcome = OutcomeConflict
@@ -196,7 +237,8 @@ func conflictAttrs(conflicts []merge.Conflict) []any {
 }
 
 // saveRejected keeps refused content for inspection and returns where, or
-// why it could not.
+// why it could not. The state directory is root's alone (mergefs mount
+// makes it so), so a path inside it cannot be redirected by a user.
 func (fsys *FS) saveRejected(req commitRequest) string {
 	if fsys.rejectedDir == "" {
 		return "not saved: no state directory"
@@ -204,13 +246,48 @@ func (fsys *FS) saveRejected(req commitRequest) string {
 	if err := os.MkdirAll(fsys.rejectedDir, 0o700); err != nil {
 		return fmt.Sprintf("not saved: %v", err)
 	}
-	name := fmt.Sprintf("%s-%d-%s", fsys.now().UTC().Format("20060102T150405.000000000Z"),
-		req.writer.proc.pid, strings.ReplaceAll(req.record, "/", "%2F"))
-	dst := filepath.Join(fsys.rejectedDir, name)
-	if err := os.WriteFile(dst, req.mine, 0o600); err != nil {
+	dst := filepath.Join(fsys.rejectedDir, rejectedName(fsys.now(), req.writer.proc.pid, req.record))
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err == nil {
+		_, err = f.Write(req.mine)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
 		return fmt.Sprintf("not saved: %v", err)
 	}
 	return dst
+}
+
+// maxRejectedRecordName bounds the record's part of a rejected file's name, so that the whole name
+// stays within NAME_MAX (255) however long the record's path.
+const maxRejectedRecordName = 200
+
+// rejectedName is the file name rejected content of record, written by pid at t, is saved under:
+// the time, the pid and the record's path with '/', '%' and control bytes escaped as %XX, cut to
+// maxRejectedRecordName bytes with a hash of the whole path appended where it was cut.
+func rejectedName(t time.Time, pid uint32, record string) string {
+	var b strings.Builder
+	for i := 0; i < len(record); i++ {
+		c := record[i]
+		if c == '/' || c == '%' || c < 0x20 || c == 0x7f {
+			fmt.Fprintf(&b, "%%%02X", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	escaped := b.String()
+	if len(escaped) > maxRejectedRecordName {
+		h := fnv.New32a()
+		h.Write([]byte(record))
+		cut := maxRejectedRecordName - 9
+		for cut > 0 && !utf8.RuneStart(escaped[cut]) {
+			cut--
+		}
+		escaped = fmt.Sprintf("%s~%08x", escaped[:cut], h.Sum32())
+	}
+	return fmt.Sprintf("%s-%d-%s", t.UTC().Format("20060102T150405.000000000Z"), pid, escaped)
 }
 
 func (c caller) public() Writer {

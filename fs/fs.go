@@ -1,10 +1,17 @@
-// Package fs is the FUSE side of mergefs: a loopback over a backing directory
-// in which records (files whose names match the record patterns) are served
-// as per-handle snapshots whose writes are buffered and merged into the
-// current record at commit points. See DESIGN.md §2 for the contract.
+// Package fs is the FUSE side of mergefs: a loopback over a backing directory in which records (files
+// whose names match the record patterns) are served as per-handle snapshots whose writes are buffered
+// and merged into the current record at commit points. See docs/design.md for the contract.
+//
+// Everything the daemon does in the backing directory goes through descriptors beneath the store's
+// root descriptor, never through a path string: a node is found again by its path from the root,
+// resolved with openat2 (no symlinks, no escape), and then checked to be the object the node stands
+// for (inode number and birth time, or a record's identity). Every pass-through operation runs with
+// the caller's file-system credentials (sysx.AsUser), so the backing filesystem checks permissions
+// as it would for the caller itself.
 package fs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,17 +26,15 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/mergefs/mergefs/backing"
+	"github.com/mergefs/mergefs/internal/sysx"
 	"github.com/mergefs/mergefs/merge"
 )
 
-// Config says how a mount behaves. Store and BackingPath name the same
-// directory: the store commits records, the loopback serves everything else.
+// Config says how a mount behaves.
 type Config struct {
+	// Store is the backing directory: records are committed through it, and everything else is
+	// reached relative to its root descriptor.
 	Store *backing.Store
-	// BackingPath reaches the backing directory for the loopback. For an
-	// in-place mount it is /proc/self/fd/N of a descriptor opened before the
-	// mount, since the directory's own path then leads back into the mount.
-	BackingPath string
 
 	// RecordPatterns are path.Match patterns on base names; default "*.json".
 	RecordPatterns []string
@@ -54,6 +59,8 @@ const (
 // FS is the state of one mount shared by all its nodes.
 type FS struct {
 	store       *backing.Store
+	rootFD      int
+	rootDev     uint64
 	patterns    []string
 	mergeOpts   merge.Options
 	rejectedDir string
@@ -63,8 +70,19 @@ type FS struct {
 	callers *callerResolver
 	reads   *readTracker
 
+	// requests carries what go-fuse's node API leaves out of a request, from rawFS to the node
+	// method, keyed by the request's cancel channel: whether a GETATTR named a file handle, and the
+	// caller's umask of a create (see rawFS).
+	requests sync.Map // <-chan struct{} -> *requestInfo
+
 	mu   sync.Mutex
 	open map[string][]*recordHandle // by record path at open
+
+	// staleOpens remembers when each thread last had an OPEN answered with ESTALE (see staleOpen).
+	staleOpens sync.Map // uint32 -> time.Time
+
+	// linkWarned remembers records found with several hard links, to log each once.
+	linkWarned sync.Map // string -> struct{}
 
 	counters counters
 	now      func() time.Time
@@ -72,8 +90,8 @@ type FS struct {
 
 // New checks cfg and returns the filesystem and its root node.
 func New(cfg Config) (*FS, gofs.InodeEmbedder, error) {
-	if cfg.Store == nil || cfg.BackingPath == "" {
-		return nil, nil, errors.New("mergefs: a backing store and path are required")
+	if cfg.Store == nil {
+		return nil, nil, errors.New("mergefs: a backing store is required")
 	}
 	patterns := cfg.RecordPatterns
 	if len(patterns) == 0 {
@@ -101,12 +119,15 @@ func New(cfg Config) (*FS, gofs.InodeEmbedder, error) {
 	if observer == nil {
 		observer = nopObserver{}
 	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(cfg.BackingPath, &st); err != nil {
-		return nil, nil, fmt.Errorf("backing directory %s: %w", cfg.BackingPath, err)
+	rootFD := cfg.Store.RootFD()
+	st, err := statx(rootFD, "")
+	if err != nil {
+		return nil, nil, fmt.Errorf("backing directory: %w", err)
 	}
 	fsys := &FS{
 		store:     cfg.Store,
+		rootFD:    rootFD,
+		rootDev:   st.dev,
 		patterns:  patterns,
 		mergeOpts: cfg.Merge,
 		log:       logger,
@@ -119,15 +140,12 @@ func New(cfg Config) (*FS, gofs.InodeEmbedder, error) {
 		fsys.rejectedDir = path.Join(cfg.StateDir, "rejected")
 	}
 	fsys.reads = newReadTracker(cfg.ReadMemory, cfg.ReadAge, fsys.now)
-
-	rootData := &gofs.LoopbackRoot{Path: cfg.BackingPath, Dev: uint64(st.Dev)}
-	root := &node{LoopbackNode: &gofs.LoopbackNode{RootData: rootData}, fsys: fsys}
-	rootData.RootNode = root
+	root := &node{fsys: fsys, id: st.identity()}
 	return fsys, root, nil
 }
 
-// MountOptions returns the go-fuse options a mergefs mount needs; fsName is
-// shown as the source in /proc/mounts.
+// MountOptions returns the go-fuse options a mergefs mount needs; fsName is shown as the source in
+// /proc/mounts.
 func MountOptions(fsName string, allowOther bool) *gofs.Options {
 	entry := time.Second
 	return &gofs.Options{
@@ -141,15 +159,118 @@ func MountOptions(fsName string, allowOther bool) *gofs.Options {
 			Options: []string{"default_permissions"},
 			// O_TRUNC must reach OPEN; otherwise the kernel truncates
 			// the backing record by a handle-less SETATTR first.
-			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
+			// DONT_MASK: the caller's umask arrives beside the mode,
+			// unapplied (see EnableAcl).
+			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_DONT_MASK,
 			// A passthrough handle on a file later renamed onto a
 			// record would bypass the snapshot and give EIO.
 			DisabledCapabilities: fuse.CAP_PASSTHROUGH,
+			// The kernel enforces POSIX ACLs (read through getxattr) as
+			// well as modes; it then leaves the umask to the filesystem,
+			// which applies it unless a default ACL decides the mode.
+			EnableAcl: true,
 		},
 		EntryTimeout: &entry,
 		// AttrTimeout stays nil: nodes set their own, zero for records
 		// (sizes depend on the caller), a second for everything else.
+		// A file of mode 0 has mode 0, not go-fuse's 0644.
+		NullPermissions: true,
 	}
+}
+
+// Mount serves fsys's root at mountpoint and returns once the mount is live.
+func (fsys *FS) Mount(mountpoint string, root gofs.InodeEmbedder, opts *gofs.Options) (*fuse.Server, error) {
+	if r, ok := root.(*node); ok {
+		attr := r.stableAttr(syscall.S_IFDIR)
+		opts.RootStableAttr = &attr
+	}
+	raw := &rawFS{RawFileSystem: gofs.NewNodeFS(root, opts), fsys: fsys}
+	server, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
+	if err != nil {
+		return nil, err
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		return nil, err
+	}
+	return server, nil
+}
+
+// rawFS is go-fuse's node filesystem with what its node API leaves out carried to the node methods
+// (FS.requests): whether a GETATTR named a file handle (FUSE_GETATTR_FH), which go-fuse hides by
+// passing the node's first open handle either way; and the caller's umask at a create, which the
+// filesystem applies itself once the kernel enforces ACLs.
+type rawFS struct {
+	fuse.RawFileSystem
+	fsys *FS
+}
+
+// requestInfo is what rawFS carries for one request, both ways.
+type requestInfo struct {
+	namedFH bool   // GETATTR: the kernel named a file handle
+	umask   uint32 // CREATE, MKDIR, MKNOD: the caller's umask
+	// ino, set by Getattr, is the inode number to report instead of go-fuse's for the node: a
+	// record's, for a node that became that record (a file renamed onto it) and keeps its own
+	// number in go-fuse until the kernel looks the name up again.
+	ino uint64
+}
+
+func (r *rawFS) with(cancel <-chan struct{}, info *requestInfo, fn func() fuse.Status) fuse.Status {
+	r.fsys.requests.Store(cancel, info)
+	defer r.fsys.requests.Delete(cancel)
+	return fn()
+}
+
+func (r *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	info := &requestInfo{namedFH: in.Flags()&fuse.FUSE_GETATTR_FH != 0}
+	st := r.with(cancel, info, func() fuse.Status {
+		return r.RawFileSystem.GetAttr(cancel, in, out)
+	})
+	if info.ino != 0 {
+		out.Ino = info.ino
+	}
+	return st
+}
+
+func (r *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	return r.with(cancel, &requestInfo{umask: in.Umask}, func() fuse.Status {
+		return r.RawFileSystem.Create(cancel, in, name, out)
+	})
+}
+
+func (r *rawFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+	return r.with(cancel, &requestInfo{umask: in.Umask}, func() fuse.Status {
+		return r.RawFileSystem.Mkdir(cancel, in, name, out)
+	})
+}
+
+func (r *rawFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+	return r.with(cancel, &requestInfo{umask: in.Umask}, func() fuse.Status {
+		return r.RawFileSystem.Mknod(cancel, in, name, out)
+	})
+}
+
+// request returns what rawFS carries for the request behind ctx (an unused one if nothing).
+func (fsys *FS) request(ctx context.Context) *requestInfo {
+	if fc, ok := ctx.(*fuse.Context); ok {
+		if info, ok := fsys.requests.Load(fc.Cancel); ok {
+			return info.(*requestInfo)
+		}
+	}
+	return &requestInfo{}
+}
+
+// createMode is the mode a file made in dir gets: the caller's mode less its umask, unless dir has a
+// default ACL, which then decides (as the backing filesystem does when asked for the full mode).
+func (fsys *FS) createMode(ctx context.Context, dirfd int, mode uint32) uint32 {
+	umask := fsys.request(ctx).umask
+	if umask == 0 {
+		return mode
+	}
+	if _, err := sysx.Getxattr(sysx.ProcPath(dirfd), "system.posix_acl_default", false); err == nil {
+		return mode
+	}
+	return mode &^ (umask & 0o777)
 }
 
 // isRecordName reports whether a base name matches the record patterns.
@@ -171,7 +292,7 @@ type Stats struct {
 	Unchanged      uint64 // commits whose content equalled the record
 	Merges         uint64 // commits whose record had changed since their base
 	Conflicts      uint64 // conflicting keys resolved or rejected by policy
-	Rejected       uint64 // commits refused: bad content or reject policy
+	Rejected       uint64 // commits refused: bad content, reject policy, a record replaced since open
 	Failed         uint64 // commits that failed in the backing store
 	BaseFallbacks  uint64 // bases taken from the writing open (nothing read)
 	OpenRecords    int    // record handles open now
@@ -233,32 +354,47 @@ func (fsys *FS) removeOpen(h *recordHandle) {
 	}
 }
 
-// ownHandle finds a handle on record opened by the caller's process, dirty
-// ones first: what stat should report to that caller. Handles are examined
-// after fsys.mu is released: a handle's lock is held through its commit,
-// which may wait for another daemon, and fsys.mu guards every open.
+// ownHandle finds the most recently opened handle on record of the caller's process: what stat
+// should report to that caller (see node.Getattr).
 func (fsys *FS) ownHandle(record string, proc procKey) *recordHandle {
 	fsys.mu.Lock()
-	var own []*recordHandle
-	for _, h := range fsys.open[record] {
-		if h.opener.proc == proc {
-			own = append(own, h)
+	defer fsys.mu.Unlock()
+	hs := fsys.open[record]
+	for i := len(hs) - 1; i >= 0; i-- {
+		if hs[i].opener.proc == proc {
+			return hs[i]
 		}
-	}
-	fsys.mu.Unlock()
-	for _, h := range own {
-		if h.isDirty() {
-			return h
-		}
-	}
-	if len(own) > 0 {
-		return own[0]
 	}
 	return nil
+}
+
+// staleRetryWindow is how soon after an OPEN answered with ESTALE another stale OPEN from the same
+// thread is taken for the kernel's one retry of that open.
+const staleRetryWindow = 100 * time.Millisecond
+
+// staleOpen answers an OPEN of a node that no longer names its file (it was renamed over or removed
+// since the kernel looked it up). ESTALE makes the kernel look the name up again and retry the open
+// once; if the retry is stale too (the name keeps changing), the file the caller named is gone:
+// ENOENT, as for a path-based loopback.
+func (fsys *FS) staleOpen(c caller, errno syscall.Errno) syscall.Errno {
+	if errno != syscall.ESTALE {
+		return errno
+	}
+	now := fsys.now()
+	if last, ok := fsys.staleOpens.Swap(c.thread.pid, now); ok && now.Sub(last.(time.Time)) < staleRetryWindow {
+		fsys.staleOpens.Delete(c.thread.pid)
+		return syscall.ENOENT
+	}
+	return syscall.ESTALE
 }
 
 func (fsys *FS) hasOpen(record string) bool {
 	fsys.mu.Lock()
 	defer fsys.mu.Unlock()
 	return len(fsys.open[record]) > 0
+}
+
+// cred is the caller's file-system identity, for sysx.AsUser.
+func (c caller) cred() *sysx.Cred {
+	return &sysx.Cred{UID: c.uid, GID: c.gid, Groups: c.groups}
 }

@@ -4,10 +4,6 @@ import (
 	"context"
 	"errors"
 	iofs "io/fs"
-	"path"
-	"path/filepath"
-	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -16,303 +12,373 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mergefs/mergefs/backing"
+	"github.com/mergefs/mergefs/internal/sysx"
 )
 
-// otherAttrTimeout is how long the kernel may cache attributes of anything
-// that is not a record. Records get zero: their size depends on who asks.
+// otherAttrTimeout is how long the kernel may cache attributes of anything that is not a record.
+// Records get zero: their size depends on who asks.
 const otherAttrTimeout = time.Second
 
-// node is a loopback node that serves records through recordHandle and
-// hides the backing store's reserved files.
-type node struct {
-	*gofs.LoopbackNode
-	fsys *FS
-	// lastPath is where the node was last seen in the tree. A rename over
-	// a record detaches the old record's node, yet a process that looked
-	// the name up just before still opens that node: it means the record
-	// by that name, which is where its commit must go.
-	lastPath atomic.Pointer[string]
-}
-
 var (
-	_ gofs.NodeWrapChilder    = (*node)(nil)
+	_ gofs.NodeStatfser       = (*node)(nil)
 	_ gofs.NodeLookuper       = (*node)(nil)
-	_ gofs.NodeOpendirHandler = (*node)(nil)
-	_ gofs.NodeReaddirer      = (*node)(nil)
-	_ gofs.NodeOpener         = (*node)(nil)
-	_ gofs.NodeCreater        = (*node)(nil)
 	_ gofs.NodeGetattrer      = (*node)(nil)
 	_ gofs.NodeSetattrer      = (*node)(nil)
 	_ gofs.NodeStatxer        = (*node)(nil)
-	_ gofs.NodeRenamer        = (*node)(nil)
-	_ gofs.NodeUnlinker       = (*node)(nil)
+	_ gofs.NodeOpener         = (*node)(nil)
+	_ gofs.NodeCreater        = (*node)(nil)
+	_ gofs.NodeOpendirHandler = (*node)(nil)
 	_ gofs.NodeMkdirer        = (*node)(nil)
 	_ gofs.NodeMknoder        = (*node)(nil)
 	_ gofs.NodeSymlinker      = (*node)(nil)
 	_ gofs.NodeLinker         = (*node)(nil)
+	_ gofs.NodeReadlinker     = (*node)(nil)
+	_ gofs.NodeUnlinker       = (*node)(nil)
+	_ gofs.NodeRmdirer        = (*node)(nil)
+	_ gofs.NodeRenamer        = (*node)(nil)
+	_ gofs.NodeGetxattrer     = (*node)(nil)
+	_ gofs.NodeSetxattrer     = (*node)(nil)
+	_ gofs.NodeRemovexattrer  = (*node)(nil)
+	_ gofs.NodeListxattrer    = (*node)(nil)
 )
 
-func (n *node) WrapChild(ctx context.Context, ops gofs.InodeEmbedder) gofs.InodeEmbedder {
-	return &node{LoopbackNode: ops.(*gofs.LoopbackNode), fsys: n.fsys}
-}
-
-// relPath is the node's path relative to the backing root: its place in
-// the tree, or where it was last seen if it has been detached.
-func (n *node) relPath() string {
-	if n.IsRoot() {
-		return ""
-	}
-	if _, parent := n.Parent(); parent == nil {
-		if last := n.lastPath.Load(); last != nil {
-			return *last
-		}
-	}
-	p := n.Path(n.Root())
-	if strings.HasPrefix(p, orphanPrefix) {
-		// Detached while the path was walked (a rename in flight).
-		if last := n.lastPath.Load(); last != nil {
-			return *last
-		}
-		return p
-	}
-	if last := n.lastPath.Load(); last == nil || *last != p {
-		n.lastPath.Store(&p)
-	}
-	return p
-}
-
-// orphanPrefix starts the placeholder path go-fuse's Inode.Path gives a
-// node that has no way up to the root.
-const orphanPrefix = ".go-fuse."
-
-// backingPath is the node's path in the backing directory.
-func (n *node) backingPath() string {
-	return filepath.Join(n.RootData.Path, n.relPath())
-}
-
-func (n *node) childPath(name string) string {
-	return path.Join(n.relPath(), name)
-}
-
-// isRecord reports whether this node is a record now: a regular file whose
-// current name matches the record patterns.
+// isRecord reports whether this node is a record now: a regular file that was a record when the
+// kernel learned of it, under a name that matches the record patterns.
 func (n *node) isRecord() bool {
-	if n.IsRoot() || n.StableAttr().Mode&syscall.S_IFMT != syscall.S_IFREG {
+	if n.recordID.Load() == 0 {
 		return false
 	}
 	name, parent := n.Parent()
 	if parent == nil {
-		last := n.lastPath.Load()
-		if last == nil {
+		l := n.last.Load()
+		if l == nil {
 			return false
 		}
-		name = path.Base(*last)
+		name = l.name
 	}
 	return n.fsys.isRecordName(name)
 }
 
-// remember notes where a record node was seen, so that it can still be
-// found as that record after it is detached.
-func (n *node) remember(child *gofs.Inode, name string) {
-	if c, ok := child.Operations().(*node); ok && n.fsys.isRecordName(name) {
-		p := n.childPath(name)
-		c.lastPath.Store(&p)
-	}
+// isRegular reports whether the node is a regular file.
+func (n *node) isRegular() bool {
+	return n.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFREG
 }
 
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(n.fsys.rootFD, &st); err != nil {
+		return errnoOf(err)
+	}
+	out.Blocks, out.Bfree, out.Bavail = st.Blocks, st.Bfree, st.Bavail
+	out.Files, out.Ffree = st.Files, st.Ffree
+	out.Bsize, out.Frsize = uint32(st.Bsize), uint32(st.Frsize)
+	out.NameLen = uint32(st.Namelen)
+	return 0
+}
+
+// Lookup finds name in directory n. A regular file whose name matches the record patterns is a record:
+// its node is its record identity (given one if it has none yet), and a record that shares its inode
+// with other names (hard links made outside mergefs) first gets an inode of its own.
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if backing.IsReserved(name) {
 		return nil, syscall.ENOENT
 	}
-	child, errno := n.LoopbackNode.Lookup(ctx, name, out)
+	dir, closeDir, errno := n.openDir()
 	if errno != 0 {
 		return nil, errno
 	}
-	if out.Attr.Mode&syscall.S_IFMT == syscall.S_IFREG && n.fsys.isRecordName(name) {
-		n.remember(child, name)
+	defer closeDir()
+	st, err := statx(dir.FD, name)
+	if err != nil {
+		if err == unix.ENOENT {
+			if child := n.uncommittedChild(ctx, name); child != nil {
+				return child.entry(ctx, out)
+			}
+		}
+		return nil, errnoOf(err)
+	}
+	if st.fileType() == syscall.S_IFREG && n.fsys.isRecordName(name) {
+		return n.lookupRecord(ctx, dir, name, out)
+	}
+	return n.register(ctx, dir, name, &st, out)
+}
+
+// register makes the node for a backing object that is not a record, found or made as name in dir.
+func (n *node) register(ctx context.Context, dir backing.Dir, name string, st *stat, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	child := n.newChild(name, st, 0)
+	if st.fileType() == syscall.S_IFLNK {
+		target, err := readlinkat(dir.FD, name)
+		if err != nil {
+			return nil, staleIfGone(err)
+		}
+		child.target.Store(&target)
+	}
+	fillAttr(&out.Attr, &st.Stat_t)
+	out.SetAttrTimeout(otherAttrTimeout)
+	inode := n.NewInode(ctx, child, child.stableAttr(st.Mode))
+	if existing, ok := inode.Operations().(*node); ok && existing != child && existing.target.Load() == nil {
+		existing.target.Store(child.target.Load())
+	}
+	return inode, 0
+}
+
+func readlinkat(dirfd int, name string) ([]byte, error) {
+	buf := make([]byte, 256)
+	for {
+		k, err := unix.Readlinkat(dirfd, name, buf)
+		if err != nil {
+			return nil, err
+		}
+		if k < len(buf) {
+			return buf[:k], nil
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+func (n *node) lookupRecord(ctx context.Context, dir backing.Dir, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	for attempt := 0; ; attempt++ {
+		st, id, err := n.fsys.store.Identify(dir, name)
+		if err != nil {
+			return nil, errnoOf(err)
+		}
+		if st.Nlink > 1 && attempt == 0 {
+			n.splitRecord(ctx, dir, name)
+			continue
+		}
+		child := &node{fsys: n.fsys}
+		child.recordID.Store(id.ID)
+		child.last.Store(&place{parent: n, name: name})
+		inode := n.NewInode(ctx, child, child.stableAttr(syscall.S_IFREG))
+		if existing, ok := inode.Operations().(*node); ok && existing != child {
+			existing.last.Store(&place{parent: n, name: name})
+		}
+		fillAttr(&out.Attr, &st)
+		out.Ino = id.ID
 		out.SetAttrTimeout(0)
-	} else {
-		out.SetAttrTimeout(otherAttrTimeout)
+		return inode, 0
 	}
-	return child, 0
 }
 
-func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	fh, fuseFlags, errno := n.LoopbackNode.OpendirHandle(ctx, flags)
-	if errno != 0 {
-		return nil, 0, errno
+// splitRecord gives a record with several hard links an inode of its own (backing.Store.Split) and
+// logs that once per record.
+func (n *node) splitRecord(ctx context.Context, dir backing.Dir, name string) {
+	p, _ := n.relPath()
+	record := joinPath(p, name)
+	split, err := n.fsys.store.Split(ctx, dir, name)
+	switch {
+	case err != nil:
+		n.fsys.log.Error("cannot give a hard-linked record an inode of its own", "record", record, "err", err)
+	case split:
+		if _, seen := n.fsys.linkWarned.LoadOrStore(record, struct{}{}); !seen {
+			n.fsys.log.Warn("record had several hard links; it now has an inode of its own (records are known by name, and a commit replaces the file)", "record", record)
+		}
 	}
-	return &hidingDir{inner: fh}, fuseFlags, 0
 }
 
-func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	ds, errno := n.LoopbackNode.Readdir(ctx)
-	if errno != 0 {
+// uncommittedChild is the node of a record created by the caller's process and not committed yet, which
+// only that process may see.
+func (n *node) uncommittedChild(ctx context.Context, name string) *node {
+	if !n.fsys.isRecordName(name) {
+		return nil
+	}
+	child := n.childNode(name)
+	if child == nil {
+		return nil
+	}
+	p, _ := n.relPath()
+	if h := n.fsys.ownHandle(joinPath(p, name), n.fsys.callerOf(ctx).proc); h != nil && h.fresh() {
+		return child
+	}
+	return nil
+}
+
+// childNode is go-fuse's child of n by name, or nil.
+func (n *node) childNode(name string) *node {
+	ch := n.GetChild(name)
+	if ch == nil {
+		return nil
+	}
+	c, _ := ch.Operations().(*node)
+	return c
+}
+
+// entry fills out for an existing child node and returns its inode.
+func (n *node) entry(ctx context.Context, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	var a fuse.AttrOut
+	if errno := n.Getattr(ctx, nil, &a); errno != 0 {
 		return nil, errno
 	}
-	return &hidingStream{DirStream: ds}, 0
+	out.Attr = a.Attr
+	out.SetAttrTimeout(a.Timeout())
+	return n.EmbeddedInode(), 0
 }
 
-func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if !n.isRecord() {
-		return n.LoopbackNode.Open(ctx, flags)
-	}
-	record := n.relPath()
-	c := n.fsys.callerOf(ctx)
-	current, _, err := n.fsys.store.Read(record)
-	exists := err == nil
-	if err != nil && !errors.Is(err, iofs.ErrNotExist) {
-		n.fsys.log.Error("cannot read record at open", "record", record,
-			"pid", c.proc.pid, "comm", c.comm, "uid", c.uid, "err", err)
-		return nil, 0, errnoOf(err)
-	}
-	if !exists && n.fsys.ownHandle(record, c.proc) == nil {
-		// Only the creating process knows a record it has not committed.
-		// Anyone else reached a name the kernel still caches (a create
-		// whose commit failed, a record removed by another mount): ESTALE
-		// makes the kernel look the name up again, and an O_CREAT open
-		// then creates it.
-		return nil, 0, syscall.ESTALE
-	}
-	h := n.fsys.openRecordHandle(record, flags, c, current, exists, n.newRecordAttrs(c, 0o644))
-	return h, fuse.FOPEN_DIRECT_IO, 0
-}
-
-func (n *node) newRecordAttrs(c caller, mode uint32) newRecord {
-	return newRecord{mode: mode & 0o7777, uid: int(c.uid), gid: int(c.gid)}
-}
-
-// Create of a record does not create the backing file: the record comes
-// into being at its first commit, so no reader sees it empty. An exclusive
-// create (mkstemp) reserves the name with an empty file, which is what its
-// caller relies on; commits treat an empty file as no record.
-func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	if backing.IsReserved(name) {
-		return nil, nil, 0, syscall.EPERM
-	}
-	if !n.fsys.isRecordName(name) {
-		child, fh, fuseFlags, errno := n.LoopbackNode.Create(ctx, name, flags, mode, out)
-		if errno == 0 {
-			out.SetAttrTimeout(otherAttrTimeout)
-		}
-		return child, fh, fuseFlags, errno
-	}
-	if flags&syscall.O_EXCL != 0 {
-		return n.createExclusiveRecord(ctx, name, flags, mode, out)
-	}
-
-	record := n.childPath(name)
-	current, _, err := n.fsys.store.Read(record)
-	exists := err == nil
-	if err != nil && !errors.Is(err, iofs.ErrNotExist) {
-		return nil, nil, 0, errnoOf(err)
-	}
-	c := n.fsys.callerOf(ctx)
-	attrs := n.newRecordAttrs(c, mode)
-	if exists {
-		var st syscall.Stat_t
-		if err := syscall.Lstat(path.Join(n.RootData.Path, record), &st); err != nil {
-			return nil, nil, 0, gofs.ToErrno(err)
-		}
-		out.FromStat(&st)
-	} else {
-		fillNewRecordAttr(&out.Attr, attrs, 0, time.Now())
-	}
-	h := n.fsys.openRecordHandle(record, flags, c, current, exists, attrs)
-	if h.written {
-		out.Attr.Size = uint64(len(h.content))
-	}
-	// Ino 0: an automatic inode number. Every commit gives the backing
-	// record a new inode anyway; records are known by path.
-	child := n.NewInode(ctx, &gofs.LoopbackNode{RootData: n.RootData}, gofs.StableAttr{Mode: syscall.S_IFREG})
-	n.remember(child, name)
-	out.SetAttrTimeout(0)
-	return child, h, fuse.FOPEN_DIRECT_IO, 0
-}
-
-func (n *node) createExclusiveRecord(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	// Let the loopback create the empty file with the caller's owner,
-	// then serve it as a record.
-	child, fh, _, errno := n.LoopbackNode.Create(ctx, name, flags, mode, out)
-	if errno != 0 {
-		return nil, nil, 0, errno
-	}
-	if r, ok := fh.(gofs.FileReleaser); ok {
-		r.Release(ctx)
-	}
-	n.remember(child, name)
-	c := n.fsys.callerOf(ctx)
-	h := n.fsys.openRecordHandle(n.childPath(name), flags&^syscall.O_TRUNC, c, nil, false, n.newRecordAttrs(c, mode))
-	out.SetAttrTimeout(0)
-	return child, h, fuse.FOPEN_DIRECT_IO, 0
-}
-
-func fillNewRecordAttr(a *fuse.Attr, attrs newRecord, size uint64, now time.Time) {
-	a.Mode = syscall.S_IFREG | attrs.mode
-	a.Nlink = 1
-	a.Uid, a.Gid = uint32(attrs.uid), uint32(attrs.gid)
-	a.Size = size
-	a.Blksize = 4096
-	a.SetTimes(&now, &now, &now)
-}
-
-// Getattr of a record reports the caller's own view: the size of its own
-// open handle (dirty first), else the backing file. The bridge may pass
-// another process's handle here, so f is not trusted.
+// Getattr of a record reports the caller's own view. The kernel names a handle only when it refreshes
+// attributes for an open file itself (lseek to the end); then it is that handle's size, its snapshot
+// plus its writes. Otherwise (stat, and fstat too: the kernel does not say which descriptor) it is the
+// size of the caller process's most recently opened handle on the record, if it has one (Node's
+// readFile reads exactly fstat's size of the descriptor it just opened), else the record's as an open
+// would see it now. Anything else is the backing object's own attributes: through an open handle of
+// it if there is one (a file removed while open has no name left to find it by).
 func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if !n.isRecord() {
-		if errno := n.LoopbackNode.Getattr(ctx, f, out); errno != 0 {
+		if fd := handleFD(f); fd >= 0 {
+			st, err := statx(fd, "")
+			if err != nil {
+				return errnoOf(err)
+			}
+			fillAttr(&out.Attr, &st.Stat_t)
+		} else if errno := n.statSelf(&out.Attr); errno != 0 {
 			return errno
 		}
 		out.SetTimeout(otherAttrTimeout)
 		return 0
 	}
-	record := n.relPath()
-	var own *recordHandle
-	if n.fsys.hasOpen(record) {
-		own = n.fsys.ownHandle(record, n.fsys.callerOf(ctx).proc)
+	req := n.fsys.request(ctx)
+	h, _ := f.(*recordHandle)
+	if !req.namedFH {
+		h = nil // go-fuse's stand-in (the node's first open handle), not the caller's
 	}
-	var st syscall.Stat_t
-	err := syscall.Lstat(filepath.Join(n.RootData.Path, record), &st)
+	record := n.recordPath()
+	if h == nil && n.fsys.hasOpen(record) {
+		h = n.fsys.ownHandle(record, n.fsys.callerOf(ctx).proc)
+	}
+	st, errno := n.statRecord()
 	switch {
-	case err == nil:
-		out.FromStat(&st)
-	case err == syscall.ENOENT && own != nil:
-		fillNewRecordAttr(&out.Attr, own.create, 0, time.Now())
-	case err == syscall.ENOENT:
-		// The kernel still caches the name (see Open): ESTALE makes a
-		// path-based caller look it up again instead of failing.
+	case errno == 0:
+		fillAttr(&out.Attr, &st)
+	case (errno == syscall.ENOENT || errno == syscall.ESTALE) && h != nil:
+		fillNewRecordAttr(&out.Attr, h.create, 0, time.Now())
+	case errno == syscall.ENOENT:
+		// The kernel still caches the name (a create whose commit failed, a record removed by
+		// another mount): ESTALE makes a path-based caller look it up again instead of failing.
 		return syscall.ESTALE
 	default:
-		return gofs.ToErrno(err)
+		return errno
 	}
-	if own != nil {
-		size := own.size()
+	if h != nil {
+		size := h.size()
 		out.Size = uint64(size)
 		out.Blocks = uint64(size+511) / 512
+	}
+	out.Ino = n.recordID.Load()
+	if out.Ino != n.StableAttr().Ino {
+		req.ino = out.Ino
 	}
 	out.SetTimeout(0)
 	return 0
 }
 
-// Statx would bypass Getattr's per-caller sizes; ENOSYS makes the kernel
-// fall back to GETATTR for the whole mount.
+// handleFD is the backing descriptor of an open pass-through file or directory, or -1.
+func handleFD(f gofs.FileHandle) int {
+	switch h := f.(type) {
+	case *passthroughFile:
+		return h.fd
+	case *dirHandle:
+		return h.fd
+	}
+	return -1
+}
+
+// statSelf stats the node's own object.
+func (n *node) statSelf(a *fuse.Attr) syscall.Errno {
+	fd, closeFD, errno := n.openPath()
+	if errno != 0 {
+		return errno
+	}
+	defer closeFD()
+	st, err := statx(fd, "")
+	if err != nil {
+		return errnoOf(err)
+	}
+	fillAttr(a, &st.Stat_t)
+	return 0
+}
+
+// openRecordPath opens the record this node is with O_PATH and checks its identity: ESTALE if the name
+// now holds another record, ENOENT if it holds none.
+func (n *node) openRecordPath() (int, location, syscall.Errno) {
+	loc, errno := n.locate()
+	if errno != 0 {
+		return -1, location{}, errno
+	}
+	fd, err := sysx.Openat(loc.dir.FD, loc.name, unix.O_PATH, 0)
+	if err != nil {
+		loc.close()
+		return -1, location{}, errnoOf(err)
+	}
+	if errno := n.checkRecord(fd); errno != 0 {
+		sysx.Close(fd)
+		loc.close()
+		return -1, location{}, errno
+	}
+	return fd, loc, 0
+}
+
+// checkRecord checks that fd (O_PATH) is a regular file carrying this node's record identity.
+func (n *node) checkRecord(fd int) syscall.Errno {
+	st, err := sysx.Fstatat(fd, "")
+	if err != nil {
+		return errnoOf(err)
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return syscall.ESTALE
+	}
+	id, err := backing.ReadIdentity(sysx.ProcPath(fd), false)
+	if err != nil || id.ID != n.recordID.Load() {
+		return syscall.ESTALE
+	}
+	return 0
+}
+
+func (n *node) statRecord() (unix.Stat_t, syscall.Errno) {
+	fd, loc, errno := n.openRecordPath()
+	if errno != 0 {
+		return unix.Stat_t{}, errno
+	}
+	defer loc.close()
+	defer sysx.Close(fd)
+	st, err := sysx.Fstatat(fd, "")
+	if err != nil {
+		return unix.Stat_t{}, errnoOf(err)
+	}
+	return st, 0
+}
+
+func fillNewRecordAttr(a *fuse.Attr, attrs newRecord, size uint64, now time.Time) {
+	a.Mode = syscall.S_IFREG | attrs.mode
+	a.Nlink = 1
+	a.Uid, a.Gid = attrs.uid, attrs.gid
+	a.Size = size
+	a.Blksize = 4096
+	a.SetTimes(&now, &now, &now)
+}
+
+// Statx would bypass Getattr's per-caller sizes; ENOSYS makes the kernel fall back to GETATTR for
+// the whole mount.
 func (n *node) Statx(ctx context.Context, f gofs.FileHandle, flags uint32, mask uint32, out *fuse.StatxOut) syscall.Errno {
 	return syscall.ENOSYS
 }
 
+// Setattr changes mode, owner, times and size, as the caller, on the node's own object. On a record,
+// metadata changes are made under the record's lock (a commit copies the record's metadata to the new
+// version), and a size change is the handle's business, or by path a commit of the cut content.
 func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	c := n.fsys.callerOf(ctx)
 	if !n.isRecord() {
-		if errno := n.LoopbackNode.Setattr(ctx, f, in, out); errno != 0 {
+		pf, _ := f.(*passthroughFile)
+		if errno := n.setattrOther(c, pf, in); errno != 0 {
 			return errno
 		}
-		out.SetTimeout(otherAttrTimeout)
-		return 0
+		return n.Getattr(ctx, f, out)
 	}
-	if err := setBackingAttrs(n.backingPath(), in); err != nil && !(err == syscall.ENOENT && f != nil) {
-		return gofs.ToErrno(err)
+	if errno := n.setRecordMetadata(ctx, c, in); errno != 0 {
+		if !(errno == syscall.ESTALE && f != nil) {
+			return errno
+		}
 	}
-	if size, hasSize := in.GetSize(); hasSize {
+	if size, ok := in.GetSize(); ok {
 		var errno syscall.Errno
 		if h, ok := f.(*recordHandle); ok {
 			errno = h.truncate(ctx, size)
@@ -326,11 +392,67 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	return n.Getattr(ctx, f, out)
 }
 
-// setBackingAttrs applies mode, owner and times of a record to the backing
-// file; its size is the handle's business.
-func setBackingAttrs(p string, in *fuse.SetAttrIn) error {
+func (n *node) setattrOther(c caller, pf *passthroughFile, in *fuse.SetAttrIn) syscall.Errno {
+	fd, closeFD, errno := n.openPath()
+	if errno != 0 && pf != nil {
+		// A detached node that is still open: act on its own (orphan) inode, as a local filesystem does.
+		fd, closeFD, errno = pf.fd, func() {}, 0
+	}
+	if errno != 0 {
+		return errno
+	}
+	defer closeFD()
+	if killsPrivileges(fd, in) {
+		// The kernel clears set-user-ID and set-group-ID bits when someone other than the owner
+		// writes or truncates a file, and asks the filesystem to do it with the writer's identity;
+		// as the writer it would be refused.
+		if err := unix.Fchmodat(unix.AT_FDCWD, sysx.ProcPath(fd), in.Mode&0o7777, 0); err != nil {
+			return errnoOf(err)
+		}
+		in.Valid &^= fuse.FATTR_MODE
+	}
+	err := sysx.AsUser(c.cred(), func() error {
+		if err := setMetadata(fd, in); err != nil {
+			return err
+		}
+		size, ok := in.GetSize()
+		if !ok {
+			return nil
+		}
+		if pf != nil {
+			return unix.Ftruncate(pf.fd, int64(size))
+		}
+		wfd, err := sysx.Reopen(fd, unix.O_WRONLY|unix.O_NONBLOCK)
+		if err != nil {
+			return err
+		}
+		defer sysx.Close(wfd)
+		return unix.Ftruncate(wfd, int64(size))
+	})
+	return errnoOf(err)
+}
+
+// killsPrivileges reports whether in changes the mode of the object behind fd only by clearing its
+// set-user-ID and set-group-ID bits: what the kernel asks for when a file's privileges must go.
+func killsPrivileges(fd int, in *fuse.SetAttrIn) bool {
+	mode, ok := in.GetMode()
+	if !ok {
+		return false
+	}
+	st, err := sysx.Fstatat(fd, "")
+	if err != nil {
+		return false
+	}
+	old, mode := st.Mode&0o7777, mode&0o7777
+	removed := old &^ mode
+	return removed != 0 && removed&^(unix.S_ISUID|unix.S_ISGID) == 0 && mode&^old == 0
+}
+
+// setMetadata applies mode, owner and times of in to the object behind fd (O_PATH), as the current
+// thread's identity.
+func setMetadata(fd int, in *fuse.SetAttrIn) error {
 	if mode, ok := in.GetMode(); ok {
-		if err := syscall.Chmod(p, mode&0o7777); err != nil {
+		if err := unix.Fchmodat(unix.AT_FDCWD, sysx.ProcPath(fd), mode&0o7777, 0); err != nil {
 			return err
 		}
 	}
@@ -344,7 +466,7 @@ func setBackingAttrs(p string, in *fuse.SetAttrIn) error {
 		if gok {
 			sgid = int(gid)
 		}
-		if err := unix.Fchownat(unix.AT_FDCWD, p, suid, sgid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.Fchownat(fd, "", suid, sgid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return err
 		}
 	}
@@ -355,136 +477,519 @@ func setBackingAttrs(p string, in *fuse.SetAttrIn) error {
 	}
 	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
 	if aok {
-		ts[0] = unix.NsecToTimespec(atime.UnixNano())
+		ts[0] = timespec(in.Valid&fuse.FATTR_ATIME_NOW != 0, atime)
 	}
 	if mok {
-		ts[1] = unix.NsecToTimespec(mtime.UnixNano())
+		ts[1] = timespec(in.Valid&fuse.FATTR_MTIME_NOW != 0, mtime)
 	}
-	return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
+	return unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH)
 }
 
-// truncateRecord is truncate(2) by path: a commit of the record cut (or
-// zero-extended) to size, which must still be a valid record.
-func (n *node) truncateRecord(ctx context.Context, size uint64) syscall.Errno {
-	record := n.relPath()
-	current, _, err := n.fsys.store.Read(record)
+func timespec(now bool, t time.Time) unix.Timespec {
+	if now {
+		return unix.Timespec{Nsec: unix.UTIME_NOW}
+	}
+	return unix.NsecToTimespec(t.UnixNano())
+}
+
+// setRecordMetadata applies mode, owner and times to the record as it is now, under its lock.
+func (n *node) setRecordMetadata(ctx context.Context, c caller, in *fuse.SetAttrIn) syscall.Errno {
+	_, mok := in.GetMode()
+	_, uok := in.GetUID()
+	_, gok := in.GetGID()
+	_, aok := in.GetATime()
+	_, tok := in.GetMTime()
+	if !mok && !uok && !gok && !aok && !tok {
+		return 0
+	}
+	loc, errno := n.locate()
+	if errno != 0 {
+		return errno
+	}
+	defer loc.close()
+	unlock, err := n.fsys.store.LockRecords(ctx, backing.RecordRef{Dir: loc.dir, Name: loc.name})
 	if err != nil {
 		return errnoOf(err)
 	}
-	if size == uint64(len(current)) {
+	defer unlock()
+	fd, err := sysx.Openat(loc.dir.FD, loc.name, unix.O_PATH, 0)
+	if err != nil {
+		return staleIfGone(err)
+	}
+	defer sysx.Close(fd)
+	if errno := n.checkRecord(fd); errno != 0 {
+		return errno
+	}
+	return errnoOf(sysx.AsUser(c.cred(), func() error { return setMetadata(fd, in) }))
+}
+
+// truncateRecord is truncate(2) by path: a commit of the record cut (or zero-extended) to size, which
+// must still be a valid record.
+func (n *node) truncateRecord(ctx context.Context, size uint64) syscall.Errno {
+	loc, errno := n.locate()
+	if errno != 0 {
+		return errno
+	}
+	c := n.fsys.callerOf(ctx)
+	sn, err := n.fsys.store.ReadAt(loc.dir, loc.name, &backing.Access{Cred: c.cred(), Mode: unix.W_OK})
+	loc.close()
+	if err != nil {
+		return errnoOf(err)
+	}
+	if sn.Identity.ID != n.recordID.Load() {
+		return syscall.ESTALE
+	}
+	if size == uint64(len(sn.Data)) {
 		return 0
 	}
 	if size > uint64(n.fsys.maxRecordSize()) {
 		return syscall.EFBIG
 	}
 	mine := make([]byte, size)
-	copy(mine, current)
-	c := n.fsys.callerOf(ctx)
-	errno, _ := n.fsys.commit(commitRequest{
-		record: record, writer: c, trigger: "truncate",
-		base: &version{data: current}, baseFrom: baseHandle, mine: mine,
+	copy(mine, sn.Data)
+	errno, _ = n.fsys.commit(commitRequest{
+		target: n, record: n.recordPath(), expect: sn.Identity.ID, writer: c, trigger: "truncate",
+		base: &version{data: sn.Data}, baseFrom: baseHandle, mine: mine,
 	})
 	return errno
 }
 
-// Rename onto a record name merges the source's content into the record
-// (the replace-by-rename pattern of legacy workers); other renames pass
-// through.
-func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
-	if backing.IsReserved(name) || backing.IsReserved(newName) {
-		return syscall.EPERM
+// openFlags are the OPEN flags passed on to the backing file; O_TRUNC is applied after the file is
+// known to be the node's own.
+const openFlags = unix.O_ACCMODE | unix.O_APPEND | unix.O_NONBLOCK | unix.O_DIRECT | unix.O_SYNC |
+	unix.O_DSYNC | unix.O_NOATIME | unix.O_LARGEFILE
+
+func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if n.isRecord() {
+		return n.openRecord(ctx, flags)
 	}
-	dstDir, ok := newParent.(*node)
-	if !ok {
-		return syscall.EXDEV
+	c := n.fsys.callerOf(ctx)
+	loc, errno := n.locate()
+	if errno != 0 {
+		return nil, 0, n.fsys.staleOpen(c, errno)
 	}
-	src := n.childPath(name)
-	dst := dstDir.childPath(newName)
-	child := n.GetChild(name)
-	var errno syscall.Errno
-	if flags == 0 && n.fsys.isRecordName(newName) && child != nil &&
-		child.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFREG {
-		errno = n.renameOntoRecord(ctx, src, dst)
-	} else if errno = n.LoopbackNode.Rename(ctx, name, newParent, newName, flags); errno == 0 {
-		n.fsys.reads.forget(src)
+	defer loc.close()
+	var fd int
+	err := sysx.AsUser(c.cred(), func() error {
+		var err error
+		fd, err = sysx.Openat(loc.dir.FD, loc.name, int(flags)&openFlags, 0)
+		return err
+	})
+	if err != nil {
+		return nil, 0, n.fsys.staleOpen(c, staleIfGone(err))
 	}
-	if errno == 0 && child != nil && flags&unix.RENAME_EXCHANGE == 0 {
-		// The moved node may be detached by the next rename onto the
-		// same name before anything asks for its path.
-		if moved, ok := child.Operations().(*node); ok {
-			moved.lastPath.Store(&dst)
+	st, err := statx(fd, "")
+	if err != nil || st.identity() != n.id {
+		sysx.Close(fd)
+		return nil, 0, n.fsys.staleOpen(c, syscall.ESTALE)
+	}
+	if flags&syscall.O_TRUNC != 0 {
+		if err := unix.Ftruncate(fd, 0); err != nil {
+			sysx.Close(fd)
+			return nil, 0, errnoOf(err)
 		}
 	}
-	return errno
+	return &passthroughFile{fd: fd}, 0, 0
 }
 
-func (n *node) renameOntoRecord(ctx context.Context, src, dst string) syscall.Errno {
-	mine, _, err := n.fsys.store.Read(src)
-	if err != nil {
-		return errnoOf(err)
-	}
+func (n *node) openRecord(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	record := n.recordPath()
 	c := n.fsys.callerOf(ctx)
-	base, from := n.fsys.reads.lookup(dst, c.thread, c.proc)
-	errno, _ := n.fsys.commit(commitRequest{
-		record: dst, writer: c, trigger: "rename",
-		base: base, baseFrom: from, baseIsTheirs: base == nil,
-		mine: mine, sync: true, source: src,
-		create: n.newRecordAttrs(c, 0o644),
-	})
+	loc, errno := n.locate()
 	if errno != 0 {
-		return errno
+		return nil, 0, errno
 	}
-	n.fsys.reads.forget(src)
-	n.fsys.reads.remember(dst, c.thread, c.proc, &version{data: mine})
-	return 0
+	// The caller's permission is checked against the record as it is now, with the kernel's own rules
+	// (mode, ACLs, groups), on top of the kernel's check against the attributes it had cached.
+	sn, err := n.fsys.store.ReadAt(loc.dir, loc.name, &backing.Access{Cred: c.cred(), Mode: accessMode(flags)})
+	loc.close()
+	exists := err == nil
+	switch {
+	case exists && sn.Identity.ID != n.recordID.Load():
+		// Another record has this name now: the kernel looks the name up again.
+		return nil, 0, syscall.ESTALE
+	case exists:
+	case errors.Is(err, iofs.ErrNotExist):
+		own := n.fsys.ownHandle(record, c.proc)
+		if own == nil || !own.fresh() {
+			// Only the creating process knows a record it has not committed. Anyone else reached a
+			// name the kernel still caches (a create whose commit failed, a record removed by another
+			// mount): ESTALE makes the kernel look the name up again, and an O_CREAT open then creates it.
+			return nil, 0, syscall.ESTALE
+		}
+	default:
+		n.fsys.log.Error("cannot read record at open", "record", record,
+			"pid", c.proc.pid, "comm", c.comm, "uid", c.uid, "err", err)
+		return nil, 0, errnoOf(err)
+	}
+	var expect uint64
+	if exists {
+		expect = sn.Identity.ID
+	}
+	h := n.fsys.openRecordHandle(n, record, expect, flags, c, sn.Data, exists, n.newRecordAttrs(c, 0o644))
+	return h, fuse.FOPEN_DIRECT_IO, 0
 }
 
+// accessMode is the access(2) mode an open with flags needs.
+func accessMode(flags uint32) uint32 {
+	switch flags & syscall.O_ACCMODE {
+	case syscall.O_RDONLY:
+		return unix.R_OK
+	case syscall.O_WRONLY:
+		return unix.W_OK
+	}
+	return unix.R_OK | unix.W_OK
+}
+
+func (n *node) newRecordAttrs(c caller, mode uint32) newRecord {
+	return newRecord{mode: mode & 0o7777, uid: c.uid, gid: c.gid}
+}
+
+// Create of a record does not create the backing file: the record comes into being at its first
+// commit, so no reader sees it empty. An exclusive create (mkstemp) reserves the name with an empty
+// file, which is what its caller relies on; commits treat an empty file as no record.
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	if backing.IsReserved(name) {
+		return nil, nil, 0, syscall.EPERM
+	}
+	dir, closeDir, errno := n.openDir()
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	defer closeDir()
+	c := n.fsys.callerOf(ctx)
+	mode = n.fsys.createMode(ctx, dir.FD, mode)
+	if !n.fsys.isRecordName(name) {
+		return n.createOther(ctx, dir, name, c, flags, mode, out)
+	}
+	if flags&syscall.O_EXCL != 0 {
+		return n.createExclusiveRecord(ctx, dir, name, c, flags, mode, out)
+	}
+	p, _ := n.relPath()
+	record := joinPath(p, name)
+	sn, err := n.fsys.store.ReadAt(dir, name, &backing.Access{Cred: c.cred(), Mode: accessMode(flags)})
+	exists := err == nil
+	if err != nil && !errors.Is(err, iofs.ErrNotExist) {
+		return nil, nil, 0, errnoOf(err)
+	}
+	child := &node{fsys: n.fsys}
+	var expect uint64
+	if exists {
+		// Created by someone else since the kernel looked: this is an open of that record.
+		expect = sn.Identity.ID
+		child.recordID.Store(expect)
+		fillAttr(&out.Attr, &sn.Stat)
+	} else {
+		child.recordID.Store(backing.NewID())
+		fillNewRecordAttr(&out.Attr, n.newRecordAttrs(c, mode), 0, time.Now())
+	}
+	child.last.Store(&place{parent: n, name: name})
+	inode := n.NewInode(ctx, child, child.stableAttr(syscall.S_IFREG))
+	target := inode.Operations().(*node)
+	target.last.Store(&place{parent: n, name: name})
+	h := n.fsys.openRecordHandle(target, record, expect, flags, c, sn.Data, exists, n.newRecordAttrs(c, mode))
+	if h.written {
+		out.Attr.Size = uint64(len(h.content))
+	}
+	out.Ino = target.recordID.Load()
+	out.SetAttrTimeout(0)
+	return inode, h, fuse.FOPEN_DIRECT_IO, 0
+}
+
+func (n *node) createOther(ctx context.Context, dir backing.Dir, name string, c caller, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	var fd int
+	err := sysx.AsUser(c.cred(), func() error {
+		var err error
+		fd, err = sysx.Openat(dir.FD, name, int(flags)&(openFlags|unix.O_TRUNC|unix.O_EXCL)|unix.O_CREAT, mode)
+		return err
+	})
+	if err != nil {
+		return nil, nil, 0, errnoOf(err)
+	}
+	st, err := statx(fd, "")
+	if err != nil {
+		sysx.Close(fd)
+		return nil, nil, 0, errnoOf(err)
+	}
+	inode, errno := n.register(ctx, dir, name, &st, out)
+	if errno != 0 {
+		sysx.Close(fd)
+		return nil, nil, 0, errno
+	}
+	return inode, &passthroughFile{fd: fd}, 0, 0
+}
+
+func (n *node) createExclusiveRecord(ctx context.Context, dir backing.Dir, name string, c caller, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	id, st, err := n.fsys.store.Reserve(ctx, dir, name, mode, c.cred())
+	if err != nil {
+		return nil, nil, 0, errnoOf(err)
+	}
+	child := &node{fsys: n.fsys}
+	child.recordID.Store(id.ID)
+	child.last.Store(&place{parent: n, name: name})
+	inode := n.NewInode(ctx, child, child.stableAttr(syscall.S_IFREG))
+	p, _ := n.relPath()
+	h := n.fsys.openRecordHandle(inode.Operations().(*node), joinPath(p, name), id.ID, flags&^syscall.O_TRUNC, c, nil, false, n.newRecordAttrs(c, mode))
+	fillAttr(&out.Attr, &st)
+	out.Ino = id.ID
+	out.SetAttrTimeout(0)
+	return inode, h, fuse.FOPEN_DIRECT_IO, 0
+}
+
+// made registers a node for the object name just made in dir.
+func (n *node) made(ctx context.Context, dir backing.Dir, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	st, err := statx(dir.FD, name)
+	if err != nil {
+		return nil, errnoOf(err)
+	}
+	return n.register(ctx, dir, name, &st, out)
+}
+
+// inDir runs make in directory n as the caller and registers what it made as name.
+func (n *node) inDir(ctx context.Context, name string, out *fuse.EntryOut, make func(ctx context.Context, dirfd int) error) (*gofs.Inode, syscall.Errno) {
+	if backing.IsReserved(name) {
+		return nil, syscall.EPERM
+	}
+	dir, closeDir, errno := n.openDir()
+	if errno != 0 {
+		return nil, errno
+	}
+	defer closeDir()
+	if err := sysx.AsUser(n.fsys.callerOf(ctx).cred(), func() error { return make(ctx, dir.FD) }); err != nil {
+		return nil, errnoOf(err)
+	}
+	return n.made(ctx, dir, name, out)
+}
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return n.inDir(ctx, name, out, func(ctx context.Context, dirfd int) error {
+		return unix.Mkdirat(dirfd, name, n.fsys.createMode(ctx, dirfd, mode))
+	})
+}
+
+func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return n.inDir(ctx, name, out, func(ctx context.Context, dirfd int) error {
+		return unix.Mknodat(dirfd, name, n.fsys.createMode(ctx, dirfd, mode), int(rdev))
+	})
+}
+
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return n.inDir(ctx, name, out, func(ctx context.Context, dirfd int) error { return unix.Symlinkat(target, dirfd, name) })
+}
+
+// Link refuses a record on either side: records are known by name, and a commit replaces the file
+// under one name, so a link would silently stop being one at the first write.
+func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	src, ok := target.(*node)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	if src.isRecord() || (src.isRegular() && n.fsys.isRecordName(name)) {
+		c := n.fsys.callerOf(ctx)
+		n.fsys.log.Warn("hard link to or as a record refused (EPERM): records are known by name",
+			"name", name, "record", src.recordPath(), "pid", c.proc.pid, "comm", c.comm, "uid", c.uid)
+		return nil, syscall.EPERM
+	}
+	fd, closeFD, errno := src.openPath()
+	if errno != 0 {
+		return nil, errno
+	}
+	defer closeFD()
+	return n.inDir(ctx, name, out, func(ctx context.Context, dirfd int) error {
+		return unix.Linkat(unix.AT_FDCWD, sysx.ProcPath(fd), dirfd, name, unix.AT_SYMLINK_FOLLOW)
+	})
+}
+
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	if t := n.target.Load(); t != nil {
+		return *t, 0
+	}
+	fd, closeFD, errno := n.openPath()
+	if errno != 0 {
+		return nil, errno
+	}
+	defer closeFD()
+	t, err := readlinkat(fd, "")
+	return t, errnoOf(err)
+}
+
+// Unlink removes name as the caller; a record under its lock, so that a commit in flight cannot bring
+// it back.
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	if backing.IsReserved(name) {
 		return syscall.ENOENT
 	}
-	errno := n.LoopbackNode.Unlink(ctx, name)
-	if errno == 0 {
-		n.fsys.reads.forget(n.childPath(name))
-	}
-	return errno
-}
-
-func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if backing.IsReserved(name) {
-		return nil, syscall.EPERM
-	}
-	return n.LoopbackNode.Mkdir(ctx, name, mode, out)
-}
-
-func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if backing.IsReserved(name) {
-		return nil, syscall.EPERM
-	}
-	return n.LoopbackNode.Mknod(ctx, name, mode, rdev, out)
-}
-
-func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if backing.IsReserved(name) {
-		return nil, syscall.EPERM
-	}
-	return n.LoopbackNode.Symlink(ctx, target, name, out)
-}
-
-func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if backing.IsReserved(name) {
-		return nil, syscall.EPERM
-	}
-	return n.LoopbackNode.Link(ctx, target, name, out)
-}
-
-func errnoOf(err error) syscall.Errno {
-	if errno, ok := errors.AsType[syscall.Errno](err); ok && errno != 0 {
+	dir, closeDir, errno := n.openDir()
+	if errno != 0 {
 		return errno
 	}
-	return syscall.EIO
+	defer closeDir()
+	if n.fsys.isRecordName(name) {
+		unlock, err := n.fsys.store.LockRecords(ctx, backing.RecordRef{Dir: dir, Name: name})
+		if err != nil {
+			return errnoOf(err)
+		}
+		defer unlock()
+	}
+	c := n.fsys.callerOf(ctx)
+	if err := sysx.AsUser(c.cred(), func() error { return unix.Unlinkat(dir.FD, name, 0) }); err != nil {
+		return errnoOf(err)
+	}
+	p, _ := n.relPath()
+	n.fsys.reads.forget(joinPath(p, name))
+	return 0
 }
 
-func fuseCaller(ctx context.Context) (*fuse.Caller, bool) {
-	return fuse.FromContext(ctx)
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if backing.IsReserved(name) {
+		return syscall.ENOENT
+	}
+	dir, closeDir, errno := n.openDir()
+	if errno != 0 {
+		return errno
+	}
+	defer closeDir()
+	c := n.fsys.callerOf(ctx)
+	return errnoOf(sysx.AsUser(c.cred(), func() error { return unix.Unlinkat(dir.FD, name, unix.AT_REMOVEDIR) }))
+}
+
+// Rename onto a record name is a write into that record (the replace-by-rename pattern of legacy
+// workers): its content is merged into the record, which keeps its identity, owner, mode and
+// extended attributes. Other renames pass through, as the caller; a record's name changes under its
+// lock.
+func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if backing.IsReserved(name) || backing.IsReserved(newName) {
+		return syscall.EPERM
+	}
+	dstNode, ok := newParent.(*node)
+	if !ok {
+		return syscall.EXDEV
+	}
+	srcDir, closeSrc, errno := n.openDir()
+	if errno != 0 {
+		return errno
+	}
+	defer closeSrc()
+	dstDir, closeDst, errno := dstNode.openDir()
+	if errno != 0 {
+		return errno
+	}
+	defer closeDst()
+	child := n.childNode(name)
+	c := n.fsys.callerOf(ctx)
+	srcPath, _ := n.relPath()
+	dstPath, _ := dstNode.relPath()
+	src, dst := joinPath(srcPath, name), joinPath(dstPath, newName)
+
+	if flags&unix.RENAME_EXCHANGE == 0 && n.fsys.isRecordName(newName) {
+		st, err := statx(srcDir.FD, name)
+		if err != nil {
+			return errnoOf(err)
+		}
+		if st.fileType() == syscall.S_IFREG {
+			errno := n.renameOntoRecord(ctx, c, srcDir, name, &st, dstNode, dstDir, newName, flags, child)
+			if errno == 0 {
+				n.fsys.reads.forget(src)
+			}
+			return errno
+		}
+	}
+
+	var refs []backing.RecordRef
+	if n.fsys.isRecordName(name) {
+		refs = append(refs, backing.RecordRef{Dir: srcDir, Name: name})
+	}
+	if n.fsys.isRecordName(newName) {
+		refs = append(refs, backing.RecordRef{Dir: dstDir, Name: newName})
+	}
+	if len(refs) > 0 {
+		unlock, err := n.fsys.store.LockRecords(ctx, refs...)
+		if err != nil {
+			return errnoOf(err)
+		}
+		defer unlock()
+	}
+	err := sysx.AsUser(c.cred(), func() error {
+		return unix.Renameat2(srcDir.FD, name, dstDir.FD, newName, uint(flags))
+	})
+	if err != nil {
+		return errnoOf(err)
+	}
+	n.fsys.reads.forget(src)
+	if flags&unix.RENAME_EXCHANGE != 0 {
+		n.fsys.reads.forget(dst)
+		if other := dstNode.childNode(newName); other != nil {
+			other.moved(n, name)
+		}
+	}
+	if child != nil {
+		child.moved(dstNode, newName)
+	}
+	return 0
+}
+
+// moved notes that n now has name in parent: a record node keeps finding its record there even if the
+// next rename onto that name detaches it before anything asks for its path.
+func (n *node) moved(parent *node, name string) {
+	if n.recordID.Load() != 0 {
+		n.last.Store(&place{parent: parent, name: name})
+	}
+}
+
+func (n *node) renameOntoRecord(ctx context.Context, c caller, srcDir backing.Dir, name string, st *stat, dstNode *node, dstDir backing.Dir, newName string, flags uint32, child *node) syscall.Errno {
+	// The renamer must be able to read what it renames: a file it cannot read (another user's, in a
+	// shared directory) must not end up in a record it can.
+	var mine []byte
+	err := sysx.AsUser(c.cred(), func() error {
+		fd, err := sysx.Openat(srcDir.FD, name, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+		if err != nil {
+			return err
+		}
+		defer sysx.Close(fd)
+		fst, err := sysx.Fstat(fd)
+		if err != nil {
+			return err
+		}
+		if fst.Ino != st.Ino {
+			return syscall.ESTALE
+		}
+		if fst.Size > int64(n.fsys.maxRecordSize()) {
+			return syscall.EFBIG
+		}
+		mine, err = sysx.ReadAll(fd, fst.Size, int64(n.fsys.maxRecordSize()))
+		return err
+	})
+	if err != nil {
+		return errnoOf(err)
+	}
+	if flags&unix.RENAME_NOREPLACE != 0 {
+		if _, err := statx(dstDir.FD, newName); err == nil {
+			return syscall.EEXIST
+		}
+	}
+	dstPath, _ := dstNode.relPath()
+	record := joinPath(dstPath, newName)
+	base, from := n.fsys.reads.lookup(record, c.thread, c.proc)
+	newID := backing.NewID()
+	errno, _, res := n.fsys.commitResult(commitRequest{
+		target: &fixedPlace{dir: dstDir, name: newName, path: record}, record: record, writer: c, trigger: "rename",
+		base: base, baseFrom: from, baseIsTheirs: base == nil, mine: mine, sync: true, newID: newID,
+		source: &backing.Source{Dir: &srcDir, Name: name, Ino: st.Ino, Data: mine},
+		create: newRecord{mode: st.Mode & 0o7777, uid: st.Uid, gid: st.Gid},
+	})
+	if errno != 0 {
+		return errno
+	}
+	if child != nil {
+		// The kernel now believes the renamed node is at newName; it is the record there.
+		child.recordID.Store(res.Identity.ID)
+		child.last.Store(&place{parent: dstNode, name: newName})
+		if child.StableAttr().Ino != res.Identity.ID {
+			// Its inode number is the source's: make the kernel look the name up again, which finds
+			// the record's own node. Asynchronously: the kernel holds the directory during RENAME.
+			go dstNode.NotifyEntry(newName)
+		}
+	}
+	n.fsys.reads.remember(record, c.thread, c.proc, &version{data: mine})
+	return 0
 }

@@ -16,6 +16,10 @@ const (
 	OutcomeInvalid   Outcome = "invalid"   // content is not one valid JSON document within the limits
 	OutcomeConflict  Outcome = "conflict"  // refused by the reject policy
 	OutcomeFailed    Outcome = "failed"    // the backing store failed
+	// OutcomeRecordChanged: refused, the record was removed or replaced since the writer opened it.
+	OutcomeRecordChanged Outcome = "record-changed"
+	// OutcomeDenied: refused, the writer may not write the record as it is now.
+	OutcomeDenied Outcome = "denied"
 )
 
 // Writer identifies the process behind a commit.

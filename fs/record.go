@@ -7,14 +7,19 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/mergefs/mergefs/backing"
 )
 
 // recordHandle is one open handle on a record: the record as it was at open
 // plus this handle's own writes, which reach the backing store only at a
 // commit point (FLUSH from a process that wrote, fsync).
 type recordHandle struct {
-	fsys   *FS
-	record string // path relative to the backing root, fixed at open
+	fsys *FS
+	// target finds the record in the backing store at commit time (its node).
+	target recordTarget
+	// record is the record's path at open, for read tracking and logs.
+	record string
 	append bool
 	opener caller
 	create newRecord
@@ -36,12 +41,45 @@ type recordHandle struct {
 	readers  map[uint32]struct{}  // threads already remembered as readers of view
 	lastTID  uint32               // last writing thread and its process, to skip /proc
 	lastProc procKey
+	// expect is the identity of the record this handle is on (backing.Commit.Expect); 0 while the
+	// handle's record is new and not committed yet.
+	expect uint64
 }
+
+// recordTarget is where a handle's record is: its node, or in tests a fixed place.
+type recordTarget interface {
+	// locate opens the record's directory and names the record in it.
+	locate() (location, syscall.Errno)
+	// newID is the identity a new record gets at its first commit.
+	newID() uint64
+	// adopt notes the identity the record has after a commit (another creator's, for a new record).
+	adopt(id uint64)
+}
+
+func (n *node) newID() uint64 { return n.recordID.Load() }
+
+func (n *node) adopt(id uint64) { n.recordID.Store(id) }
+
+// fixedPlace is a record target that is one name in one directory.
+type fixedPlace struct {
+	dir  backing.Dir
+	name string
+	path string
+	id   uint64
+}
+
+func (f *fixedPlace) locate() (location, syscall.Errno) {
+	return location{dir: f.dir, name: f.name, close: func() {}}, 0
+}
+
+func (f *fixedPlace) newID() uint64 { return f.id }
+
+func (f *fixedPlace) adopt(id uint64) { f.id = id }
 
 // newRecord is the mode and owner a commit gives a record it creates.
 type newRecord struct {
 	mode     uint32
-	uid, gid int
+	uid, gid uint32
 }
 
 var (
@@ -52,14 +90,17 @@ var (
 	_ gofs.FileReleaser = (*recordHandle)(nil)
 )
 
-// openRecordHandle chooses the base as DESIGN.md §2 says: a non-truncating
+// openRecordHandle chooses the base as docs/design.md says: a non-truncating
 // writable open of an existing record reads its base at open; a truncating
 // (or creating) one uses what its thread, else its process, last read, and
-// failing that the record at this open.
-func (fsys *FS) openRecordHandle(record string, flags uint32, c caller, current []byte, exists bool, create newRecord) *recordHandle {
+// failing that the record at this open. expect is the identity of the record
+// opened, 0 for a new one.
+func (fsys *FS) openRecordHandle(target recordTarget, record string, expect uint64, flags uint32, c caller, current []byte, exists bool, create newRecord) *recordHandle {
 	h := &recordHandle{
 		fsys:    fsys,
+		target:  target,
 		record:  record,
+		expect:  expect,
 		append:  flags&syscall.O_APPEND != 0,
 		opener:  c,
 		create:  create,
@@ -113,6 +154,13 @@ func (h *recordHandle) size() int64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return int64(len(h.data()))
+}
+
+// fresh reports whether the handle's record is new and not committed yet.
+func (h *recordHandle) fresh() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.expect == 0
 }
 
 func (h *recordHandle) isDirty() bool {
@@ -281,7 +329,7 @@ func (h *recordHandle) flusher(ctx context.Context) (caller, bool) {
 	if !cached || c.proc != writer {
 		c = caller{thread: procKey{pid: fc.Pid}, proc: writer, comm: status.name}
 	}
-	c.uid, c.gid = fc.Uid, fc.Gid
+	c.uid, c.gid, c.groups = fc.Uid, fc.Gid, status.groups
 	if status.dying() {
 		h.fsys.log.Warn("writer was killed before closing; its uncommitted writes are dropped",
 			"record", h.record, "pid", c.proc.pid, "comm", c.comm, "uid", c.uid)
@@ -299,7 +347,7 @@ func (h *recordHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	if !h.dirty {
 		// What this handle committed earlier (at a close of a dup'ed
 		// descriptor, say) may not be on stable storage yet.
-		return h.fsys.syncRecord(h.record)
+		return h.fsys.syncRecord(h.target, h.record)
 	}
 	return h.commitLocked(h.fsys.callerOf(ctx), "fsync", true)
 }
@@ -329,8 +377,11 @@ func (h *recordHandle) commitLocked(c caller, trigger string, sync bool) syscall
 	if mine == nil {
 		mine = []byte{}
 	}
-	errno, final := h.fsys.commit(commitRequest{
+	errno, final, res := h.fsys.commitResult(commitRequest{
+		target:    h.target,
 		record:    h.record,
+		expect:    h.expect,
+		newID:     h.target.newID(),
 		writer:    c,
 		trigger:   trigger,
 		base:      h.base,
@@ -347,6 +398,10 @@ func (h *recordHandle) commitLocked(c caller, trigger string, sync bool) syscall
 	clear(h.writers)
 	if errno != 0 {
 		return errno
+	}
+	if h.expect != res.Identity.ID {
+		h.expect = res.Identity.ID
+		h.target.adopt(res.Identity.ID)
 	}
 	committed := &version{data: mine}
 	h.view, h.content, h.written = committed, nil, false

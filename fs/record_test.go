@@ -34,7 +34,7 @@ func newTestFS(t *testing.T, policy merge.Policy) *testFS {
 	}
 	t.Cleanup(func() { store.Close() })
 	state := t.TempDir()
-	fsys, _, err := New(Config{Store: store, BackingPath: dir, StateDir: state, Merge: merge.Options{Policy: policy}})
+	fsys, _, err := New(Config{Store: store, StateDir: state, Merge: merge.Options{Policy: policy}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,13 +70,31 @@ func (tk task) ctx() context.Context {
 
 func self() task { return task(os.Getpid()) }
 
-// open opens record as a FUSE OPEN from tk would.
-func (f *testFS) open(t *testing.T, tk task, name string, flags uint32) *recordHandle {
+// place is the record name at the backing root, as a handle's target.
+func (f *testFS) place(name string) *fixedPlace {
+	return &fixedPlace{dir: backing.Dir{FD: f.rootFD, Ino: f.rootIno()}, name: name, path: name, id: backing.NewID()}
+}
+
+func (f *FS) rootIno() uint64 {
+	st, err := statx(f.rootFD, "")
+	if err != nil {
+		panic(err)
+	}
+	return st.Ino
+}
+
+// open opens record name at the backing root as a FUSE OPEN from tk would.
+func (f *testFS) open(t testing.TB, tk task, name string, flags uint32) *recordHandle {
 	t.Helper()
-	current, _, err := f.store.Read(name)
+	target := f.place(name)
+	sn, err := f.store.ReadAt(target.dir, name, nil)
 	exists := err == nil
+	var expect uint64
+	if exists {
+		expect = sn.Identity.ID
+	}
 	c := f.callerOf(tk.ctx())
-	return f.openRecordHandle(name, flags, c, current, exists, newRecord{mode: 0o644, uid: -1, gid: -1})
+	return f.openRecordHandle(target, name, expect, flags, c, sn.Data, exists, newRecord{mode: 0o644})
 }
 
 func readAll(t *testing.T, tk task, h *recordHandle) string {

@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
@@ -201,8 +200,8 @@ func serve(cfg mountConfig, stderr io.Writer) error {
 	if within(stateDir, mountDir) {
 		return fmt.Errorf("--state-dir %s is inside the mount %s; rejected content would loop back through mergefs", stateDir, mountDir)
 	}
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		return fmt.Errorf("state directory: %w", err)
+	if err := prepareStateDir(stateDir, logger); err != nil {
+		return err
 	}
 	ops, err := startOperations(stateDir, cfg.metricsAddr, logger)
 	if err != nil {
@@ -210,35 +209,27 @@ func serve(cfg mountConfig, stderr io.Writer) error {
 	}
 	defer ops.close()
 
+	// Files are created with exactly the mode the kernel passes (which has
+	// the caller's umask applied already).
+	unix.Umask(0)
 	// The descriptor is opened before mounting: after an in-place mount,
-	// the directory's path leads into mergefs itself.
+	// the directory's path leads into mergefs itself. Everything mergefs
+	// does in the backing directory is relative to this one descriptor.
 	dirFD, err := unix.Open(backingDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open backing directory: %w", err)
 	}
-	loopbackPath := backingDir
-	if cfg.inPlace {
-		loopbackPath = fmt.Sprintf("/proc/self/fd/%d", dirFD)
-	}
-	storeFD, err := unix.FcntlInt(uintptr(dirFD), unix.F_DUPFD_CLOEXEC, 0)
+	store, err := backing.OpenFD(dirFD, backing.Options{Fsync: fsyncPolicy, Logger: logger, MaxRecordSize: maxSize})
 	if err != nil {
-		unix.Close(dirFD)
-		return fmt.Errorf("dup backing directory descriptor: %w", err)
-	}
-	store, err := backing.OpenFD(storeFD, backing.Options{Fsync: fsyncPolicy, Logger: logger})
-	if err != nil {
-		unix.Close(dirFD)
 		return fmt.Errorf("open backing store: %w", err)
 	}
 	defer store.Close()
-	defer unix.Close(dirFD)
 	if n := store.Recovered(); n > 0 {
 		logger.Info("removed temporary files left by a crashed daemon", "count", n)
 	}
 
 	fsys, root, err := mergefs.New(mergefs.Config{
 		Store:          store,
-		BackingPath:    loopbackPath,
 		RecordPatterns: splitPatterns(cfg.records),
 		Merge:          merge.Options{Policy: policy, MaxSize: int(maxSize), MaxDepth: cfg.maxDepth},
 		StateDir:       stateDir,
@@ -263,7 +254,7 @@ func serve(cfg mountConfig, stderr io.Writer) error {
 	defer signal.Stop(sigs)
 	opts := mergefs.MountOptions(backingDir, cfg.allowOther)
 	opts.Debug = cfg.debugFUSE
-	server, err := gofs.Mount(mountDir, root, opts)
+	server, err := fsys.Mount(mountDir, root, opts)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", mountDir, err)
 	}
@@ -392,6 +383,32 @@ func unescapeMountinfo(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// prepareStateDir makes the state directory, or checks one that exists: it must be a directory (not a
+// symlink) owned by root, and is tightened to 0700, since rejected content of every user's records is
+// saved there.
+func prepareStateDir(dir string, logger *slog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("state directory %s is not a directory (a symlink?): refused", dir)
+	}
+	if st.Uid != 0 {
+		return fmt.Errorf("state directory %s belongs to uid %d, not root: refused (another user could read or replace what mergefs keeps there)", dir, st.Uid)
+	}
+	if st.Mode&0o7777 != 0o700 {
+		if err := unix.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("state directory: tighten to 0700: %w", err)
+		}
+		logger.Warn("state directory was open to others; tightened to 0700", "dir", dir, "was", fmt.Sprintf("%#o", st.Mode&0o7777))
+	}
+	return nil
 }
 
 func checkDir(what, dir string) error {

@@ -191,7 +191,7 @@ func TestOperationsLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	fsys, _, err := mergefs.New(mergefs.Config{Store: store, BackingPath: backingDir, Logger: silentLogger(), Observer: ops.observer()})
+	fsys, _, err := mergefs.New(mergefs.Config{Store: store, Logger: silentLogger(), Observer: ops.observer()})
 	if err != nil {
 		t.Fatal(err)
 	}

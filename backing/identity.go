@@ -1,0 +1,132 @@
+package backing
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mergefs/mergefs/internal/sysx"
+)
+
+// IdentityXattr is the extended attribute that carries a record's identity from version to version. It
+// is in the trusted namespace, which only a process with CAP_SYS_ADMIN can read or write, so no user can
+// forge or copy one onto a file of theirs; the filesystem layer hides it from its callers.
+const IdentityXattr = "trusted.mergefs.id"
+
+// identityVersion is the first byte of the attribute's value: the format of what follows.
+const identityVersion = 1
+
+// identityLen is the value's length: the version byte, the id and the generation.
+const identityLen = 1 + 8 + 8
+
+// Identity is what IdentityXattr says of a record.
+//
+// ID names the record for as long as its name exists: every commit copies it to the file that replaces
+// the record, so that a handle opened on one record can tell that a file at the same name is another
+// record (deleted and re-created meanwhile), and so that the record keeps one inode number at the
+// mount (the filesystem reports ID as st_ino). IDs are random with the top bit set: backing inode
+// numbers, which the filesystem reports for everything else, practically never have it.
+//
+// Gen counts the commits of the record; each commit writes Gen+1 into the new file.
+type Identity struct {
+	ID  uint64
+	Gen uint64
+}
+
+// NewID returns a fresh random record id (top bit set, never all ones).
+func NewID() uint64 {
+	for {
+		id := rand.Uint64() | 1<<63
+		if id != ^uint64(0) {
+			return id
+		}
+	}
+}
+
+func (id Identity) encode() []byte {
+	b := make([]byte, identityLen)
+	b[0] = identityVersion
+	binary.LittleEndian.PutUint64(b[1:], id.ID)
+	binary.LittleEndian.PutUint64(b[9:], id.Gen)
+	return b
+}
+
+func decodeIdentity(b []byte) (Identity, error) {
+	if len(b) != identityLen || b[0] != identityVersion {
+		return Identity{}, fmt.Errorf("malformed %s attribute (%d bytes): %w", IdentityXattr, len(b), unix.EINVAL)
+	}
+	id := Identity{ID: binary.LittleEndian.Uint64(b[1:]), Gen: binary.LittleEndian.Uint64(b[9:])}
+	if id.ID&(1<<63) == 0 {
+		return Identity{}, fmt.Errorf("malformed %s attribute (id %#x): %w", IdentityXattr, id.ID, unix.EINVAL)
+	}
+	return id, nil
+}
+
+// readIdentity reads the identity of the open record fd; ok is false if it has none.
+func readIdentity(fd int) (id Identity, ok bool, err error) {
+	b, err := sysx.Fgetxattr(fd, IdentityXattr)
+	if err == unix.ENODATA {
+		return Identity{}, false, nil
+	}
+	if err != nil {
+		return Identity{}, false, fmt.Errorf("read %s: %w", IdentityXattr, err)
+	}
+	id, err = decodeIdentity(b)
+	return id, err == nil, err
+}
+
+// ReadIdentity reads the identity of the file at path; a file without one gives ENODATA. With nofollow
+// a final symlink is not followed; without it, it is (a sysx.ProcPath is a /proc magic link, which
+// must be followed to reach its file).
+func ReadIdentity(path string, nofollow bool) (Identity, error) {
+	b, err := sysx.Getxattr(path, IdentityXattr, nofollow)
+	if err != nil {
+		return Identity{}, err
+	}
+	return decodeIdentity(b)
+}
+
+// ensureIdentity returns the identity of the open record fd, giving it a new one if it has none. The new
+// one is set with XATTR_CREATE: of two daemons (or a lookup and a commit) that stamp the same file at
+// once, the first wins and the other reads what it wrote.
+func ensureIdentity(fd int) (Identity, error) {
+	for range 3 {
+		id, ok, err := readIdentity(fd)
+		if err != nil || ok {
+			return id, err
+		}
+		id = Identity{ID: NewID()}
+		err = unix.Fsetxattr(fd, IdentityXattr, id.encode(), unix.XATTR_CREATE)
+		if err == nil {
+			return id, nil
+		}
+		if err != unix.EEXIST {
+			return Identity{}, fmt.Errorf("set %s: %w", IdentityXattr, err)
+		}
+	}
+	return Identity{}, fmt.Errorf("set %s: the attribute keeps changing: %w", IdentityXattr, unix.EAGAIN)
+}
+
+func writeIdentity(fd int, id Identity) error {
+	if err := unix.Fsetxattr(fd, IdentityXattr, id.encode(), 0); err != nil {
+		return fmt.Errorf("set %s: %w", IdentityXattr, err)
+	}
+	return nil
+}
+
+// checkIdentitySupport fails, with a clear error, on a backing filesystem that cannot keep record
+// identities (trusted.* extended attributes): mergefs cannot then tell a record from one that was
+// deleted and re-created at the same name. fd is the store's lock file.
+func checkIdentitySupport(fd int) error {
+	err := unix.Fsetxattr(fd, IdentityXattr, Identity{ID: 1 << 63}.encode(), 0)
+	if err == nil {
+		return nil
+	}
+	if sysx.NotSupported(err) || errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("the backing filesystem does not keep trusted.* extended attributes, which mergefs needs for record identities: %w", err)
+	}
+	return fmt.Errorf("set %s on the lock file: %w", IdentityXattr, err)
+}

@@ -1,0 +1,189 @@
+package sysx
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// ProcPath names the object behind descriptor fd: opening, chmod-ing or reading the extended attributes
+// of /proc/self/fd/N acts on exactly that object (a "magic link"), whatever now sits at its old name.
+// It works for O_PATH descriptors, on which fchmod and fgetxattr fail with EBADF.
+func ProcPath(fd int) string {
+	return "/proc/self/fd/" + strconv.Itoa(fd)
+}
+
+// ProcChild names the entry name in the directory behind dirfd, without following it if it is a
+// symlink when used with the l* calls (lgetxattr and friends): the way to reach a symlink's own
+// extended attributes relative to a directory descriptor.
+func ProcChild(dirfd int, name string) string {
+	return ProcPath(dirfd) + "/" + name
+}
+
+// Close closes fd, ignoring negative descriptors. Linux releases the descriptor even when close reports
+// EINTR; retrying could close a descriptor reused meanwhile.
+func Close(fd int) {
+	if fd >= 0 {
+		_ = unix.Close(fd)
+	}
+}
+
+// Fstat is fstat(2), retried on EINTR.
+func Fstat(fd int) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	for {
+		err := unix.Fstat(fd, &st)
+		if err != unix.EINTR {
+			return st, err
+		}
+	}
+}
+
+// Fstatat is fstatat(2) without following a final symlink, retried on EINTR. An empty name stats dirfd
+// itself (AT_EMPTY_PATH), which works for O_PATH descriptors.
+func Fstatat(dirfd int, name string) (unix.Stat_t, error) {
+	flags := unix.AT_SYMLINK_NOFOLLOW
+	if name == "" {
+		flags |= unix.AT_EMPTY_PATH
+	}
+	var st unix.Stat_t
+	for {
+		err := unix.Fstatat(dirfd, name, &st, flags)
+		if err != unix.EINTR {
+			return st, err
+		}
+	}
+}
+
+// Openat opens name in dirfd, never following a symlink there (ELOOP), close-on-exec. Retried on EINTR.
+func Openat(dirfd int, name string, flags int, mode uint32) (int, error) {
+	for {
+		fd, err := unix.Openat(dirfd, name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
+}
+
+// Reopen opens the object behind fd (an O_PATH descriptor, say) anew with flags. The kernel checks the
+// current thread's permissions against it, as for an open by name.
+func Reopen(fd int, flags int) (int, error) {
+	for {
+		nfd, err := unix.Open(ProcPath(fd), flags|unix.O_CLOEXEC, 0)
+		if err != unix.EINTR {
+			return nfd, err
+		}
+	}
+}
+
+// The maximum size of an extended attribute value and of a list of names (XATTR_SIZE_MAX, XATTR_LIST_MAX).
+const (
+	XattrSizeMax = 64 << 10
+	XattrListMax = 64 << 10
+)
+
+// Getxattr reads attribute name of the object at path (a ProcPath, usually) whole, without following a
+// final symlink when nofollow is set.
+func Getxattr(path, name string, nofollow bool) ([]byte, error) {
+	get := unix.Getxattr
+	if nofollow {
+		get = unix.Lgetxattr
+	}
+	buf := make([]byte, 256)
+	for {
+		n, err := get(path, name, buf)
+		switch {
+		case err == nil:
+			return buf[:n], nil
+		case err == unix.ERANGE && len(buf) < XattrSizeMax:
+			buf = make([]byte, XattrSizeMax)
+		case err == unix.EINTR:
+		default:
+			return nil, err
+		}
+	}
+}
+
+// Fgetxattr reads attribute name of the open file fd whole.
+func Fgetxattr(fd int, name string) ([]byte, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := unix.Fgetxattr(fd, name, buf)
+		switch {
+		case err == nil:
+			return buf[:n], nil
+		case err == unix.ERANGE && len(buf) < XattrSizeMax:
+			buf = make([]byte, XattrSizeMax)
+		case err == unix.EINTR:
+		default:
+			return nil, err
+		}
+	}
+}
+
+// Flistxattr lists the attribute names of the open file fd.
+func Flistxattr(fd int) ([]string, error) {
+	buf := make([]byte, 1024)
+	for {
+		n, err := unix.Flistxattr(fd, buf)
+		switch {
+		case err == nil:
+			return splitNames(buf[:n]), nil
+		case err == unix.ERANGE && len(buf) < XattrListMax:
+			buf = make([]byte, XattrListMax)
+		case err == unix.EINTR:
+		default:
+			return nil, err
+		}
+	}
+}
+
+func splitNames(buf []byte) []string {
+	var names []string
+	start := 0
+	for i, c := range buf {
+		if c == 0 {
+			if i > start {
+				names = append(names, string(buf[start:i]))
+			}
+			start = i + 1
+		}
+	}
+	return names
+}
+
+// NotSupported reports whether err says that a file system or object does not support an operation
+// (extended attributes on a symlink, say).
+func NotSupported(err error) bool {
+	return errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP)
+}
+
+// ReadAll reads fd from its current offset to EOF; sizeHint (from fstat) sizes the first buffer. More
+// than limit bytes (a file that grew after its fstat) gives EFBIG; a negative limit means none.
+func ReadAll(fd int, sizeHint, limit int64) ([]byte, error) {
+	capacity := max(sizeHint+1, 512)
+	if limit >= 0 {
+		capacity = min(capacity, limit+1)
+	}
+	buf := make([]byte, 0, capacity)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return nil, err
+		case n == 0:
+			return buf, nil
+		}
+		buf = buf[:len(buf)+n]
+		if limit >= 0 && int64(len(buf)) > limit {
+			return nil, fmt.Errorf("file grew past %d bytes while it was read: %w", limit, unix.EFBIG)
+		}
+	}
+}
