@@ -325,7 +325,14 @@ func (h *harness) stopDaemon(d *daemon) {
 				t.Errorf("%s daemon after %v: %v (want exit 0):\n%s", d.kind, sig, d.waitErr, d.log.tail(40))
 			}
 		case <-time.After(stopTimeout):
-			t.Errorf("%s daemon still running %v after SIGTERM: aborting the FUSE connection", d.kind, stopTimeout)
+			t.Errorf("%s daemon still running %v after SIGTERM: dumping its goroutines, aborting the FUSE connection", d.kind, stopTimeout)
+			// SIGQUIT makes a Go program print every goroutine's stack and exit: the hang's evidence.
+			syscall.Kill(pid, syscall.SIGQUIT)
+			select {
+			case <-d.exited:
+			case <-time.After(5 * time.Second):
+			}
+			t.Logf("%s daemon goroutines at the hang:\n%s", d.kind, d.log.tail(400))
 			if m, ok := mountAt(d.mountpoint); ok {
 				abortConnection(t, m)
 			}

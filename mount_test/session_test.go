@@ -1,0 +1,186 @@
+package mount_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Users the multi-user tests act as: numeric ids with no account, no supplementary groups.
+var (
+	userA = &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}
+	userB = &syscall.Credential{Uid: 65533, Gid: 65533, Groups: []uint32{}}
+)
+
+// session is one client process (workers/session.py) running as one user, which keeps descriptors
+// open between steps, so that a test can interleave what several users do.
+type session struct {
+	t     *testing.T
+	h     *harness
+	label string
+	in    io.WriteCloser
+	out   *bufio.Reader
+	errs  *syncBuffer
+}
+
+// reply is session.py's answer to one command.
+type reply map[string]any
+
+// errno is the call's error, 0 if it succeeded.
+func (r reply) errno() syscall.Errno {
+	if e, ok := r["errno"].(float64); ok {
+		return syscall.Errno(int(e))
+	}
+	return 0
+}
+
+func (r reply) num(key string) int64 {
+	v, _ := r[key].(float64)
+	return int64(v)
+}
+
+// ino is the inode number a stat reply carries (as a string: JSON numbers do not hold 64 bits).
+func (r reply) ino() uint64 {
+	n, _ := strconv.ParseUint(r.str("ino"), 10, 64)
+	return n
+}
+
+func (r reply) str(key string) string {
+	s, _ := r[key].(string)
+	return s
+}
+
+func (r reply) String() string {
+	if e := r.errno(); e != 0 {
+		return e.Error()
+	}
+	b, _ := json.Marshal(map[string]any(r))
+	return string(b)
+}
+
+// sessionScript copies session.py where every user can read it and returns an interpreter every
+// user can run (the test's own may live under /root).
+func (h *harness) sessionScript(t *testing.T) (python, script string) {
+	t.Helper()
+	if err := os.Chmod(h.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile(filepath.Join(bins.workers, "session.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	script = filepath.Join(h.dir, "session.py")
+	if err := os.WriteFile(script, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var candidates []string
+	if out, err := exec.Command("python3", "-c", "import sys; print(sys.executable)").Output(); err == nil {
+		candidates = append(candidates, strings.TrimSpace(string(out)))
+	}
+	candidates = append(candidates, "/usr/bin/python3", "/usr/local/bin/python3")
+	for _, py := range candidates {
+		cmd := exec.Command(py, "-c", "import json, os")
+		cmd.Dir = "/"
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: userA}
+		if cmd.Run() == nil {
+			return py, script
+		}
+	}
+	skipOrFatal(t, "no python3 that uid %d can run (tried %v)", userA.Uid, candidates)
+	return "", ""
+}
+
+// startSession starts a session as cred (nil: root). It is killed when the test ends.
+func (h *harness) startSession(t *testing.T, label string, cred *syscall.Credential) *session {
+	t.Helper()
+	python, script := h.sessionScript(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, python, script)
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+	cmd.WaitDelay = 10 * time.Second
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &session{t: t, h: h, label: label, in: in, out: bufio.NewReader(out), errs: &syncBuffer{}}
+	cmd.Stderr = s.errs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		in.Close()
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+	})
+	return s
+}
+
+// do runs one command and returns its reply; a session that does not answer within clientTimeout
+// gets the harness's FUSE connections aborted and fails the test.
+func (s *session) do(cmd map[string]any) reply {
+	s.t.Helper()
+	b, _ := json.Marshal(cmd)
+	if _, err := fmt.Fprintf(s.in, "%s\n", b); err != nil {
+		s.t.Fatalf("%s: sending %s: %v\n%s", s.label, b, err, s.errs.String())
+	}
+	line := make(chan string, 1)
+	go func() {
+		l, _ := s.out.ReadString('\n')
+		line <- l
+	}()
+	select {
+	case l := <-line:
+		var r reply
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			s.t.Fatalf("%s: %s answered %q: %v\nstderr:\n%s", s.label, b, l, err, s.errs.String())
+		}
+		return r
+	case <-time.After(clientTimeout):
+		s.h.abortAll()
+		s.t.Fatalf("%s: %s did not answer within %v: FUSE connections aborted", s.label, b, clientTimeout)
+	}
+	return nil
+}
+
+// must runs a command that has to succeed.
+func (s *session) must(cmd map[string]any) reply {
+	s.t.Helper()
+	r := s.do(cmd)
+	if r.errno() != 0 {
+		s.t.Fatalf("%s: %v failed: %v", s.label, cmd, r.errno())
+	}
+	return r
+}
+
+// fileState is a backing file's owner, mode and content, for before/after comparisons.
+type fileState struct {
+	uid, gid uint32
+	mode     os.FileMode
+	data     string
+}
+
+func stateOf(t *testing.T, path string) fileState {
+	t.Helper()
+	uid, gid, mode := ownerOf(t, path)
+	return fileState{uid: uid, gid: gid, mode: mode, data: string(readFile(t, path))}
+}
+
+func (f fileState) String() string {
+	return fmt.Sprintf("%d:%d %v %q", f.uid, f.gid, f.mode, f.data)
+}

@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""A scripted client for the end-to-end tests: one process (one user) that keeps descriptors open
+between steps, so a test can interleave what several users do.
+
+Reads one JSON command per line on stdin and answers one JSON line on stdout:
+  {"op": "open", "path": P, "flags": ["O_RDWR", "O_CREAT", ...], "mode": 420}  -> {"fd": N}
+  {"op": "read", "fd": N}                       -> {"data": text}   (reads from offset 0 to EOF)
+  {"op": "write", "fd": N, "data": text}        -> {"n": bytes written}   (at offset 0)
+  {"op": "close", "fd": N}, {"op": "fsync", "fd": N}
+  {"op": "fchmod", "fd": N, "mode": M}, {"op": "fchown", "fd": N, "uid": U, "gid": G}
+  {"op": "ftruncate", "fd": N, "size": S}
+  {"op": "fstat", "fd": N} / {"op": "stat"|"lstat", "path": P}  -> {"uid", "gid", "mode", "size", "ino", "nlink"}
+        (ino as a decimal string: JSON numbers do not hold 64 bits)
+  {"op": "chmod", "path": P, "mode": M}, {"op": "unlink", "path": P}, {"op": "rmdir", "path": P}
+  {"op": "mkdir", "path": P, "mode": M}, {"op": "symlink", "target": T, "path": P}
+  {"op": "link", "src": P, "dst": Q}, {"op": "rename", "src": P, "dst": Q}
+  {"op": "truncate", "path": P, "size": S}, {"op": "utime", "path": P, "mtime": T}
+  {"op": "setxattr", "path": P, "name": N, "value": V}, {"op": "getxattr", "path": P, "name": N}
+  {"op": "listxattr", "path": P}                -> {"names": [...]}
+  {"op": "cat", "path": P}                      -> {"data": text}
+  {"op": "umask", "mask": M}
+  {"op": "mmap", "fd": N, "shared": bool, "write": bool}  -> {"data": text}
+        maps the file (MAP_SHARED or MAP_PRIVATE; writable or read-only) and reads it through the map
+Any failing call answers {"errno": E, "error": name}.
+"""
+
+import json
+import os
+import sys
+
+
+def stat_result(st):
+    return {"uid": st.st_uid, "gid": st.st_gid, "mode": st.st_mode & 0o7777, "size": st.st_size,
+            "ino": str(st.st_ino), "nlink": st.st_nlink, "type": st.st_mode & 0o170000}
+
+
+def run(cmd):
+    op = cmd["op"]
+    if op == "open":
+        flags = 0
+        for f in cmd.get("flags", ["O_RDONLY"]):
+            flags |= getattr(os, f)
+        return {"fd": os.open(cmd["path"], flags, cmd.get("mode", 0o644))}
+    if op == "read":
+        fd = cmd["fd"]
+        chunks = []
+        off = 0
+        while True:
+            b = os.pread(fd, 1 << 16, off)
+            if not b:
+                break
+            chunks.append(b)
+            off += len(b)
+        return {"data": b"".join(chunks).decode("utf-8", "replace")}
+    if op == "write":
+        return {"n": os.pwrite(cmd["fd"], cmd["data"].encode(), 0)}
+    if op == "close":
+        os.close(cmd["fd"])
+        return {}
+    if op == "fsync":
+        os.fsync(cmd["fd"])
+        return {}
+    if op == "fchmod":
+        os.fchmod(cmd["fd"], cmd["mode"])
+        return {}
+    if op == "fchown":
+        os.fchown(cmd["fd"], cmd["uid"], cmd["gid"])
+        return {}
+    if op == "ftruncate":
+        os.ftruncate(cmd["fd"], cmd["size"])
+        return {}
+    if op == "fstat":
+        return stat_result(os.fstat(cmd["fd"]))
+    if op == "stat":
+        return stat_result(os.stat(cmd["path"]))
+    if op == "lstat":
+        return stat_result(os.lstat(cmd["path"]))
+    if op == "chmod":
+        os.chmod(cmd["path"], cmd["mode"])
+        return {}
+    if op == "unlink":
+        os.unlink(cmd["path"])
+        return {}
+    if op == "rmdir":
+        os.rmdir(cmd["path"])
+        return {}
+    if op == "mkdir":
+        os.mkdir(cmd["path"], cmd.get("mode", 0o777))
+        return {}
+    if op == "symlink":
+        os.symlink(cmd["target"], cmd["path"])
+        return {}
+    if op == "link":
+        os.link(cmd["src"], cmd["dst"])
+        return {}
+    if op == "rename":
+        os.rename(cmd["src"], cmd["dst"])
+        return {}
+    if op == "truncate":
+        os.truncate(cmd["path"], cmd["size"])
+        return {}
+    if op == "utime":
+        os.utime(cmd["path"], (cmd["mtime"], cmd["mtime"]))
+        return {}
+    if op == "setxattr":
+        os.setxattr(cmd["path"], cmd["name"], cmd["value"].encode())
+        return {}
+    if op == "getxattr":
+        return {"value": os.getxattr(cmd["path"], cmd["name"]).decode("utf-8", "replace")}
+    if op == "listxattr":
+        return {"names": sorted(os.listxattr(cmd["path"]))}
+    if op == "cat":
+        with open(cmd["path"], "rb") as f:
+            return {"data": f.read().decode("utf-8", "replace")}
+    if op == "mmap":
+        import mmap
+        size = os.fstat(cmd["fd"]).st_size
+        flags = mmap.MAP_SHARED if cmd.get("shared") else mmap.MAP_PRIVATE
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if cmd.get("write") else 0)
+        m = mmap.mmap(cmd["fd"], size, flags=flags, prot=prot)
+        try:
+            return {"data": m[:].decode("utf-8", "replace")}
+        finally:
+            m.close()
+    if op == "umask":
+        os.umask(cmd["mask"])
+        return {}
+    raise ValueError("unknown op %r" % op)
+
+
+def main():
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            result = run(json.loads(line))
+        except OSError as e:
+            result = {"errno": e.errno, "error": os.strerror(e.errno)}
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
