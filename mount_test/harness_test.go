@@ -16,15 +16,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mergefs/mergefs/internal/mountinfo"
 )
 
 const (
-	// workdirPrefix matches what scripts/test clears after a crashed run.
-	workdirPrefix   = "mergefs-e2e-"
-	readyTimeout    = 30 * time.Second
-	stopTimeout     = 30 * time.Second
-	fuseConnections = "/sys/fs/fuse/connections"
-	ownerFile       = "owner.pid"
+	readyTimeout = 30 * time.Second
+	stopTimeout  = 30 * time.Second
 	// fdLeakMargin is how many more descriptors than right after mounting a
 	// daemon may hold once its clients are gone before we call it a leak.
 	fdLeakMargin = 64
@@ -93,12 +91,14 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	requirePython(t)
-	dir, err := os.MkdirTemp("", workdirPrefix)
+	// The work directory follows mountinfo.ClearStale's convention, so that
+	// a later run clears what a crashed one left.
+	dir, err := os.MkdirTemp("", mountinfo.WorkdirPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A later run clears mounts under this directory only once this process is gone.
-	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, mountinfo.OwnerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, dir: dir}
@@ -117,17 +117,15 @@ func (h *harness) path(elem ...string) string {
 }
 
 func (h *harness) removeWorkdir() {
-	mounts, err := readMountinfo()
+	mounts, err := mountinfo.Read()
 	if err != nil {
 		h.t.Errorf("reading mountinfo: %v", err)
 		return
 	}
-	for _, m := range mounts {
-		if within(m.mountpoint, h.dir) {
-			// Never RemoveAll through a live mount: it would recurse into it.
-			h.t.Errorf("mount still present at %s (%s) after cleanup; work dir %s kept", m.mountpoint, m.fstype, h.dir)
-			return
-		}
+	if left := mountinfo.Under(mounts, h.dir); len(left) > 0 {
+		// Never RemoveAll through a live mount: it would recurse into it.
+		h.t.Errorf("mount still present at %s (%s) after cleanup; work dir %s kept", left[0].Mountpoint, left[0].FSType, h.dir)
+		return
 	}
 	if err := os.RemoveAll(h.dir); err != nil {
 		h.t.Errorf("removing work dir: %v", err)
@@ -219,7 +217,7 @@ func (h *harness) mountLoopback(backing, mountpoint string, flags ...string) (*d
 func (h *harness) start(spec daemonSpec, backing, mountpoint string) (*daemon, error) {
 	t := h.t
 	if m, ok := mountAt(mountpoint); ok && !spec.keepStale {
-		t.Logf("stale %s mount at %s: clearing it", m.fstype, mountpoint)
+		t.Logf("stale %s mount at %s: clearing it", m.FSType, mountpoint)
 		detach(t, m)
 	}
 	d := &daemon{
@@ -271,10 +269,10 @@ func (h *harness) start(spec daemonSpec, backing, mountpoint string) (*daemon, e
 	if !ok {
 		return nil, fmt.Errorf("%s said ready but it has not mounted %s:\n%s", spec.kind, mountpoint, d.log.tail(40))
 	}
-	if m.fstype != spec.fstype {
-		return nil, fmt.Errorf("%s mounted with type %q, want %q", spec.kind, m.fstype, spec.fstype)
+	if m.FSType != spec.fstype {
+		return nil, fmt.Errorf("%s mounted with type %q, want %q", spec.kind, m.FSType, spec.fstype)
 	}
-	d.mountID = m.id
+	d.mountID = m.ID
 	d.fdBaseline = countFDs(d.cmd.Process.Pid)
 	return d, nil
 }
@@ -337,7 +335,7 @@ func (h *harness) stopDaemon(d *daemon) {
 			}
 		}
 	}
-	if m, ok := mountAt(d.mountpoint); ok && m.id == d.mountID {
+	if m, ok := mountAt(d.mountpoint); ok && m.ID == d.mountID {
 		if !h.wasAborted() && !d.killed {
 			t.Errorf("%s mount left behind at %s after the daemon exited", d.kind, d.mountpoint)
 		}
@@ -405,131 +403,28 @@ func (h *harness) python(t *testing.T, timeout time.Duration, script string, arg
 
 // --- /proc/self/mountinfo ---------------------------------------------------------------------
 
-type mountEntry struct {
-	id         int
-	devMinor   int
-	mountpoint string
-	fstype     string
+// mountAt returns the topmost mount at mountpoint.
+func mountAt(mountpoint string) (mountinfo.Mount, bool) {
+	m, ok, err := mountinfo.At(mountpoint)
+	return m, ok && err == nil
 }
 
-func readMountinfo() ([]mountEntry, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	var out []mountEntry
-	for line := range strings.Lines(string(data)) {
-		pre, post, ok := strings.Cut(strings.TrimSpace(line), " - ")
-		if !ok {
-			continue
-		}
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if len(f) < 5 || len(g) < 1 {
-			continue
-		}
-		_, minor, _ := strings.Cut(f[2], ":")
-		n, _ := strconv.Atoi(minor)
-		id, _ := strconv.Atoi(f[0])
-		out = append(out, mountEntry{id: id, devMinor: n, mountpoint: unescapeMountinfo(f[4]), fstype: g[0]})
-	}
-	return out, nil
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for space, ...).
-func unescapeMountinfo(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func mountAt(mountpoint string) (mountEntry, bool) {
-	mounts, err := readMountinfo()
-	if err != nil {
-		return mountEntry{}, false
-	}
-	for i := len(mounts) - 1; i >= 0; i-- {
-		if mounts[i].mountpoint == mountpoint {
-			return mounts[i], true
-		}
-	}
-	return mountEntry{}, false
-}
-
-func within(path, dir string) bool {
-	return path == dir || strings.HasPrefix(path, dir+"/")
-}
-
-// abortConnection aborts a FUSE connection through fusectl, which frees every
-// process blocked on it; mounting fusectl first if nobody has.
-func abortConnection(t *testing.T, m mountEntry) {
-	if !strings.HasPrefix(m.fstype, "fuse") {
+// abortConnection aborts a FUSE connection, which frees every process
+// blocked on it.
+func abortConnection(t *testing.T, m mountinfo.Mount) {
+	if !m.IsFUSE() {
 		return
 	}
-	if _, err := os.Stat(filepath.Join(fuseConnections, strconv.Itoa(m.devMinor))); err != nil {
-		if err := syscall.Mount("none", fuseConnections, "fusectl", 0, ""); err != nil && !errors.Is(err, syscall.EBUSY) {
-			t.Logf("mounting fusectl: %v", err)
-		}
-	}
-	abort := filepath.Join(fuseConnections, strconv.Itoa(m.devMinor), "abort")
-	if err := os.WriteFile(abort, []byte("1"), 0); err != nil {
-		t.Logf("aborting FUSE connection %d (%s): %v", m.devMinor, m.mountpoint, err)
+	if err := mountinfo.Abort(m); err != nil {
+		t.Log(err)
 	}
 }
 
-func detach(t *testing.T, m mountEntry) {
-	abortConnection(t, m)
-	if err := syscall.Unmount(m.mountpoint, syscall.MNT_DETACH); err != nil {
-		t.Logf("umount -l %s: %v", m.mountpoint, err)
+// detach aborts a mount's FUSE connection and unmounts it lazily.
+func detach(t *testing.T, m mountinfo.Mount) {
+	if err := mountinfo.AbortAndDetach(m); err != nil {
+		t.Log(err)
 	}
-}
-
-// clearStaleMounts removes mounts that a crashed earlier run left under the
-// temp directory; a test run must not start on top of them.
-func clearStaleMounts(w io.Writer) {
-	mounts, err := readMountinfo()
-	if err != nil {
-		return
-	}
-	tmp := filepath.Join(os.TempDir(), workdirPrefix)
-	for i := len(mounts) - 1; i >= 0; i-- {
-		m := mounts[i]
-		if !strings.HasPrefix(m.mountpoint, tmp) || ownerAlive(m.mountpoint) {
-			continue
-		}
-		fmt.Fprintf(w, "mount_test: clearing stale %s mount at %s\n", m.fstype, m.mountpoint)
-		if strings.HasPrefix(m.fstype, "fuse") {
-			os.WriteFile(filepath.Join(fuseConnections, strconv.Itoa(m.devMinor), "abort"), []byte("1"), 0)
-		}
-		syscall.Unmount(m.mountpoint, syscall.MNT_DETACH)
-	}
-}
-
-// ownerAlive reports whether the test process that made the work directory
-// holding mountpoint is still running (another `go test` may be using it).
-func ownerAlive(mountpoint string) bool {
-	rel, err := filepath.Rel(os.TempDir(), mountpoint)
-	if err != nil {
-		return false
-	}
-	workdir := filepath.Join(os.TempDir(), strings.Split(rel, string(filepath.Separator))[0])
-	data, err := os.ReadFile(filepath.Join(workdir, ownerFile))
-	if err != nil {
-		return false
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil || pid == os.Getpid() {
-		return false
-	}
-	return syscall.Kill(pid, 0) == nil
 }
 
 func countFDs(pid int) int {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/mergefs/mergefs/internal/mountinfo"
 )
 
 // TestInPlaceMount: `mergefs mount DIR` serves DIR over itself, so workers
@@ -71,9 +73,9 @@ func TestStaleMountCleared(t *testing.T) {
 		t.Errorf("the new daemon said nothing about the stale mount:\n%s", tailLines(log, 10))
 	}
 	var count int
-	mounts, _ := readMountinfo()
+	mounts, _ := mountinfo.Read()
 	for _, m := range mounts {
-		if m.mountpoint == mnt {
+		if m.Mountpoint == mnt {
 			count++
 		}
 	}

@@ -28,6 +28,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mergefs/mergefs/internal/mountinfo"
 )
 
 // binaries are built once per `go test` run by TestMain and never change after.
@@ -45,7 +47,9 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
-	clearStaleMounts(os.Stderr)
+	if err := mountinfo.ClearStale(os.TempDir(), os.Stderr); err != nil {
+		fmt.Fprintf(os.Stderr, "mount_test: %v\n", err)
+	}
 
 	dir, err := os.MkdirTemp("", "mergefs-e2e-bin-")
 	if err != nil {

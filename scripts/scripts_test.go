@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mergefs/mergefs/internal/mountinfo"
 )
 
 var (
@@ -351,19 +353,10 @@ func TestMountNotifiesSystemd(t *testing.T) {
 	}
 }
 
-// mounted reports whether a fuse.mergefs mount is at dir.
+// mounted reports whether the topmost mount at dir is mergefs.
 func mounted(dir string) bool {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 5 && f[4] == dir && strings.Contains(line, " - fuse.mergefs ") {
-			return true
-		}
-	}
-	return false
+	m, ok, err := mountinfo.At(dir)
+	return err == nil && ok && m.FSType == "fuse.mergefs"
 }
 
 // nsScript runs a bash script as root in new mount and pid namespaces in
@@ -603,7 +596,13 @@ func TestDemo(t *testing.T) {
 	if len(after) > len(before) {
 		t.Errorf("demo left %v behind", after)
 	}
-	if data, _ := os.ReadFile("/proc/self/mountinfo"); bytes.Contains(data, []byte("/mergefs-demo-")) {
-		t.Errorf("demo left a mount behind")
+	mounts, err := mountinfo.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range mounts {
+		if strings.HasPrefix(m.Mountpoint, "/tmp/mergefs-demo-") {
+			t.Errorf("demo left a mount behind at %s", m.Mountpoint)
+		}
 	}
 }

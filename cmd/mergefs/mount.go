@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/mergefs/mergefs/backing"
 	mergefs "github.com/mergefs/mergefs/fs"
+	"github.com/mergefs/mergefs/internal/mountinfo"
 	"github.com/mergefs/mergefs/merge"
 )
 
@@ -325,73 +325,23 @@ func setMemoryLimit(readMemory int64, logger *slog.Logger) {
 // clearStaleMount unmounts a FUSE mount at dir whose daemon is gone (every
 // access gives ENOTCONN) and refuses a live one.
 func clearStaleMount(dir string, logger *slog.Logger) error {
-	fstype, mounted, err := mountAt(dir)
-	if err != nil || !mounted {
+	m, mounted, err := mountinfo.At(dir)
+	if err != nil || !mounted || !m.IsFUSE() {
 		return err
-	}
-	if !strings.HasPrefix(fstype, "fuse") {
-		return nil
 	}
 	var st unix.Stat_t
 	err = unix.Stat(dir, &st)
 	if err == nil {
-		return fmt.Errorf("%s is busy: a live %s filesystem is mounted there", dir, fstype)
+		return fmt.Errorf("%s is busy: a live %s filesystem is mounted there", dir, m.FSType)
 	}
 	if !errors.Is(err, unix.ENOTCONN) && !errors.Is(err, unix.ECONNABORTED) {
 		return fmt.Errorf("%s: %w", dir, err)
 	}
-	logger.Warn("clearing a stale mount left by a crashed daemon", "mountpoint", dir, "fstype", fstype)
-	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-		return fmt.Errorf("clear stale mount at %s: %w", dir, err)
+	logger.Warn("clearing a stale mount left by a crashed daemon", "mountpoint", dir, "fstype", m.FSType)
+	if err := mountinfo.Detach(dir); err != nil {
+		return fmt.Errorf("clear stale mount: %w", err)
 	}
 	return nil
-}
-
-// mountAt reports the type of the topmost mount whose mountpoint is dir.
-func mountAt(dir string) (fstype string, mounted bool, err error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", false, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, f := range fields {
-			if f == "-" {
-				sep = i
-				break
-			}
-		}
-		if len(fields) < 5 || sep < 0 || sep+1 >= len(fields) {
-			continue
-		}
-		if unescapeMountinfo(fields[4]) == dir {
-			fstype, mounted = fields[sep+1], true
-		}
-	}
-	return fstype, mounted, sc.Err()
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for space) of mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func checkDir(what, dir string) error {
