@@ -197,20 +197,21 @@ func (h *harness) startMergefs(backing, mountpoint string, clearStale bool, flag
 func (h *harness) mountUnderTest(backing, mountpoint string, flags ...string) (*daemon, error) {
 	if os.Getenv("MERGEFS_E2E_TARGET") == "loopback" {
 		h.t.Logf("MERGEFS_E2E_TARGET=loopback: the filesystem under test is go-fuse's loopback")
-		return h.mountLoopback(backing, mountpoint, "-atomic-o-trunc")
+		return h.mountLoopback(backing, mountpoint)
 	}
 	return h.mountMergefs(backing, mountpoint, flags...)
 }
 
-func (h *harness) mountLoopback(backing, mountpoint string, flags ...string) (*daemon, error) {
+// mountLoopback mounts internal/loopback: go-fuse's loopback with mergefs's
+// mount options.
+func (h *harness) mountLoopback(backing, mountpoint string) (*daemon, error) {
 	if err := fuseUnavailable(); err != nil {
 		return nil, err
 	}
 	if bins.loopbackErr != nil {
 		return nil, fmt.Errorf("loopback binary not available: %w", bins.loopbackErr)
 	}
-	argv := append([]string{bins.loopback}, flags...)
-	argv = append(argv, backing, mountpoint)
+	argv := []string{bins.loopback, backing, mountpoint}
 	return h.start(daemonSpec{kind: "loopback", fstype: "fuse.loopback", argv: argv, ready: "loopback: ready"}, backing, mountpoint)
 }
 

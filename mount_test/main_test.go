@@ -77,7 +77,7 @@ func runTests(m *testing.M) int {
 		bins.mergefsErr = goBuild(root, bins.mergefs, "./cmd/mergefs", daemonFlags...)
 	}
 	bins.loopback = filepath.Join(dir, "loopback")
-	bins.loopbackErr = goBuild(root, bins.loopback, "./mount_test/internal/loopback")
+	bins.loopbackErr = goBuild(root, bins.loopback, "./internal/loopback")
 	return m.Run()
 }
 

@@ -40,7 +40,7 @@ func TestPosixPlainDir(t *testing.T) {
 
 func TestPosixLoopback(t *testing.T) {
 	runPosix(t, "loopback", func(h *harness, backing, mnt string) (*daemon, error) {
-		return h.mountLoopback(backing, mnt, "-atomic-o-trunc")
+		return h.mountLoopback(backing, mnt)
 	})
 }
 
