@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/mergefs/mergefs/backing"
 	mergefs "github.com/mergefs/mergefs/fs"
+	"github.com/mergefs/mergefs/internal/bytesize"
 	"github.com/mergefs/mergefs/internal/mountinfo"
 	"github.com/mergefs/mergefs/merge"
 )
@@ -151,11 +151,11 @@ func serve(cfg mountConfig, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("--fsync %q: want on-request or always", cfg.fsync)
 	}
-	maxSize, err := parseSize(cfg.maxRecordSize)
+	maxSize, err := bytesize.Parse(cfg.maxRecordSize)
 	if err != nil {
 		return fmt.Errorf("--max-record-size: %w", err)
 	}
-	readMemory, err := parseSize(cfg.readMemory)
+	readMemory, err := bytesize.Parse(cfg.readMemory)
 	if err != nil {
 		return fmt.Errorf("--read-memory: %w", err)
 	}
@@ -384,32 +384,4 @@ func splitPatterns(s string) []string {
 		}
 	}
 	return out
-}
-
-// parseSize reads a byte count: a plain number or one with a KiB, MiB or GiB
-// suffix (K, M, G and KB, MB, GB are taken as the same powers of two).
-func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	mult := int64(1)
-	for _, u := range sizeUnits {
-		if rest, ok := strings.CutSuffix(t, u.suffix); ok {
-			t, mult = strings.TrimSpace(rest), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("%q is not a size (like 65536, 64KiB or 16MiB)", s)
-	}
-	return n * mult, nil
-}
-
-// sizeUnits lists longer suffixes first, so "MiB" is not read as "B".
-var sizeUnits = []struct {
-	suffix string
-	mult   int64
-}{
-	{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
-	{"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10},
-	{"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10},
 }
