@@ -133,150 +133,239 @@ func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
 
+// serve mounts the filesystem and serves it until a signal or an external
+// unmount. Each step needs the ones before it; the deferred calls undo them
+// in reverse order, so the store closes after the last commit and the
+// journal after the store.
 func serve(cfg mountConfig, stderr io.Writer) error {
-	logger, err := newLogger(cfg.logLevel, cfg.logFormat, stderr)
+	set, err := parseMountSettings(cfg, stderr)
 	if err != nil {
 		return err
 	}
-	policy, err := merge.ParsePolicy(cfg.onConflict)
-	if err != nil {
-		return fmt.Errorf("--on-conflict: %w", err)
+	if err := checkCanMount(); err != nil {
+		return err
 	}
-	var fsyncPolicy backing.FsyncPolicy
+	dirs, err := resolveMountDirs(cfg, set.logger)
+	if err != nil {
+		return err
+	}
+	ops, err := prepareStateDir(dirs.state, cfg.metricsAddr, set.logger)
+	if err != nil {
+		return err
+	}
+	defer ops.close()
+	bk, err := openBacking(dirs.backing, cfg.inPlace, set)
+	if err != nil {
+		return err
+	}
+	defer bk.close()
+	fsys, root, err := buildFilesystem(cfg, set, dirs, bk, ops)
+	if err != nil {
+		return err
+	}
+	stopProfile, err := startCPUProfile(set.logger)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
+	setMemoryLimit(set.readMemory, set.logger)
+	// Signals are caught before the mount exists: one that arrives as it
+	// becomes ready must unmount it, not kill the daemon and leave it.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	server, err := mountFilesystem(cfg, dirs, root)
+	if err != nil {
+		return err
+	}
+	announceReady(cfg, set, dirs, fsys, ops, stderr)
+	waitForShutdown(server, sigs, dirs.mount, set.logger, ops.stopping)
+	st := fsys.Stats()
+	set.logger.Info("unmounted", "commits", st.Commits, "merges", st.Merges, "conflicts", st.Conflicts,
+		"rejected", st.Rejected, "failed", st.Failed, "base_fallbacks", st.BaseFallbacks)
+	return nil
+}
+
+// mountSettings are the mount's flags, checked and converted.
+type mountSettings struct {
+	logger     *slog.Logger
+	policy     merge.Policy
+	fsync      backing.FsyncPolicy
+	maxSize    int64
+	readMemory int64
+}
+
+// parseMountSettings checks the flags that need no filesystem, in the order
+// their errors are reported, and builds the logger that writes to stderr.
+func parseMountSettings(cfg mountConfig, stderr io.Writer) (set mountSettings, err error) {
+	if set.logger, err = newLogger(cfg.logLevel, cfg.logFormat, stderr); err != nil {
+		return set, err
+	}
+	if set.policy, err = merge.ParsePolicy(cfg.onConflict); err != nil {
+		return set, fmt.Errorf("--on-conflict: %w", err)
+	}
 	switch cfg.fsync {
 	case "on-request":
-		fsyncPolicy = backing.FsyncOnRequest
+		set.fsync = backing.FsyncOnRequest
 	case "always":
-		fsyncPolicy = backing.FsyncAlways
+		set.fsync = backing.FsyncAlways
 	default:
-		return fmt.Errorf("--fsync %q: want on-request or always", cfg.fsync)
+		return set, fmt.Errorf("--fsync %q: want on-request or always", cfg.fsync)
 	}
-	maxSize, err := bytesize.Parse(cfg.maxRecordSize)
-	if err != nil {
-		return fmt.Errorf("--max-record-size: %w", err)
+	if set.maxSize, err = bytesize.Parse(cfg.maxRecordSize); err != nil {
+		return set, fmt.Errorf("--max-record-size: %w", err)
 	}
-	readMemory, err := bytesize.Parse(cfg.readMemory)
-	if err != nil {
-		return fmt.Errorf("--read-memory: %w", err)
+	if set.readMemory, err = bytesize.Parse(cfg.readMemory); err != nil {
+		return set, fmt.Errorf("--read-memory: %w", err)
 	}
 	if cfg.maxDepth < 1 {
-		return fmt.Errorf("--max-depth must be at least 1")
+		return set, fmt.Errorf("--max-depth must be at least 1")
 	}
 	if cfg.readAge <= 0 {
-		return fmt.Errorf("--read-age must be positive")
+		return set, fmt.Errorf("--read-age must be positive")
 	}
+	return set, nil
+}
 
+// checkCanMount checks that this process can mount FUSE: mergefs mounts with
+// mount(2) itself, as root.
+func checkCanMount() error {
 	if os.Geteuid() != 0 {
 		return errors.New("must run as root: mergefs mounts with mount(2) directly (no fusermount)")
 	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		return fmt.Errorf("no /dev/fuse (load the fuse module, or give the container the device): %w", err)
 	}
-	backingDir, err := filepath.Abs(cfg.backing)
-	if err != nil {
-		return err
+	return nil
+}
+
+// mountDirs are the mount's directories, absolute.
+type mountDirs struct {
+	backing, mount, state string
+}
+
+// resolveMountDirs makes the directories absolute, clears a stale mount
+// that a crashed daemon left at the mountpoint, and checks that the backing
+// directory and the mountpoint can be used (an empty directory, unless
+// mounting in place) and that the state directory is not inside the mount.
+func resolveMountDirs(cfg mountConfig, logger *slog.Logger) (dirs mountDirs, err error) {
+	if dirs.backing, err = filepath.Abs(cfg.backing); err != nil {
+		return dirs, err
 	}
-	mountDir, err := filepath.Abs(cfg.mount)
-	if err != nil {
-		return err
+	if dirs.mount, err = filepath.Abs(cfg.mount); err != nil {
+		return dirs, err
 	}
-	if err := clearStaleMount(mountDir, logger); err != nil {
-		return err
+	if err := clearStaleMount(dirs.mount, logger); err != nil {
+		return dirs, err
 	}
-	if err := checkDir("backing directory", backingDir); err != nil {
-		return err
+	if err := checkDir("backing directory", dirs.backing); err != nil {
+		return dirs, err
 	}
 	if !cfg.inPlace {
-		if err := checkDir("mountpoint", mountDir); err != nil {
-			return err
+		if err := checkDir("mountpoint", dirs.mount); err != nil {
+			return dirs, err
 		}
-		if err := checkEmpty(mountDir); err != nil {
-			return err
+		if err := checkEmpty(dirs.mount); err != nil {
+			return dirs, err
 		}
 	}
-	stateDir, err := filepath.Abs(cfg.stateDir)
-	if err != nil {
-		return err
+	if dirs.state, err = filepath.Abs(cfg.stateDir); err != nil {
+		return dirs, err
 	}
-	if within(stateDir, mountDir) {
-		return fmt.Errorf("--state-dir %s is inside the mount %s; rejected content would loop back through mergefs", stateDir, mountDir)
+	if within(dirs.state, dirs.mount) {
+		return dirs, fmt.Errorf("--state-dir %s is inside the mount %s; rejected content would loop back through mergefs", dirs.state, dirs.mount)
 	}
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		return fmt.Errorf("state directory: %w", err)
-	}
-	ops, err := startOperations(stateDir, cfg.metricsAddr, logger)
-	if err != nil {
-		return err
-	}
-	defer ops.close()
+	return dirs, nil
+}
 
-	// The descriptor is opened before mounting: after an in-place mount,
-	// the directory's path leads into mergefs itself.
-	dirFD, err := unix.Open(backingDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open backing directory: %w", err)
+// prepareStateDir creates the state directory and starts what it holds for
+// operators: the daemon's claim on it, the journal, the status socket and
+// the metrics listeners. The caller must close what it returns.
+func prepareStateDir(stateDir, metricsAddr string, logger *slog.Logger) (*operations, error) {
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	loopbackPath := backingDir
-	if cfg.inPlace {
-		loopbackPath = fmt.Sprintf("/proc/self/fd/%d", dirFD)
+	return startOperations(stateDir, metricsAddr, logger)
+}
+
+// backingDir is the backing directory as the filesystem reaches it: a
+// descriptor opened before mounting (after an in-place mount, the
+// directory's path leads into mergefs itself), and the store on a duplicate.
+type backingDir struct {
+	fd int
+	// loopbackPath is where pass-through operations find the directory:
+	// its path, or the descriptor's /proc/self/fd path when in place.
+	loopbackPath string
+	store        *backing.Store
+}
+
+// openBacking opens the backing directory and the backing store on it,
+// removing temporary files a crashed daemon left. The caller must close it.
+func openBacking(dir string, inPlace bool, set mountSettings) (*backingDir, error) {
+	dirFD, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open backing directory: %w", err)
+	}
+	bk := &backingDir{fd: dirFD, loopbackPath: dir}
+	if inPlace {
+		bk.loopbackPath = fmt.Sprintf("/proc/self/fd/%d", dirFD)
 	}
 	storeFD, err := unix.FcntlInt(uintptr(dirFD), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		unix.Close(dirFD)
-		return fmt.Errorf("dup backing directory descriptor: %w", err)
+		return nil, fmt.Errorf("dup backing directory descriptor: %w", err)
 	}
-	store, err := backing.OpenFD(storeFD, backing.Options{Fsync: fsyncPolicy, Logger: logger})
+	bk.store, err = backing.OpenFD(storeFD, backing.Options{Fsync: set.fsync, Logger: set.logger})
 	if err != nil {
 		unix.Close(dirFD)
-		return fmt.Errorf("open backing store: %w", err)
+		return nil, fmt.Errorf("open backing store: %w", err)
 	}
-	defer store.Close()
-	defer unix.Close(dirFD)
-	if n := store.Recovered(); n > 0 {
-		logger.Info("removed temporary files left by a crashed daemon", "count", n)
+	if n := bk.store.Recovered(); n > 0 {
+		set.logger.Info("removed temporary files left by a crashed daemon", "count", n)
 	}
+	return bk, nil
+}
 
-	fsys, root, err := mergefs.New(mergefs.Config{
-		Store:          store,
-		BackingPath:    loopbackPath,
+// close releases the descriptor, then waits for the store's commits.
+func (bk *backingDir) close() {
+	unix.Close(bk.fd)
+	bk.store.Close()
+}
+
+// buildFilesystem makes the mergefs filesystem over the backing store,
+// reporting its commits to the operations' journal and metrics.
+func buildFilesystem(cfg mountConfig, set mountSettings, dirs mountDirs, bk *backingDir, ops *operations) (*mergefs.FS, gofs.InodeEmbedder, error) {
+	return mergefs.New(mergefs.Config{
+		Store:          bk.store,
+		BackingPath:    bk.loopbackPath,
 		RecordPatterns: splitPatterns(cfg.records),
-		Merge:          merge.Options{Policy: policy, MaxSize: int(maxSize), MaxDepth: cfg.maxDepth},
-		StateDir:       stateDir,
-		ReadMemory:     readMemory,
+		Merge:          merge.Options{Policy: set.policy, MaxSize: int(set.maxSize), MaxDepth: cfg.maxDepth},
+		StateDir:       dirs.state,
+		ReadMemory:     set.readMemory,
 		ReadAge:        cfg.readAge,
-		Logger:         logger,
+		Logger:         set.logger,
 		Observer:       ops.observer(),
 	})
-	if err != nil {
-		return err
-	}
-	stopProfile, err := startCPUProfile(logger)
-	if err != nil {
-		return err
-	}
-	defer stopProfile()
-	setMemoryLimit(readMemory, logger)
-	// Signals are caught before the mount exists: one that arrives as it
-	// becomes ready must unmount it, not kill the daemon and leave it.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	opts := mergefs.MountOptions(backingDir, cfg.allowOther)
-	opts.Debug = cfg.debugFUSE
-	server, err := gofs.Mount(mountDir, root, opts)
-	if err != nil {
-		return fmt.Errorf("mount %s: %w", mountDir, err)
-	}
-	ops.mounted(fsys, backingDir, mountDir, cfg.inPlace)
-	fmt.Fprintf(stderr, "mergefs: ready: serving %s at %s\n", backingDir, mountDir)
-	logger.Info("mounted", "backing", backingDir, "mountpoint", mountDir, "in_place", cfg.inPlace,
-		"records", cfg.records, "on_conflict", policy.String(), "fsync", cfg.fsync)
+}
 
-	waitForShutdown(server, sigs, mountDir, logger, ops.stopping)
-	st := fsys.Stats()
-	logger.Info("unmounted", "commits", st.Commits, "merges", st.Merges, "conflicts", st.Conflicts,
-		"rejected", st.Rejected, "failed", st.Failed, "base_fallbacks", st.BaseFallbacks)
-	return nil
+// mountFilesystem mounts root at the mountpoint with mergefs's options.
+func mountFilesystem(cfg mountConfig, dirs mountDirs, root gofs.InodeEmbedder) (*fuse.Server, error) {
+	opts := mergefs.MountOptions(dirs.backing, cfg.allowOther)
+	opts.Debug = cfg.debugFUSE
+	server, err := gofs.Mount(dirs.mount, root, opts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dirs.mount, err)
+	}
+	return server, nil
+}
+
+// announceReady starts serving metrics, tells the service manager, and says
+// on stderr that the mount is usable (the line scripts and tests wait for).
+func announceReady(cfg mountConfig, set mountSettings, dirs mountDirs, fsys *mergefs.FS, ops *operations, stderr io.Writer) {
+	ops.mounted(fsys, dirs.backing, dirs.mount, cfg.inPlace)
+	fmt.Fprintf(stderr, "mergefs: ready: serving %s at %s\n", dirs.backing, dirs.mount)
+	set.logger.Info("mounted", "backing", dirs.backing, "mountpoint", dirs.mount, "in_place", cfg.inPlace,
+		"records", cfg.records, "on_conflict", set.policy.String(), "fsync", cfg.fsync)
 }
 
 // waitForShutdown serves until a signal or an external unmount, then makes
