@@ -217,9 +217,9 @@ func TestInvalidJSONRejected(t *testing.T) {
 		// earlyEFBIG: write() may already fail with EFBIG (then the whole content
 		// never reaches the daemon, so it cannot be kept under rejected/).
 		earlyEFBIG bool
-		// noWrite: the handle was opened O_TRUNC and closed without a write. The
-		// lead chose (fs/record.go) that this leaves the record and close()
-		// succeeds (a shell's "> r.json" FLUSHes before it writes), with a warning.
+		// noWrite: the handle was opened O_TRUNC and closed without a write.
+		// mergefs leaves the record as it was and close() succeeds, with a
+		// warning (fs/record.go): a shell's "> r.json" FLUSHes before it writes.
 		noWrite bool
 	}{
 		{"garbage", []byte("{not json"), nil, false, false},
@@ -246,7 +246,7 @@ func TestInvalidJSONRejected(t *testing.T) {
 			r := h.clientWrite(t, filepath.Join(mnt, name), c.data, c.flags...)
 			early := c.earlyEFBIG && r.Write != nil && *r.Write == int(syscall.EFBIG)
 			if early {
-				t.Logf("write() failed early with EFBIG (the issue asks for EIO at close and the bytes kept under rejected/): %v", r)
+				t.Logf("write() failed early with EFBIG (the content never reached the daemon, so close gives EIO and nothing is kept under rejected/): %v", r)
 				r.Write = nil
 			}
 			if c.noWrite {
