@@ -146,7 +146,11 @@ type daemon struct {
 	mountID    int // in /proc/self/mountinfo
 	// stopSignal is what stop sends (SIGTERM unless set).
 	stopSignal syscall.Signal
-	stopOnce   sync.Once
+	// signalledAtReady is set when the harness signalled the daemon as it
+	// said ready (daemonSpec.signalAtReady): its exit is expected, and must
+	// be 0.
+	signalledAtReady bool
+	stopOnce         sync.Once
 	// killed is set when the test killed the daemon on purpose.
 	killed bool
 }
@@ -158,6 +162,10 @@ type daemonSpec struct {
 	ready  string
 	// keepStale leaves a mount already at the mountpoint alone.
 	keepStale bool
+	// signalAtReady, if set, is sent by the goroutine that reads the daemon's
+	// stderr the moment it sees the ready line; start then returns at once,
+	// without checking the mount, which may already be going away.
+	signalAtReady syscall.Signal
 }
 
 // mountMergefs starts `mergefs mount` on backing at mountpoint with a private
@@ -171,6 +179,12 @@ func (h *harness) mountMergefs(backing, mountpoint string, flags ...string) (*da
 // mount at mountpoint for mergefs itself to deal with. An empty backing
 // mounts in place over mountpoint (`mergefs mount DIR`).
 func (h *harness) startMergefs(backing, mountpoint string, clearStale bool, flags ...string) (*daemon, error) {
+	return h.launchMergefs(daemonSpec{keepStale: !clearStale}, backing, mountpoint, flags...)
+}
+
+// launchMergefs starts `mergefs mount` as spec says; it fills in the rest of
+// the spec.
+func (h *harness) launchMergefs(spec daemonSpec, backing, mountpoint string, flags ...string) (*daemon, error) {
 	if err := fuseUnavailable(); err != nil {
 		return nil, err
 	}
@@ -183,7 +197,7 @@ func (h *harness) startMergefs(backing, mountpoint string, clearStale bool, flag
 		argv = append(argv, backing)
 	}
 	argv = append(argv, mountpoint)
-	spec := daemonSpec{kind: "mergefs", fstype: "fuse.mergefs", argv: argv, ready: "mergefs: ready", keepStale: !clearStale}
+	spec.kind, spec.fstype, spec.argv, spec.ready = "mergefs", "fuse.mergefs", argv, "mergefs: ready"
 	d, err := h.start(spec, backing, mountpoint)
 	if d != nil {
 		d.stateDir = state
@@ -224,6 +238,7 @@ func (h *harness) start(spec daemonSpec, backing, mountpoint string) (*daemon, e
 	d := &daemon{
 		kind: spec.kind, backing: backing, mountpoint: mountpoint,
 		cmd: exec.Command(spec.argv[0], spec.argv[1:]...), log: &syncBuffer{}, exited: make(chan struct{}),
+		signalledAtReady: spec.signalAtReady != 0,
 	}
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stderr, err := d.cmd.StderrPipe()
@@ -244,6 +259,9 @@ func (h *harness) start(spec daemonSpec, backing, mountpoint string) (*daemon, e
 			d.log.WriteString(line + "\n")
 			if !signalled && strings.Contains(line, spec.ready) {
 				signalled = true
+				if spec.signalAtReady != 0 {
+					d.cmd.Process.Signal(spec.signalAtReady)
+				}
 				close(ready)
 			}
 		}
@@ -263,6 +281,9 @@ func (h *harness) start(spec daemonSpec, backing, mountpoint string) (*daemon, e
 		return nil, fmt.Errorf("%s exited before it was ready (%v):\n%s", spec.kind, d.waitErr, d.log.tail(40))
 	case <-time.After(readyTimeout):
 		return nil, fmt.Errorf("%s not ready after %v:\n%s", spec.kind, readyTimeout, d.log.tail(40))
+	}
+	if spec.signalAtReady != 0 {
+		return d, nil
 	}
 	m, ok := mountAt(mountpoint)
 	// With keepStale the entry could still be the stale mount (mount ids are
@@ -302,6 +323,12 @@ func (h *harness) stopDaemon(d *daemon) {
 	pid := d.cmd.Process.Pid
 	select {
 	case <-d.exited:
+		if d.signalledAtReady {
+			if d.waitErr != nil && !h.wasAborted() {
+				t.Errorf("%s daemon signalled at its ready line: %v (want exit 0):\n%s", d.kind, d.waitErr, d.log.tail(40))
+			}
+			break
+		}
 		if h.wasAborted() || d.killed {
 			break
 		}
@@ -336,7 +363,9 @@ func (h *harness) stopDaemon(d *daemon) {
 			}
 		}
 	}
-	if m, ok := mountAt(d.mountpoint); ok && m.ID == d.mountID {
+	// A daemon signalled at its ready line has no recorded mount id; its
+	// mountpoint is its own, so whatever is mounted there is its mount.
+	if m, ok := mountAt(d.mountpoint); ok && (m.ID == d.mountID || d.signalledAtReady) {
 		if !h.wasAborted() && !d.killed {
 			t.Errorf("%s mount left behind at %s after the daemon exited", d.kind, d.mountpoint)
 		}
