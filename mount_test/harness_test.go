@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -429,6 +430,46 @@ func (h *harness) python(t *testing.T, timeout time.Duration, script string, arg
 		t.Fatalf("%s %s: %v\nstderr:\n%s", script, strings.Join(args, " "), err, tailLines(string(errOut), 30))
 	}
 	return out
+}
+
+// statusRow is a counter row of `mergefs status`: "  open records   0  ...".
+var statusRow = regexp.MustCompile(`(?m)^  ([a-z][a-z ]*[a-z])\s+(\d+)  `)
+
+// status reads a mergefs daemon's counters (commits, open records, ...)
+// through `mergefs status` on its state directory, as an operator would.
+func (h *harness) status(t *testing.T, d *daemon) map[string]int {
+	t.Helper()
+	out, errOut, err := h.run(t, clientTimeout, bins.mergefs, "status", "--state-dir", d.stateDir)
+	if err != nil {
+		t.Fatalf("mergefs status: %v: %s", err, errOut)
+	}
+	counters := map[string]int{}
+	for _, m := range statusRow.FindAllStringSubmatch(string(out), -1) {
+		counters[m[1]], _ = strconv.Atoi(m[2])
+	}
+	if _, ok := counters["open records"]; !ok {
+		t.Fatalf("no open records row in mergefs status:\n%s", out)
+	}
+	return counters
+}
+
+// waitNoOpenRecords waits until a mergefs daemon has no record handle open,
+// that is until the kernel has delivered the RELEASE of every handle, and
+// returns its counters then.
+func (h *harness) waitNoOpenRecords(t *testing.T, d *daemon) map[string]int {
+	t.Helper()
+	deadline := time.Now().Add(clientTimeout)
+	for {
+		counters := h.status(t, d)
+		n := counters["open records"]
+		if n == 0 {
+			return counters
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mergefs still has %d record handles open %v after the last client exited", n, clientTimeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // --- /proc/self/mountinfo ---------------------------------------------------------------------
