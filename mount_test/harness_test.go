@@ -403,9 +403,17 @@ func (h *harness) wasAborted() bool {
 // run executes a client process with a deadline. A client that hangs (on a
 // wedged mount) gets its FUSE connections aborted so the test can fail.
 func (h *harness) run(t *testing.T, timeout time.Duration, argv ...string) (stdout, stderr []byte, err error) {
+	return h.runEnv(t, timeout, nil, argv...)
+}
+
+// runEnv is run with variables added to the client's environment.
+func (h *harness) runEnv(t *testing.T, timeout time.Duration, env []string, argv ...string) (stdout, stderr []byte, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error {
 		t.Errorf("%q timed out after %v; killing it and aborting FUSE connections", strings.Join(argv, " "), timeout)
