@@ -206,11 +206,19 @@ func verifyScenario(t *testing.T, sc scenario, backingDir string, initial []reco
 		if err != nil {
 			o.damaged = append(o.damaged, fmt.Sprintf("%s: %v (len %d, head %.40q, tail %.40q)", name, err, len(data), data, data[max(0, len(data)-40):]))
 		}
-		got := counters(rec, sc.nested)
-		for w, exp := range o.sum.Expected[name] {
-			n := got[w]
+		for w := range o.sum.Expected[name] {
+			if !slices.Contains(counterKeys(sc), w) {
+				t.Errorf("%s: the driver expects a counter %q that the scenario does not have", name, w)
+			}
+		}
+		got, stray := counters(rec, sc)
+		for _, w := range counterKeys(sc) {
+			exp, n := o.sum.Expected[name][w], got[w]
 			o.lost += max(0, exp-n)
 			o.extra += max(0, n-exp)
+		}
+		for _, k := range stray {
+			o.damaged = append(o.damaged, fmt.Sprintf("%s: counters hold %q, which no worker writes", name, k))
 		}
 		if rec != nil && initial[i] != nil {
 			if diff := otherFieldsDiffer(initial[i], rec, sc); diff != "" {
@@ -294,22 +302,40 @@ func readRecords(t *testing.T, dir string, n int) []record {
 	return recs
 }
 
-func counters(rec record, nested bool) map[string]int {
+// counterKeys are the counters a scenario's records hold: workers/rmw.py
+// gives worker i the field "w<i>".
+func counterKeys(sc scenario) []string {
+	keys := make([]string, sc.workers)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("w%d", i)
+	}
+	return keys
+}
+
+// counters reads a record's counters: the fields counterKeys names, at the
+// top level or under "counters" (nested). In nested mode, stray lists the
+// other members of "counters"; at the top level, other fields are
+// otherFieldsDiffer's to find. A counter that is not an integer is missing.
+func counters(rec record, sc scenario) (got map[string]int, stray []string) {
 	src := rec
-	if nested {
+	if sc.nested {
 		src, _ = rec["counters"].(map[string]any)
-	}
-	out := map[string]int{}
-	for k, v := range src {
-		if !strings.HasPrefix(k, "w") {
-			continue
+		for k := range src {
+			if !slices.Contains(counterKeys(sc), k) {
+				stray = append(stray, k)
+			}
 		}
-		if n, ok := v.(json.Number); ok {
-			i, _ := n.Int64()
-			out[k] = int(i)
+		slices.Sort(stray)
+	}
+	got = map[string]int{}
+	for _, k := range counterKeys(sc) {
+		if n, ok := src[k].(json.Number); ok {
+			if i, err := n.Int64(); err == nil {
+				got[k] = int(i)
+			}
 		}
 	}
-	return out
+	return got, stray
 }
 
 // otherFieldsDiffer compares everything but the counters (and "last") with
@@ -318,7 +344,7 @@ func otherFieldsDiffer(before, after record, sc scenario) string {
 	strip := func(r record) record {
 		c := record{}
 		for k, v := range r {
-			if k == "counters" || k == "last" || (!sc.nested && strings.HasPrefix(k, "w")) {
+			if k == "counters" || k == "last" || (!sc.nested && slices.Contains(counterKeys(sc), k)) {
 				continue
 			}
 			c[k] = v
@@ -334,7 +360,14 @@ func otherFieldsDiffer(before, after record, sc scenario) string {
 			return fmt.Sprintf("field %q changed: %.60v -> %.60v", k, b[k], a[k])
 		}
 	}
-	return fmt.Sprintf("fields added: %d -> %d keys", len(b), len(a))
+	var added []string
+	for k := range a {
+		if _, ok := b[k]; !ok {
+			added = append(added, k)
+		}
+	}
+	slices.Sort(added)
+	return fmt.Sprintf("fields added: %q", added)
 }
 
 // --- the matrix ---------------------------------------------------------------------------------
@@ -438,3 +471,45 @@ func runMatrix(t *testing.T, scenarios []scenario) {
 func TestLegacyWorkerPatterns(t *testing.T) { runMatrix(t, patternScenarios()) }
 
 func TestLegacyWorkerDimensions(t *testing.T) { runMatrix(t, dimensionScenarios()) }
+
+// TestVerifyScenarioFindsInventedCounters checks the check itself, without a
+// mount: a record that gained a counter no worker writes ("w7" with 4
+// workers), at the top level or under "counters", is reported, as are a
+// lost and an invented increment.
+func TestVerifyScenarioFindsInventedCounters(t *testing.T) {
+	for _, nested := range []bool{false, true} {
+		sc := scenario{workers: 4, records: 1, iterations: 1, nested: nested}
+		sum := rmwSummary{Attempts: 4, Commits: 4, Expected: map[string]map[string]int{"r0.json": {"w0": 1, "w1": 1, "w2": 1, "w3": 1}}}
+		counters := func(extra string) string {
+			return `{"w0": 1, "w1": 1, "w2": 1, "w3": 1` + extra + `}`
+		}
+		rec := func(extra string) []byte {
+			if nested {
+				return []byte(`{"id": 0, "counters": ` + counters(extra) + `}`)
+			}
+			return []byte(strings.TrimSuffix(counters(extra), "}") + `, "id": 0}`)
+		}
+		initial, _ := decodeRecord([]byte(strings.ReplaceAll(string(rec("")), `": 1`, `": 0`)))
+		check := func(data []byte) outcome {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "r0.json"), data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return verifyScenario(t, sc, dir, []record{initial}, sum)
+		}
+		if o := check(rec("")); o.lost != 0 || o.extra != 0 || len(o.damaged) != 0 {
+			t.Errorf("nested=%v: the expected record gives %s %v", nested, o, o.damaged)
+		}
+		if o := check(rec(`, "w7": 1`)); len(o.damaged) == 0 {
+			t.Errorf("nested=%v: an invented counter w7 passed: %s", nested, o)
+		} else {
+			t.Logf("nested=%v, invented w7: %v", nested, o.damaged)
+		}
+		if o := check([]byte(strings.Replace(string(rec("")), `"w2": 1`, `"w2": 0`, 1))); o.lost != 1 {
+			t.Errorf("nested=%v: a lost increment gives %s", nested, o)
+		}
+		if o := check([]byte(strings.Replace(string(rec("")), `"w2": 1`, `"w2": 2`, 1))); o.extra != 1 {
+			t.Errorf("nested=%v: an invented increment gives %s", nested, o)
+		}
+	}
+}
