@@ -232,20 +232,8 @@ func verifyScenario(t *testing.T, sc scenario, backingDir string, initial []reco
 // checkMergefs holds a scenario run through mergefs to the promises.
 func checkMergefs(t *testing.T, h *harness, sc scenario, at place, o outcome) {
 	t.Helper()
-	if o.lost != 0 || o.extra != 0 {
-		t.Errorf("mergefs lost %d and invented %d increments (driver saw lost %d, extra %d)", o.lost, o.extra, o.sum.Lost, o.sum.Extra)
-	}
-	for _, d := range o.damaged {
-		t.Errorf("mergefs damaged a record: %s", d)
-	}
-	if o.sum.TornReads != 0 || o.sum.Unreadable != 0 {
-		t.Errorf("workers saw %d torn reads (%d empty), %d records unreadable", o.sum.TornReads, o.sum.TornEmpty, o.sum.Unreadable)
-	}
-	if !sc.retry && o.sum.OSErrors != 0 {
-		t.Errorf("workers got OS errors %v (writer-wins must not fail a write): %v", o.sum.Errnos, o.sum.OSErrSamples)
-	}
-	if p := o.sum.Pollers; p.bad() != 0 || p.OSErrors != 0 {
-		t.Errorf("pollers saw %d empty, %d partial, %d invalid, %d errors in %d reads: %v", p.Empty, p.Partial, p.Invalid, p.OSErrors, p.Reads, p.Samples)
+	for _, broken := range brokenPromises(sc, o) {
+		t.Errorf("through mergefs: %s", broken)
 	}
 	var names []string
 	if err := json.Unmarshal(h.python(t, workerTimeout, "fsops.py", "ls", at.dirs[0]), &names); err != nil {
@@ -258,6 +246,28 @@ func checkMergefs(t *testing.T, h *harness, sc scenario, at place, o outcome) {
 	if !slices.Equal(names, want) {
 		t.Errorf("directory through the mount holds %v, want only the records %v", names, want)
 	}
+}
+
+// brokenPromises lists what an outcome shows against mergefs's promises:
+// no update lost or invented, no record damaged, no torn read, no error.
+func brokenPromises(sc scenario, o outcome) []string {
+	var out []string
+	if o.lost != 0 || o.extra != 0 {
+		out = append(out, fmt.Sprintf("lost %d and invented %d increments (driver saw lost %d, extra %d)", o.lost, o.extra, o.sum.Lost, o.sum.Extra))
+	}
+	for _, d := range o.damaged {
+		out = append(out, "damaged a record: "+d)
+	}
+	if o.sum.TornReads != 0 || o.sum.Unreadable != 0 {
+		out = append(out, fmt.Sprintf("workers saw %d torn reads (%d empty), %d records unreadable", o.sum.TornReads, o.sum.TornEmpty, o.sum.Unreadable))
+	}
+	if !sc.retry && o.sum.OSErrors != 0 {
+		out = append(out, fmt.Sprintf("workers got OS errors %v (writer-wins must not fail a write): %v", o.sum.Errnos, o.sum.OSErrSamples))
+	}
+	if p := o.sum.Pollers; p.bad() != 0 || p.OSErrors != 0 {
+		out = append(out, fmt.Sprintf("pollers saw %d empty, %d partial, %d invalid, %d errors in %d reads: %v", p.Empty, p.Partial, p.Invalid, p.OSErrors, p.Reads, p.Samples))
+	}
+	return out
 }
 
 // checkControl makes sure a control run did what the scenario is there to
@@ -511,5 +521,26 @@ func TestVerifyScenarioFindsInventedCounters(t *testing.T) {
 		if o := check([]byte(strings.Replace(string(rec("")), `"w2": 1`, `"w2": 2`, 1))); o.extra != 1 {
 			t.Errorf("nested=%v: an invented increment gives %s", nested, o)
 		}
+	}
+}
+
+// TestHarnessFailsOnLoopback checks that the harness can fail: one lockstep
+// scenario on go-fuse's plain loopback (mounted as mergefs would be, through
+// the same harness) must lose updates, and the checks that hold mergefs to
+// its promises must say so.
+func TestHarnessFailsOnLoopback(t *testing.T) {
+	h := newHarness(t)
+	backing, mnt := h.path("backing"), h.path("mnt")
+	_, err := h.mountLoopback(backing, mnt)
+	h.needMount(t, err)
+	sc := scenario{pattern: "mix", mode: "lockstep", unit: "process", workers: 4, records: 2, iterations: iterations("lockstep"), size: 1 << 10}
+	o := runScenario(t, h, sc, place{dirs: []string{mnt}, backing: backing})
+	broken := brokenPromises(sc, o)
+	t.Logf("loopback: %s; the checks report:\n%s", o, strings.Join(broken, "\n"))
+	if o.lost == 0 {
+		t.Errorf("the plain loopback lost no update in lockstep (%s): the scenario does not collide, or the harness cannot see a loss", o)
+	}
+	if len(broken) == 0 {
+		t.Errorf("the checks found nothing wrong with the plain loopback")
 	}
 }
