@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mergefs/mergefs/internal/bytesize"
 )
 
 // workerTimeout bounds one run of the Python driver.
@@ -35,7 +37,7 @@ type scenario struct {
 }
 
 func (s scenario) name() string {
-	n := fmt.Sprintf("%s/%s/%s/w%d/%s", s.pattern, s.mode, s.unit, s.workers, byteSize(s.size))
+	n := fmt.Sprintf("%s/%s/%s/w%d/%s", s.pattern, s.mode, s.unit, s.workers, bytesize.Label(s.size))
 	if s.nested {
 		n += "/nested"
 	}
@@ -43,16 +45,6 @@ func (s scenario) name() string {
 		n += "/conflicting"
 	}
 	return n
-}
-
-func byteSize(n int) string {
-	switch {
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%dMB", n>>20)
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return fmt.Sprintf("%dKB", n>>10)
-	}
-	return fmt.Sprintf("%dB", n)
 }
 
 func (s scenario) args(dirs []string) []string {

@@ -63,7 +63,7 @@ func runMemory(ctx context.Context, cfg config, self string) error {
 		fmt.Fprintf(os.Stderr, "rmw: memory, %s: done in %v\n", s.label, r.took.Round(time.Second))
 	}
 	fmt.Printf("mergefs memory: %d records of %s, %d reader processes each reading every record (%d reads)\n",
-		cfg.memRecords, sizeName(cfg.memSize), cfg.memReaders, cfg.memRecords*cfg.memReaders)
+		cfg.memRecords, bytesize.Label(cfg.memSize), cfg.memReaders, cfg.memRecords*cfg.memReaders)
 	fmt.Printf("machine: %d CPUs, %s, Linux %s; load average %s\n", m.cpus, m.cpuModel, m.kernel, loadAverage())
 	mib := func(kb int64) float64 { return float64(kb) / 1024 }
 	control := runs[0]

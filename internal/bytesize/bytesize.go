@@ -37,3 +37,15 @@ var units = []struct {
 	{"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10},
 	{"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10},
 }
+
+// Label names a size briefly, for tables and test names: "16MB" and "4KB"
+// for whole mebibytes and kibibytes (which Parse reads back), else "300B".
+func Label(n int) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dMB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%dKB", n>>10)
+	}
+	return fmt.Sprintf("%dB", n)
+}

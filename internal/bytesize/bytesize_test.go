@@ -39,3 +39,18 @@ func TestParseRejects(t *testing.T) {
 		}
 	}
 }
+
+func TestLabel(t *testing.T) {
+	for n, want := range map[int]string{
+		0: "0B", 300: "300B", 1 << 10: "1KB", 1500: "1500B", 64 << 10: "64KB", 1 << 20: "1MB", 3 << 20: "3MB", (1 << 20) + (1 << 10): "1025KB",
+	} {
+		if got := Label(n); got != want {
+			t.Errorf("Label(%d) = %q, want %q", n, got, want)
+		}
+		if n%(1<<10) == 0 && n > 0 {
+			if back, err := Parse(want); err != nil || back != int64(n) {
+				t.Errorf("Parse(Label(%d)) = %d, %v", n, back, err)
+			}
+		}
+	}
+}
