@@ -168,7 +168,8 @@ func TestReadOwnMountTable(t *testing.T) {
 func TestStaleWorkdirRule(t *testing.T) {
 	tmp := t.TempDir()
 	live, dead, other := filepath.Join(tmp, WorkdirPrefix+"1"), filepath.Join(tmp, WorkdirPrefix+"2"), filepath.Join(tmp, "TestSomething3")
-	for _, d := range []string{live, dead, other} {
+	demo := filepath.Join(tmp, DemoWorkdirPrefix+"4")
+	for _, d := range []string{live, dead, other, demo} {
 		if err := os.MkdirAll(filepath.Join(d, "mnt"), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -176,6 +177,7 @@ func TestStaleWorkdirRule(t *testing.T) {
 	// The parent of this test process is alive; a pid past pid_max is not.
 	os.WriteFile(filepath.Join(live, OwnerFile), []byte(strconv.Itoa(os.Getppid())), 0o644)
 	os.WriteFile(filepath.Join(dead, OwnerFile), []byte("99999999\n"), 0o644)
+	os.WriteFile(filepath.Join(demo, OwnerFile), []byte("99999999\n"), 0o644)
 	for _, c := range []struct {
 		mountpoint string
 		stale      bool
@@ -183,6 +185,7 @@ func TestStaleWorkdirRule(t *testing.T) {
 		{filepath.Join(live, "mnt"), false},
 		{filepath.Join(dead, "mnt"), true},
 		{filepath.Join(other, "mnt"), false}, // not a test work directory
+		{filepath.Join(demo, "mnt"), true},
 		{tmp, false},
 	} {
 		stale := isWorkdirMount(tmp, c.mountpoint) && !ownerAlive(tmp, c.mountpoint)

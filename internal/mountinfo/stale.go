@@ -12,11 +12,12 @@ import (
 )
 
 // The end-to-end tests (mount_test) mount below work directories
-// $TMPDIR/mergefs-e2e-*, each holding in OwnerFile the pid of the test
-// process that made it.
+// $TMPDIR/mergefs-e2e-*, and scripts/demo.sh below $TMPDIR/mergefs-demo-*,
+// each holding in OwnerFile the pid of the process that made it.
 const (
-	WorkdirPrefix = "mergefs-e2e-"
-	OwnerFile     = "owner.pid"
+	WorkdirPrefix     = "mergefs-e2e-"
+	DemoWorkdirPrefix = "mergefs-demo-"
+	OwnerFile         = "owner.pid"
 )
 
 // ClearStale detaches the mounts left in test work directories under tmpDir
@@ -56,7 +57,8 @@ func workdir(tmpDir, path string) string {
 }
 
 func isWorkdirMount(tmpDir, mountpoint string) bool {
-	return strings.HasPrefix(filepath.Base(workdir(tmpDir, mountpoint)), WorkdirPrefix)
+	base := filepath.Base(workdir(tmpDir, mountpoint))
+	return strings.HasPrefix(base, WorkdirPrefix) || strings.HasPrefix(base, DemoWorkdirPrefix)
 }
 
 // ownerAlive reports whether the test process that made the work directory
