@@ -446,6 +446,10 @@ func TestCancelledContext(t *testing.T) {
 	}
 }
 
+// closeBlockedFor is how long Close must stay blocked while a commit is in
+// flight; without the wait it returns within microseconds.
+const closeBlockedFor = 100 * time.Millisecond
+
 func TestCloseWaitsForCommitsInFlight(t *testing.T) {
 	s, err := Open(t.TempDir(), testOptions(t, FsyncOnRequest))
 	if err != nil {
@@ -453,6 +457,8 @@ func TestCloseWaitsForCommitsInFlight(t *testing.T) {
 	}
 	entered := make(chan struct{})
 	release := make(chan struct{})
+	releaseCommit := sync.OnceFunc(func() { close(release) })
+	defer releaseCommit()
 	var readErr error
 	done := make(chan error)
 	go func() {
@@ -465,7 +471,7 @@ func TestCloseWaitsForCommitsInFlight(t *testing.T) {
 		done <- err
 	}()
 	receive(t, entered, "commit inside Merge")
-	closed := make(chan error)
+	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
 	for {
 		s.mu.Lock()
@@ -476,7 +482,13 @@ func TestCloseWaitsForCommitsInFlight(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	close(release)
+	// Close has begun, and the commit is still inside Merge: Close must wait.
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while a commit was in flight", err)
+	case <-time.After(closeBlockedFor):
+	}
+	releaseCommit()
 	if err := receive(t, done, "commit in flight"); err != nil {
 		t.Errorf("commit in flight during Close: %v", err)
 	}

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/mergefs/mergefs/internal/mountinfo"
 )
 
 // TestInPlaceMount: `mergefs mount DIR` serves DIR over itself, so workers
@@ -71,9 +74,9 @@ func TestStaleMountCleared(t *testing.T) {
 		t.Errorf("the new daemon said nothing about the stale mount:\n%s", tailLines(log, 10))
 	}
 	var count int
-	mounts, _ := readMountinfo()
+	mounts, _ := mountinfo.Read()
 	for _, m := range mounts {
-		if m.mountpoint == mnt {
+		if m.Mountpoint == mnt {
 			count++
 		}
 	}
@@ -108,16 +111,37 @@ func checkOutcome(t *testing.T, sc scenario, o outcome) {
 }
 
 // TestSignalRightAfterReady: the daemon says ready only once SIGTERM and
-// SIGINT unmount it; a signal sent the moment the line appears must still
-// unmount and exit 0 (stop checks both).
+// SIGINT unmount it. The harness sends the signal from the goroutine that
+// reads the daemon's stderr, the moment the ready line arrives; the daemon
+// must still unmount, and exit 0.
 func TestSignalRightAfterReady(t *testing.T) {
 	h := newHarness(t)
 	backing := h.path("backing")
-	for i, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGTERM, syscall.SIGINT} {
+	for i := range signalAtReadyRounds {
+		sig := []syscall.Signal{syscall.SIGTERM, syscall.SIGINT}[i%2]
 		mnt := h.path(fmt.Sprintf("mnt%d", i))
-		d, err := h.mountMergefs(backing, mnt)
+		d, err := h.launchMergefs(daemonSpec{signalAtReady: sig}, backing, mnt)
 		h.needMount(t, err)
-		d.stopSignal = sig
+		select {
+		case <-d.exited:
+		case <-time.After(stopTimeout):
+			t.Fatalf("round %d: mergefs still runs %v after %v at its ready line", i, stopTimeout, sig)
+		}
+		if d.waitErr != nil {
+			t.Errorf("round %d: mergefs after %v at its ready line: %v (want exit 0):\n%s", i, sig, d.waitErr, d.log.tail(20))
+		}
+		if !strings.Contains(d.log.String(), "unmounting") {
+			t.Errorf("round %d: mergefs did not log that it unmounts on %v:\n%s", i, sig, d.log.tail(20))
+		}
+		if m, ok := mountAt(mnt); ok {
+			t.Errorf("round %d: a %s mount is left at %s after %v at the ready line", i, m.FSType, mnt, sig)
+		}
 		h.stop(d)
+		if t.Failed() {
+			return
+		}
 	}
 }
+
+// signalAtReadyRounds is how many daemons TestSignalRightAfterReady signals.
+const signalAtReadyRounds = 8

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mergefs/mergefs/internal/bytesize"
 )
 
 // workerTimeout bounds one run of the Python driver.
@@ -35,7 +37,7 @@ type scenario struct {
 }
 
 func (s scenario) name() string {
-	n := fmt.Sprintf("%s/%s/%s/w%d/%s", s.pattern, s.mode, s.unit, s.workers, byteSize(s.size))
+	n := fmt.Sprintf("%s/%s/%s/w%d/%s", s.pattern, s.mode, s.unit, s.workers, bytesize.Label(s.size))
 	if s.nested {
 		n += "/nested"
 	}
@@ -43,16 +45,6 @@ func (s scenario) name() string {
 		n += "/conflicting"
 	}
 	return n
-}
-
-func byteSize(n int) string {
-	switch {
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%dMB", n>>20)
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return fmt.Sprintf("%dKB", n>>10)
-	}
-	return fmt.Sprintf("%dB", n)
 }
 
 func (s scenario) args(dirs []string) []string {
@@ -206,11 +198,19 @@ func verifyScenario(t *testing.T, sc scenario, backingDir string, initial []reco
 		if err != nil {
 			o.damaged = append(o.damaged, fmt.Sprintf("%s: %v (len %d, head %.40q, tail %.40q)", name, err, len(data), data, data[max(0, len(data)-40):]))
 		}
-		got := counters(rec, sc.nested)
-		for w, exp := range o.sum.Expected[name] {
-			n := got[w]
+		for w := range o.sum.Expected[name] {
+			if !slices.Contains(counterKeys(sc), w) {
+				t.Errorf("%s: the driver expects a counter %q that the scenario does not have", name, w)
+			}
+		}
+		got, stray := counters(rec, sc)
+		for _, w := range counterKeys(sc) {
+			exp, n := o.sum.Expected[name][w], got[w]
 			o.lost += max(0, exp-n)
 			o.extra += max(0, n-exp)
+		}
+		for _, k := range stray {
+			o.damaged = append(o.damaged, fmt.Sprintf("%s: counters hold %q, which no worker writes", name, k))
 		}
 		if rec != nil && initial[i] != nil {
 			if diff := otherFieldsDiffer(initial[i], rec, sc); diff != "" {
@@ -224,20 +224,8 @@ func verifyScenario(t *testing.T, sc scenario, backingDir string, initial []reco
 // checkMergefs holds a scenario run through mergefs to the promises.
 func checkMergefs(t *testing.T, h *harness, sc scenario, at place, o outcome) {
 	t.Helper()
-	if o.lost != 0 || o.extra != 0 {
-		t.Errorf("mergefs lost %d and invented %d increments (driver saw lost %d, extra %d)", o.lost, o.extra, o.sum.Lost, o.sum.Extra)
-	}
-	for _, d := range o.damaged {
-		t.Errorf("mergefs damaged a record: %s", d)
-	}
-	if o.sum.TornReads != 0 || o.sum.Unreadable != 0 {
-		t.Errorf("workers saw %d torn reads (%d empty), %d records unreadable", o.sum.TornReads, o.sum.TornEmpty, o.sum.Unreadable)
-	}
-	if !sc.retry && o.sum.OSErrors != 0 {
-		t.Errorf("workers got OS errors %v (writer-wins must not fail a write): %v", o.sum.Errnos, o.sum.OSErrSamples)
-	}
-	if p := o.sum.Pollers; p.bad() != 0 || p.OSErrors != 0 {
-		t.Errorf("pollers saw %d empty, %d partial, %d invalid, %d errors in %d reads: %v", p.Empty, p.Partial, p.Invalid, p.OSErrors, p.Reads, p.Samples)
+	for _, broken := range brokenPromises(sc, o) {
+		t.Errorf("through mergefs: %s", broken)
 	}
 	var names []string
 	if err := json.Unmarshal(h.python(t, workerTimeout, "fsops.py", "ls", at.dirs[0]), &names); err != nil {
@@ -250,6 +238,28 @@ func checkMergefs(t *testing.T, h *harness, sc scenario, at place, o outcome) {
 	if !slices.Equal(names, want) {
 		t.Errorf("directory through the mount holds %v, want only the records %v", names, want)
 	}
+}
+
+// brokenPromises lists what an outcome shows against mergefs's promises:
+// no update lost or invented, no record damaged, no torn read, no error.
+func brokenPromises(sc scenario, o outcome) []string {
+	var out []string
+	if o.lost != 0 || o.extra != 0 {
+		out = append(out, fmt.Sprintf("lost %d and invented %d increments (driver saw lost %d, extra %d)", o.lost, o.extra, o.sum.Lost, o.sum.Extra))
+	}
+	for _, d := range o.damaged {
+		out = append(out, "damaged a record: "+d)
+	}
+	if o.sum.TornReads != 0 || o.sum.Unreadable != 0 {
+		out = append(out, fmt.Sprintf("workers saw %d torn reads (%d empty), %d records unreadable", o.sum.TornReads, o.sum.TornEmpty, o.sum.Unreadable))
+	}
+	if !sc.retry && o.sum.OSErrors != 0 {
+		out = append(out, fmt.Sprintf("workers got OS errors %v (writer-wins must not fail a write): %v", o.sum.Errnos, o.sum.OSErrSamples))
+	}
+	if p := o.sum.Pollers; p.bad() != 0 || p.OSErrors != 0 {
+		out = append(out, fmt.Sprintf("pollers saw %d empty, %d partial, %d invalid, %d errors in %d reads: %v", p.Empty, p.Partial, p.Invalid, p.OSErrors, p.Reads, p.Samples))
+	}
+	return out
 }
 
 // checkControl makes sure a control run did what the scenario is there to
@@ -294,22 +304,40 @@ func readRecords(t *testing.T, dir string, n int) []record {
 	return recs
 }
 
-func counters(rec record, nested bool) map[string]int {
+// counterKeys are the counters a scenario's records hold: workers/rmw.py
+// gives worker i the field "w<i>".
+func counterKeys(sc scenario) []string {
+	keys := make([]string, sc.workers)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("w%d", i)
+	}
+	return keys
+}
+
+// counters reads a record's counters: the fields counterKeys names, at the
+// top level or under "counters" (nested). In nested mode, stray lists the
+// other members of "counters"; at the top level, other fields are
+// otherFieldsDiffer's to find. A counter that is not an integer is missing.
+func counters(rec record, sc scenario) (got map[string]int, stray []string) {
 	src := rec
-	if nested {
+	if sc.nested {
 		src, _ = rec["counters"].(map[string]any)
-	}
-	out := map[string]int{}
-	for k, v := range src {
-		if !strings.HasPrefix(k, "w") {
-			continue
+		for k := range src {
+			if !slices.Contains(counterKeys(sc), k) {
+				stray = append(stray, k)
+			}
 		}
-		if n, ok := v.(json.Number); ok {
-			i, _ := n.Int64()
-			out[k] = int(i)
+		slices.Sort(stray)
+	}
+	got = map[string]int{}
+	for _, k := range counterKeys(sc) {
+		if n, ok := src[k].(json.Number); ok {
+			if i, err := n.Int64(); err == nil {
+				got[k] = int(i)
+			}
 		}
 	}
-	return out
+	return got, stray
 }
 
 // otherFieldsDiffer compares everything but the counters (and "last") with
@@ -318,7 +346,7 @@ func otherFieldsDiffer(before, after record, sc scenario) string {
 	strip := func(r record) record {
 		c := record{}
 		for k, v := range r {
-			if k == "counters" || k == "last" || (!sc.nested && strings.HasPrefix(k, "w")) {
+			if k == "counters" || k == "last" || (!sc.nested && slices.Contains(counterKeys(sc), k)) {
 				continue
 			}
 			c[k] = v
@@ -334,7 +362,14 @@ func otherFieldsDiffer(before, after record, sc scenario) string {
 			return fmt.Sprintf("field %q changed: %.60v -> %.60v", k, b[k], a[k])
 		}
 	}
-	return fmt.Sprintf("fields added: %d -> %d keys", len(b), len(a))
+	var added []string
+	for k := range a {
+		if _, ok := b[k]; !ok {
+			added = append(added, k)
+		}
+	}
+	slices.Sort(added)
+	return fmt.Sprintf("fields added: %q", added)
 }
 
 // --- the matrix ---------------------------------------------------------------------------------
@@ -438,3 +473,66 @@ func runMatrix(t *testing.T, scenarios []scenario) {
 func TestLegacyWorkerPatterns(t *testing.T) { runMatrix(t, patternScenarios()) }
 
 func TestLegacyWorkerDimensions(t *testing.T) { runMatrix(t, dimensionScenarios()) }
+
+// TestVerifyScenarioFindsInventedCounters checks the check itself, without a
+// mount: a record that gained a counter no worker writes ("w7" with 4
+// workers), at the top level or under "counters", is reported, as are a
+// lost and an invented increment.
+func TestVerifyScenarioFindsInventedCounters(t *testing.T) {
+	for _, nested := range []bool{false, true} {
+		sc := scenario{workers: 4, records: 1, iterations: 1, nested: nested}
+		sum := rmwSummary{Attempts: 4, Commits: 4, Expected: map[string]map[string]int{"r0.json": {"w0": 1, "w1": 1, "w2": 1, "w3": 1}}}
+		counters := func(extra string) string {
+			return `{"w0": 1, "w1": 1, "w2": 1, "w3": 1` + extra + `}`
+		}
+		rec := func(extra string) []byte {
+			if nested {
+				return []byte(`{"id": 0, "counters": ` + counters(extra) + `}`)
+			}
+			return []byte(strings.TrimSuffix(counters(extra), "}") + `, "id": 0}`)
+		}
+		initial, _ := decodeRecord([]byte(strings.ReplaceAll(string(rec("")), `": 1`, `": 0`)))
+		check := func(data []byte) outcome {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "r0.json"), data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return verifyScenario(t, sc, dir, []record{initial}, sum)
+		}
+		if o := check(rec("")); o.lost != 0 || o.extra != 0 || len(o.damaged) != 0 {
+			t.Errorf("nested=%v: the expected record gives %s %v", nested, o, o.damaged)
+		}
+		if o := check(rec(`, "w7": 1`)); len(o.damaged) == 0 {
+			t.Errorf("nested=%v: an invented counter w7 passed: %s", nested, o)
+		} else {
+			t.Logf("nested=%v, invented w7: %v", nested, o.damaged)
+		}
+		if o := check([]byte(strings.Replace(string(rec("")), `"w2": 1`, `"w2": 0`, 1))); o.lost != 1 {
+			t.Errorf("nested=%v: a lost increment gives %s", nested, o)
+		}
+		if o := check([]byte(strings.Replace(string(rec("")), `"w2": 1`, `"w2": 2`, 1))); o.extra != 1 {
+			t.Errorf("nested=%v: an invented increment gives %s", nested, o)
+		}
+	}
+}
+
+// TestHarnessFailsOnLoopback checks that the harness can fail: one lockstep
+// scenario on go-fuse's plain loopback (mounted as mergefs would be, through
+// the same harness) must lose updates, and the checks that hold mergefs to
+// its promises must say so.
+func TestHarnessFailsOnLoopback(t *testing.T) {
+	h := newHarness(t)
+	backing, mnt := h.path("backing"), h.path("mnt")
+	_, err := h.mountLoopback(backing, mnt)
+	h.needMount(t, err)
+	sc := scenario{pattern: "mix", mode: "lockstep", unit: "process", workers: 4, records: 2, iterations: iterations("lockstep"), size: 1 << 10}
+	o := runScenario(t, h, sc, place{dirs: []string{mnt}, backing: backing})
+	broken := brokenPromises(sc, o)
+	t.Logf("loopback: %s; the checks report:\n%s", o, strings.Join(broken, "\n"))
+	if o.lost == 0 {
+		t.Errorf("the plain loopback lost no update in lockstep (%s): the scenario does not collide, or the harness cannot see a loss", o)
+	}
+	if len(broken) == 0 {
+		t.Errorf("the checks found nothing wrong with the plain loopback")
+	}
+}

@@ -18,8 +18,10 @@ die() { echo "demo: $*" >&2; exit 1; }
 command -v go >/dev/null || die "go is needed to build mergefs"
 command -v python3 >/dev/null || die "python3 is needed for the workers"
 
-# The name matches what scripts/test clears after a crash ("/mergefs-").
-work=$(mktemp -d /tmp/mergefs-demo-XXXXXX)
+# After a crash, scripts/test clears a mount left here (internal/mountinfo.ClearStale:
+# a mergefs-demo-* directory whose owner.pid process is gone).
+work=$(mktemp -d "${TMPDIR:-/tmp}/mergefs-demo-XXXXXX")
+echo $$ > "$work/owner.pid"
 data=$work/data
 daemon=""
 cleanup() {

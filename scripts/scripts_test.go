@@ -14,15 +14,19 @@ package scripts_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mergefs/mergefs/internal/mountinfo"
 )
 
 var (
@@ -351,19 +355,10 @@ func TestMountNotifiesSystemd(t *testing.T) {
 	}
 }
 
-// mounted reports whether a fuse.mergefs mount is at dir.
+// mounted reports whether the topmost mount at dir is mergefs.
 func mounted(dir string) bool {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 5 && f[4] == dir && strings.Contains(line, " - fuse.mergefs ") {
-			return true
-		}
-	}
-	return false
+	m, ok, err := mountinfo.At(dir)
+	return err == nil && ok && m.FSType == "fuse.mergefs"
 }
 
 // nsScript runs a bash script as root in new mount and pid namespaces in
@@ -565,7 +560,6 @@ func TestDemo(t *testing.T) {
 		}
 		t.Skip(err)
 	}
-	before, _ := filepath.Glob("/tmp/mergefs-demo-*")
 	out, err := runCmd(t, 5*time.Minute, []string{"DEMO_SECONDS=3"}, filepath.Join(moduleRoot, "scripts", "demo.sh"))
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)
@@ -599,11 +593,20 @@ func TestDemo(t *testing.T) {
 		t.Errorf("the plain directory showed no loss, torn read or damage: the demo demonstrates nothing\n%s", out)
 	}
 	t.Logf("demo:\n%s", out)
-	after, _ := filepath.Glob("/tmp/mergefs-demo-*")
-	if len(after) > len(before) {
-		t.Errorf("demo left %v behind", after)
+	// Its own work directory, named in its output, is gone, with no mount
+	// left in it (other runs may have demos of their own under $TMPDIR).
+	m := regexp.MustCompile(`plain directory (\S+)/data`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("the demo did not name its directory:\n%s", out)
 	}
-	if data, _ := os.ReadFile("/proc/self/mountinfo"); bytes.Contains(data, []byte("/mergefs-demo-")) {
-		t.Errorf("demo left a mount behind")
+	if _, err := os.Stat(m[1]); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("demo left %s behind (%v)", m[1], err)
+	}
+	mounts, err := mountinfo.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, left := range mountinfo.Under(mounts, m[1]) {
+		t.Errorf("demo left a mount behind at %s", left.Mountpoint)
 	}
 }

@@ -7,13 +7,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/mergefs/mergefs/internal/mountinfo"
 )
 
 // daemon is a FUSE server process (mergefs or the loopback) serving one mount.
@@ -56,7 +55,7 @@ func startDaemon(name string, argv []string, env []string, mountpoint, logPath s
 	}()
 	deadline := time.Now().Add(mountTimeout)
 	for {
-		if m, ok := mountAt(mountpoint); ok && strings.HasPrefix(m.fstype, "fuse") {
+		if _, ok := fuseMountAt(mountpoint); ok {
 			return d, nil
 		}
 		select {
@@ -86,20 +85,20 @@ func (d *daemon) stop() error {
 	case <-d.exited:
 	case <-time.After(stopTimeout):
 		err = fmt.Errorf("%s did not exit within %v after SIGTERM; killed", d.name, stopTimeout)
-		if m, ok := mountAt(d.mount); ok {
-			abortConnection(m)
+		if m, ok := fuseMountAt(d.mount); ok {
+			mountinfo.Abort(m)
 		}
 		d.cmd.Process.Kill()
 		<-d.exited
 	}
 	for range 10 {
-		m, ok := mountAt(d.mount)
-		if !ok || !strings.HasPrefix(m.fstype, "fuse") {
+		m, ok := fuseMountAt(d.mount)
+		if !ok {
 			break
 		}
-		abortConnection(m)
-		if uerr := unix.Unmount(d.mount, unix.MNT_DETACH); uerr != nil && err == nil {
-			err = fmt.Errorf("%s: detach %s: %w", d.name, d.mount, uerr)
+		mountinfo.Abort(m)
+		if derr := mountinfo.Detach(d.mount); derr != nil && err == nil {
+			err = fmt.Errorf("%s: %w", d.name, derr)
 		}
 	}
 	return err
@@ -141,80 +140,10 @@ func procStatusKB(pid int, key string) (int64, error) {
 	return 0, fmt.Errorf("no %s in /proc/%d/status", key, pid)
 }
 
-type mountEntry struct {
-	device string // major:minor; the minor names the FUSE connection
-	point  string
-	fstype string
-}
-
-func readMountinfo() ([]mountEntry, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	var out []mountEntry
-	for line := range strings.Lines(string(data)) {
-		fields := strings.Fields(line)
-		sep := -1
-		for i, f := range fields {
-			if f == "-" {
-				sep = i
-				break
-			}
-		}
-		if len(fields) < 5 || sep < 0 || sep+1 >= len(fields) {
-			continue
-		}
-		out = append(out, mountEntry{device: fields[2], point: unescapeMountinfo(fields[4]), fstype: fields[sep+1]})
-	}
-	return out, nil
-}
-
-// mountAt returns the topmost mount at dir.
-func mountAt(dir string) (mountEntry, bool) {
-	entries, err := readMountinfo()
-	if err != nil {
-		return mountEntry{}, false
-	}
-	var found mountEntry
-	ok := false
-	for _, m := range entries {
-		if m.point == dir {
-			found, ok = m, true
-		}
-	}
-	return found, ok
-}
-
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// abortConnection frees processes stuck on a hung FUSE mount (DESIGN.md §3).
-func abortConnection(m mountEntry) {
-	_, minor, ok := strings.Cut(m.device, ":")
-	if !ok {
-		return
-	}
-	const connections = "/sys/fs/fuse/connections"
-	if _, err := os.Stat(filepath.Join(connections, minor)); errors.Is(err, os.ErrNotExist) {
-		unix.Mount("none", connections, "fusectl", 0, "")
-	}
-	os.WriteFile(filepath.Join(connections, minor, "abort"), []byte("1"), 0)
+// fuseMountAt returns the topmost mount at dir if it is a FUSE mount.
+func fuseMountAt(dir string) (mountinfo.Mount, bool) {
+	m, ok, err := mountinfo.At(dir)
+	return m, err == nil && ok && m.IsFUSE()
 }
 
 // tail returns the last n lines of a file, for error messages.
@@ -231,12 +160,12 @@ func tail(path string, n int) string {
 }
 
 // mountsUnder lists FUSE mounts at or below dir, deepest first.
-func mountsUnder(dir string) []mountEntry {
-	entries, _ := readMountinfo()
-	var out []mountEntry
-	for _, m := range entries {
-		if strings.HasPrefix(m.fstype, "fuse") && (m.point == dir || strings.HasPrefix(m.point, dir+"/")) {
-			out = append([]mountEntry{m}, out...)
+func mountsUnder(dir string) []mountinfo.Mount {
+	mounts, _ := mountinfo.Read()
+	var out []mountinfo.Mount
+	for _, m := range mountinfo.Under(mounts, dir) {
+		if m.IsFUSE() {
+			out = append(out, m)
 		}
 	}
 	return out

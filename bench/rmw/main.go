@@ -19,6 +19,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mergefs/mergefs/internal/mountinfo"
 )
 
 type config struct {
@@ -148,9 +150,8 @@ func runDriver(args []string) int {
 	}
 	// Whatever happened, nothing stays mounted below the scratch directory.
 	for _, m := range mountsUnder(cfg.work) {
-		fmt.Fprintf(os.Stderr, "rmw: clearing leftover mount %s\n", m.point)
-		abortConnection(m)
-		syscall.Unmount(m.point, syscall.MNT_DETACH)
+		fmt.Fprintf(os.Stderr, "rmw: clearing leftover mount %s\n", m.Mountpoint)
+		mountinfo.AbortAndDetach(m)
 	}
 	if err != nil {
 		if errors.Is(err, context.Canceled) {

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/mergefs/mergefs/internal/bytesize"
 )
 
 // memoryRun is one mount of the memory test.
@@ -37,7 +39,7 @@ func runMemory(ctx context.Context, cfg config, self string) error {
 			return err
 		}
 	}
-	boundBytes, err := parseSizeArg(cfg.readMemory)
+	boundBytes, err := bytesize.Parse(cfg.readMemory)
 	if err != nil {
 		return err
 	}
@@ -61,7 +63,7 @@ func runMemory(ctx context.Context, cfg config, self string) error {
 		fmt.Fprintf(os.Stderr, "rmw: memory, %s: done in %v\n", s.label, r.took.Round(time.Second))
 	}
 	fmt.Printf("mergefs memory: %d records of %s, %d reader processes each reading every record (%d reads)\n",
-		cfg.memRecords, sizeName(cfg.memSize), cfg.memReaders, cfg.memRecords*cfg.memReaders)
+		cfg.memRecords, bytesize.Label(cfg.memSize), cfg.memReaders, cfg.memRecords*cfg.memReaders)
 	fmt.Printf("machine: %d CPUs, %s, Linux %s; load average %s\n", m.cpus, m.cpuModel, m.kernel, loadAverage())
 	mib := func(kb int64) float64 { return float64(kb) / 1024 }
 	control := runs[0]
@@ -151,27 +153,4 @@ func memoryOnce(ctx context.Context, cfg config, self, backing, mnt, bound strin
 		return r, err
 	}
 	return r, d.stop()
-}
-
-// parseSizeArg reads a size as mergefs's --read-memory does (a number, or
-// one with a KiB, MiB or GiB suffix).
-func parseSizeArg(s string) (int64, error) {
-	var n int64
-	var unit string
-	if _, err := fmt.Sscanf(s, "%d%s", &n, &unit); err != nil && unit == "" {
-		if _, err := fmt.Sscanf(s, "%d", &n); err != nil {
-			return 0, fmt.Errorf("size %q: %w", s, err)
-		}
-	}
-	switch unit {
-	case "", "B":
-		return n, nil
-	case "K", "KB", "KiB":
-		return n << 10, nil
-	case "M", "MB", "MiB":
-		return n << 20, nil
-	case "G", "GB", "GiB":
-		return n << 30, nil
-	}
-	return 0, fmt.Errorf("size %q: unknown unit %q", s, unit)
 }

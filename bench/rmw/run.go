@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mergefs/mergefs/internal/bytesize"
 )
 
 // A target is one way of serving the records to the workers.
@@ -165,7 +167,7 @@ func (b *bench) runAll(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(os.Stderr, "run %d/%d: %s records done\n", run+1, b.cfg.runs, sizeName(size))
+			fmt.Fprintf(os.Stderr, "run %d/%d: %s records done\n", run+1, b.cfg.runs, bytesize.Label(size))
 		}
 	}
 	return nil
@@ -178,7 +180,7 @@ func (b *bench) runSize(ctx context.Context, run, size int) error {
 			t := b.targets[(i+run)%len(b.targets)]
 			res, err := b.runCell(ctx, t, size, sh)
 			if err != nil {
-				return fmt.Errorf("%s, %s records, %s: %w", t.name, sizeName(size), sh, err)
+				return fmt.Errorf("%s, %s records, %s: %w", t.name, bytesize.Label(size), sh, err)
 			}
 			key := cellKey{t.name, size, sh}
 			b.results[key] = append(b.results[key], res)
@@ -280,7 +282,7 @@ func (b *bench) runCell(ctx context.Context, t *target, size int, sh shape) (cel
 	}
 	if res.errors > 0 {
 		b.problems = append(b.problems, fmt.Sprintf("%s, %s, %s: %d failed cycles (%s)",
-			t.name, sizeName(size), sh, res.errors, res.note))
+			t.name, bytesize.Label(size), sh, res.errors, res.note))
 	}
 	// Through the mount, so that mergefs forgets what was read of it.
 	if err := os.RemoveAll(filepath.Join(t.dir, cell)); err != nil {
@@ -449,13 +451,3 @@ func makeRecord(id, size, counters int) []byte {
 
 // profileField is the size of one field of a record's profile object.
 const profileField = 48
-
-func sizeName(n int) string {
-	switch {
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%dMB", n>>20)
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return fmt.Sprintf("%dKB", n>>10)
-	}
-	return fmt.Sprintf("%dB", n)
-}

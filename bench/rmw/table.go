@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mergefs/mergefs/internal/bytesize"
 )
 
 type machine struct {
@@ -120,7 +122,7 @@ func printTable(w io.Writer, b *bench, m machine, took time.Duration) {
 				if s.hwmKB > 0 {
 					mem = fmt.Sprintf("%.1f", float64(s.hwmKB)/1024)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%d\t%s\t\n", sizeName(size), sh, t.name, s.rate,
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%d\t%s\t\n", bytesize.Label(size), sh, t.name, s.rate,
 					ratio(s.toLoopback), ratio(s.toPlain), lost, s.torn, mem)
 			}
 		}
@@ -161,7 +163,7 @@ func printTargets(w io.Writer, b *bench) {
 				continue
 			}
 			r := median(b.ratios[key][0])
-			fmt.Fprintf(w, "target mergefs >= 0.8x loopback, %s, %d distinct: %.2fx %s\n", sizeName(size), n, r, verdict(r >= 0.8))
+			fmt.Fprintf(w, "target mergefs >= 0.8x loopback, %s, %d distinct: %.2fx %s\n", bytesize.Label(size), n, r, verdict(r >= 0.8))
 		}
 		one, four := b.results[cellKey{"mergefs", size, shape{workers: 1}}], b.results[cellKey{"mergefs", size, shape{workers: 4}}]
 		if len(one) > 0 && len(four) > 0 {
@@ -172,7 +174,7 @@ func printTargets(w io.Writer, b *bench) {
 				}
 			}
 			r := median(scale)
-			fmt.Fprintf(w, "target mergefs 4 distinct >= 1.5x 1 distinct, %s: %.2fx %s\n", sizeName(size), r, verdict(r >= 1.5))
+			fmt.Fprintf(w, "target mergefs 4 distinct >= 1.5x 1 distinct, %s: %.2fx %s\n", bytesize.Label(size), r, verdict(r >= 1.5))
 		}
 	}
 }

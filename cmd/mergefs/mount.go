@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,16 +10,18 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/mergefs/mergefs/backing"
 	mergefs "github.com/mergefs/mergefs/fs"
+	"github.com/mergefs/mergefs/internal/bytesize"
+	"github.com/mergefs/mergefs/internal/mountinfo"
 	"github.com/mergefs/mergefs/merge"
 )
 
@@ -132,142 +133,253 @@ func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
 
+// serve mounts the filesystem and serves it until a signal or an external
+// unmount. Each step needs the ones before it; the deferred calls undo them
+// in reverse order, so the store closes after the last commit and the
+// journal after the store.
 func serve(cfg mountConfig, stderr io.Writer) error {
-	logger, err := newLogger(cfg.logLevel, cfg.logFormat, stderr)
+	set, err := parseMountSettings(cfg, stderr)
 	if err != nil {
 		return err
 	}
-	policy, err := merge.ParsePolicy(cfg.onConflict)
-	if err != nil {
-		return fmt.Errorf("--on-conflict: %w", err)
+	if err := checkCanMount(); err != nil {
+		return err
 	}
-	var fsyncPolicy backing.FsyncPolicy
+	dirs, err := resolveMountDirs(cfg, set.logger)
+	if err != nil {
+		return err
+	}
+	ops, err := prepareStateDir(dirs.state, cfg.metricsAddr, set.logger)
+	if err != nil {
+		return err
+	}
+	defer ops.close()
+	bk, err := openBacking(dirs.backing, set)
+	if err != nil {
+		return err
+	}
+	defer bk.close()
+	fsys, root, err := buildFilesystem(cfg, set, dirs, bk, ops)
+	if err != nil {
+		return err
+	}
+	stopProfile, err := startCPUProfile(set.logger)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
+	setMemoryLimit(set.readMemory, set.logger)
+	// Signals are caught before the mount exists: one that arrives as it
+	// becomes ready must unmount it, not kill the daemon and leave it.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	server, err := mountFilesystem(cfg, dirs, fsys, root)
+	if err != nil {
+		return err
+	}
+	announceReady(cfg, set, dirs, fsys, ops, stderr)
+	waitForShutdown(server, sigs, dirs.mount, set.logger, ops.stopping)
+	st := fsys.Stats()
+	set.logger.Info("unmounted", "commits", st.Commits, "merges", st.Merges, "conflicts", st.Conflicts,
+		"rejected", st.Rejected, "failed", st.Failed, "base_fallbacks", st.BaseFallbacks)
+	return nil
+}
+
+// mountSettings are the mount's flags, checked and converted.
+type mountSettings struct {
+	logger     *slog.Logger
+	policy     merge.Policy
+	fsync      backing.FsyncPolicy
+	maxSize    int64
+	readMemory int64
+}
+
+// parseMountSettings checks the flags that need no filesystem, in the order
+// their errors are reported, and builds the logger that writes to stderr.
+func parseMountSettings(cfg mountConfig, stderr io.Writer) (set mountSettings, err error) {
+	if set.logger, err = newLogger(cfg.logLevel, cfg.logFormat, stderr); err != nil {
+		return set, err
+	}
+	if set.policy, err = merge.ParsePolicy(cfg.onConflict); err != nil {
+		return set, fmt.Errorf("--on-conflict: %w", err)
+	}
 	switch cfg.fsync {
 	case "on-request":
-		fsyncPolicy = backing.FsyncOnRequest
+		set.fsync = backing.FsyncOnRequest
 	case "always":
-		fsyncPolicy = backing.FsyncAlways
+		set.fsync = backing.FsyncAlways
 	default:
-		return fmt.Errorf("--fsync %q: want on-request or always", cfg.fsync)
+		return set, fmt.Errorf("--fsync %q: want on-request or always", cfg.fsync)
 	}
-	maxSize, err := parseSize(cfg.maxRecordSize)
-	if err != nil {
-		return fmt.Errorf("--max-record-size: %w", err)
+	if set.maxSize, err = bytesize.Parse(cfg.maxRecordSize); err != nil {
+		return set, fmt.Errorf("--max-record-size: %w", err)
 	}
-	readMemory, err := parseSize(cfg.readMemory)
-	if err != nil {
-		return fmt.Errorf("--read-memory: %w", err)
+	if set.readMemory, err = bytesize.Parse(cfg.readMemory); err != nil {
+		return set, fmt.Errorf("--read-memory: %w", err)
 	}
 	if cfg.maxDepth < 1 {
-		return fmt.Errorf("--max-depth must be at least 1")
+		return set, fmt.Errorf("--max-depth must be at least 1")
 	}
 	if cfg.readAge <= 0 {
-		return fmt.Errorf("--read-age must be positive")
+		return set, fmt.Errorf("--read-age must be positive")
 	}
+	return set, nil
+}
 
+// checkCanMount checks that this process can mount FUSE: mergefs mounts with
+// mount(2) itself, as root.
+func checkCanMount() error {
 	if os.Geteuid() != 0 {
 		return errors.New("must run as root: mergefs mounts with mount(2) directly (no fusermount)")
 	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		return fmt.Errorf("no /dev/fuse (load the fuse module, or give the container the device): %w", err)
 	}
-	backingDir, err := filepath.Abs(cfg.backing)
-	if err != nil {
-		return err
+	return nil
+}
+
+// mountDirs are the mount's directories, absolute.
+type mountDirs struct {
+	backing, mount, state string
+}
+
+// resolveMountDirs makes the directories absolute, clears a stale mount
+// that a crashed daemon left at the mountpoint, and checks that the backing
+// directory and the mountpoint can be used (an empty directory, unless
+// mounting in place) and that the state directory is not inside the mount.
+func resolveMountDirs(cfg mountConfig, logger *slog.Logger) (dirs mountDirs, err error) {
+	if dirs.backing, err = filepath.Abs(cfg.backing); err != nil {
+		return dirs, err
 	}
-	mountDir, err := filepath.Abs(cfg.mount)
-	if err != nil {
-		return err
+	if dirs.mount, err = filepath.Abs(cfg.mount); err != nil {
+		return dirs, err
 	}
-	if err := clearStaleMount(mountDir, logger); err != nil {
-		return err
+	if err := clearStaleMount(dirs.mount, logger); err != nil {
+		return dirs, err
 	}
-	if err := checkDir("backing directory", backingDir); err != nil {
-		return err
+	if err := checkDir("backing directory", dirs.backing); err != nil {
+		return dirs, err
 	}
 	if !cfg.inPlace {
-		if err := checkDir("mountpoint", mountDir); err != nil {
-			return err
+		if err := checkDir("mountpoint", dirs.mount); err != nil {
+			return dirs, err
 		}
-		if err := checkEmpty(mountDir); err != nil {
-			return err
+		if err := checkEmpty(dirs.mount); err != nil {
+			return dirs, err
 		}
 	}
-	stateDir, err := filepath.Abs(cfg.stateDir)
-	if err != nil {
-		return err
+	if dirs.state, err = filepath.Abs(cfg.stateDir); err != nil {
+		return dirs, err
 	}
-	if within(stateDir, mountDir) {
-		return fmt.Errorf("--state-dir %s is inside the mount %s; rejected content would loop back through mergefs", stateDir, mountDir)
+	if within(dirs.state, dirs.mount) {
+		return dirs, fmt.Errorf("--state-dir %s is inside the mount %s; rejected content would loop back through mergefs", dirs.state, dirs.mount)
 	}
-	if err := prepareStateDir(stateDir, logger); err != nil {
-		return err
-	}
-	ops, err := startOperations(stateDir, cfg.metricsAddr, logger)
-	if err != nil {
-		return err
-	}
-	defer ops.close()
+	return dirs, nil
+}
 
-	// Files are created with exactly the mode the kernel passes (which has
-	// the caller's umask applied already).
+// prepareStateDir creates the state directory and starts what it holds for
+// operators: the daemon's claim on it, the journal, the status socket and
+// the metrics listeners. The caller must close what it returns.
+func prepareStateDir(stateDir, metricsAddr string, logger *slog.Logger) (*operations, error) {
+	if err := secureStateDir(stateDir, logger); err != nil {
+		return nil, err
+	}
+	return startOperations(stateDir, metricsAddr, logger)
+}
+
+// secureStateDir makes the state directory, or checks one that exists: it must be a directory (not a
+// symlink) owned by root, and is tightened to 0700, since rejected content of every user's records is
+// saved there.
+func secureStateDir(dir string, logger *slog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("state directory %s is not a directory (a symlink?): refused", dir)
+	}
+	if st.Uid != 0 {
+		return fmt.Errorf("state directory %s belongs to uid %d, not root: refused (another user could read or replace what mergefs keeps there)", dir, st.Uid)
+	}
+	if st.Mode&0o7777 != 0o700 {
+		if err := unix.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("state directory: tighten to 0700: %w", err)
+		}
+		logger.Warn("state directory was open to others; tightened to 0700", "dir", dir, "was", fmt.Sprintf("%#o", st.Mode&0o7777))
+	}
+	return nil
+}
+
+// backingDir is the backing store, on a descriptor of the backing directory
+// opened before mounting (after an in-place mount, the directory's path
+// leads into mergefs itself). Everything mergefs does in the backing
+// directory is relative to that one descriptor.
+type backingDir struct {
+	store *backing.Store
+}
+
+// openBacking opens the backing store on the backing directory, removing
+// temporary files a crashed daemon left. The caller must close it.
+func openBacking(dir string, set mountSettings) (*backingDir, error) {
+	// Files are created with exactly the mode asked for: the daemon applies
+	// the caller's umask itself (see fs.MountOptions).
 	unix.Umask(0)
-	// The descriptor is opened before mounting: after an in-place mount,
-	// the directory's path leads into mergefs itself. Everything mergefs
-	// does in the backing directory is relative to this one descriptor.
-	dirFD, err := unix.Open(backingDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	dirFD, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("open backing directory: %w", err)
+		return nil, fmt.Errorf("open backing directory: %w", err)
 	}
-	store, err := backing.OpenFD(dirFD, backing.Options{Fsync: fsyncPolicy, Logger: logger, MaxRecordSize: maxSize})
+	store, err := backing.OpenFD(dirFD, backing.Options{Fsync: set.fsync, Logger: set.logger, MaxRecordSize: set.maxSize})
 	if err != nil {
-		return fmt.Errorf("open backing store: %w", err)
+		return nil, fmt.Errorf("open backing store: %w", err)
 	}
-	defer store.Close()
 	if n := store.Recovered(); n > 0 {
-		logger.Info("removed temporary files left by a crashed daemon", "count", n)
+		set.logger.Info("removed temporary files left by a crashed daemon", "count", n)
 	}
+	return &backingDir{store: store}, nil
+}
 
-	fsys, root, err := mergefs.New(mergefs.Config{
-		Store:          store,
+// close waits for the store's commits and releases its descriptors.
+func (bk *backingDir) close() {
+	bk.store.Close()
+}
+
+// buildFilesystem makes the mergefs filesystem over the backing store,
+// reporting its commits to the operations' journal and metrics.
+func buildFilesystem(cfg mountConfig, set mountSettings, dirs mountDirs, bk *backingDir, ops *operations) (*mergefs.FS, gofs.InodeEmbedder, error) {
+	return mergefs.New(mergefs.Config{
+		Store:          bk.store,
 		RecordPatterns: splitPatterns(cfg.records),
-		Merge:          merge.Options{Policy: policy, MaxSize: int(maxSize), MaxDepth: cfg.maxDepth},
-		StateDir:       stateDir,
-		ReadMemory:     readMemory,
+		Merge:          merge.Options{Policy: set.policy, MaxSize: int(set.maxSize), MaxDepth: cfg.maxDepth},
+		StateDir:       dirs.state,
+		ReadMemory:     set.readMemory,
 		ReadAge:        cfg.readAge,
-		Logger:         logger,
+		Logger:         set.logger,
 		Observer:       ops.observer(),
 	})
-	if err != nil {
-		return err
-	}
-	stopProfile, err := startCPUProfile(logger)
-	if err != nil {
-		return err
-	}
-	defer stopProfile()
-	setMemoryLimit(readMemory, logger)
-	// Signals are caught before the mount exists: one that arrives as it
-	// becomes ready must unmount it, not kill the daemon and leave it.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	opts := mergefs.MountOptions(backingDir, cfg.allowOther)
-	opts.Debug = cfg.debugFUSE
-	server, err := fsys.Mount(mountDir, root, opts)
-	if err != nil {
-		return fmt.Errorf("mount %s: %w", mountDir, err)
-	}
-	ops.mounted(fsys, backingDir, mountDir, cfg.inPlace)
-	fmt.Fprintf(stderr, "mergefs: ready: serving %s at %s\n", backingDir, mountDir)
-	logger.Info("mounted", "backing", backingDir, "mountpoint", mountDir, "in_place", cfg.inPlace,
-		"records", cfg.records, "on_conflict", policy.String(), "fsync", cfg.fsync)
+}
 
-	waitForShutdown(server, sigs, mountDir, logger, ops.stopping)
-	st := fsys.Stats()
-	logger.Info("unmounted", "commits", st.Commits, "merges", st.Merges, "conflicts", st.Conflicts,
-		"rejected", st.Rejected, "failed", st.Failed, "base_fallbacks", st.BaseFallbacks)
-	return nil
+// mountFilesystem mounts root at the mountpoint with mergefs's options.
+func mountFilesystem(cfg mountConfig, dirs mountDirs, fsys *mergefs.FS, root gofs.InodeEmbedder) (*fuse.Server, error) {
+	opts := mergefs.MountOptions(dirs.backing, cfg.allowOther)
+	opts.Debug = cfg.debugFUSE
+	server, err := fsys.Mount(dirs.mount, root, opts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dirs.mount, err)
+	}
+	return server, nil
+}
+
+// announceReady starts serving metrics, tells the service manager, and says
+// on stderr that the mount is usable (the line scripts and tests wait for).
+func announceReady(cfg mountConfig, set mountSettings, dirs mountDirs, fsys *mergefs.FS, ops *operations, stderr io.Writer) {
+	ops.mounted(fsys, dirs.backing, dirs.mount, cfg.inPlace)
+	fmt.Fprintf(stderr, "mergefs: ready: serving %s at %s\n", dirs.backing, dirs.mount)
+	set.logger.Info("mounted", "backing", dirs.backing, "mountpoint", dirs.mount, "in_place", cfg.inPlace,
+		"records", cfg.records, "on_conflict", set.policy.String(), "fsync", cfg.fsync)
 }
 
 // waitForShutdown serves until a signal or an external unmount, then makes
@@ -316,97 +428,21 @@ func setMemoryLimit(readMemory int64, logger *slog.Logger) {
 // clearStaleMount unmounts a FUSE mount at dir whose daemon is gone (every
 // access gives ENOTCONN) and refuses a live one.
 func clearStaleMount(dir string, logger *slog.Logger) error {
-	fstype, mounted, err := mountAt(dir)
-	if err != nil || !mounted {
+	m, mounted, err := mountinfo.At(dir)
+	if err != nil || !mounted || !m.IsFUSE() {
 		return err
-	}
-	if !strings.HasPrefix(fstype, "fuse") {
-		return nil
 	}
 	var st unix.Stat_t
 	err = unix.Stat(dir, &st)
 	if err == nil {
-		return fmt.Errorf("%s is busy: a live %s filesystem is mounted there", dir, fstype)
+		return fmt.Errorf("%s is busy: a live %s filesystem is mounted there", dir, m.FSType)
 	}
 	if !errors.Is(err, unix.ENOTCONN) && !errors.Is(err, unix.ECONNABORTED) {
 		return fmt.Errorf("%s: %w", dir, err)
 	}
-	logger.Warn("clearing a stale mount left by a crashed daemon", "mountpoint", dir, "fstype", fstype)
-	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-		return fmt.Errorf("clear stale mount at %s: %w", dir, err)
-	}
-	return nil
-}
-
-// mountAt reports the type of the topmost mount whose mountpoint is dir.
-func mountAt(dir string) (fstype string, mounted bool, err error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", false, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, f := range fields {
-			if f == "-" {
-				sep = i
-				break
-			}
-		}
-		if len(fields) < 5 || sep < 0 || sep+1 >= len(fields) {
-			continue
-		}
-		if unescapeMountinfo(fields[4]) == dir {
-			fstype, mounted = fields[sep+1], true
-		}
-	}
-	return fstype, mounted, sc.Err()
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for space) of mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// prepareStateDir makes the state directory, or checks one that exists: it must be a directory (not a
-// symlink) owned by root, and is tightened to 0700, since rejected content of every user's records is
-// saved there.
-func prepareStateDir(dir string, logger *slog.Logger) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("state directory: %w", err)
-	}
-	var st unix.Stat_t
-	if err := unix.Lstat(dir, &st); err != nil {
-		return fmt.Errorf("state directory: %w", err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return fmt.Errorf("state directory %s is not a directory (a symlink?): refused", dir)
-	}
-	if st.Uid != 0 {
-		return fmt.Errorf("state directory %s belongs to uid %d, not root: refused (another user could read or replace what mergefs keeps there)", dir, st.Uid)
-	}
-	if st.Mode&0o7777 != 0o700 {
-		if err := unix.Chmod(dir, 0o700); err != nil {
-			return fmt.Errorf("state directory: tighten to 0700: %w", err)
-		}
-		logger.Warn("state directory was open to others; tightened to 0700", "dir", dir, "was", fmt.Sprintf("%#o", st.Mode&0o7777))
+	logger.Warn("clearing a stale mount left by a crashed daemon", "mountpoint", dir, "fstype", m.FSType)
+	if err := mountinfo.Detach(dir); err != nil {
+		return fmt.Errorf("clear stale mount: %w", err)
 	}
 	return nil
 }
@@ -451,32 +487,4 @@ func splitPatterns(s string) []string {
 		}
 	}
 	return out
-}
-
-// parseSize reads a byte count: a plain number or one with a KiB, MiB or GiB
-// suffix (K, M, G and KB, MB, GB are taken as the same powers of two).
-func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	mult := int64(1)
-	for _, u := range sizeUnits {
-		if rest, ok := strings.CutSuffix(t, u.suffix); ok {
-			t, mult = strings.TrimSpace(rest), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("%q is not a size (like 65536, 64KiB or 16MiB)", s)
-	}
-	return n * mult, nil
-}
-
-// sizeUnits lists longer suffixes first, so "MiB" is not read as "B".
-var sizeUnits = []struct {
-	suffix string
-	mult   int64
-}{
-	{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
-	{"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10},
-	{"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10},
 }
