@@ -120,6 +120,10 @@ func open(rootFD int, label string, opts Options) (*Store, error) {
 // Recovered is the number of temporary files removed at open.
 func (s *Store) Recovered() int { return s.recovered }
 
+// Fsyncs is the number of fsync calls the store has made (files and directories), for metrics and
+// for tests that must see durability asked for.
+func (s *Store) Fsyncs() int64 { return s.fsyncs.Load() }
+
 // RootFD is the descriptor of the backing directory. Everything the filesystem does in the backing
 // store is relative to it; it stays the store's, valid until Close.
 func (s *Store) RootFD() int { return s.rootFD }

@@ -472,8 +472,13 @@ func TestFsyncOfCleanHandleSyncsWithoutWriting(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := f.open(t, self(), "r.json", syscall.O_RDONLY)
+	syncs := f.store.Fsyncs()
 	if errno := h.Fsync(self().ctx(), 0); errno != 0 {
 		t.Fatalf("fsync of a clean handle: %v", errno)
+	}
+	// The record as it is must be made durable: the file and its directory.
+	if got := f.store.Fsyncs() - syncs; got != 2 {
+		t.Errorf("fsync of a clean handle made %d fsync calls, want 2 (the record and its directory)", got)
 	}
 	after, err := os.Stat(filepath.Join(f.dir, "r.json"))
 	if err != nil {
