@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mergefs/mergefs/internal/event"
 	"hash/fnv"
 	iofs "io/fs"
 	"log/slog"
@@ -27,9 +28,9 @@ type commitRequest struct {
 	// record this commit creates gets (backing.Commit).
 	expect, newID uint64
 	writer        caller
-	trigger       string
+	trigger       event.Trigger
 	base          *version
-	baseFrom      baseSource
+	baseFrom      event.Base
 	// baseIsTheirs: nothing known of what the writer read, and no handle
 	// was opened to write (a rename): the new content replaces the record.
 	baseIsTheirs bool
@@ -111,11 +112,11 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 		})
 		loc.close()
 	}
-	ev := CommitEvent{
+	ev := event.Commit{
 		Record:    req.record,
 		Writer:    req.writer.public(),
 		Trigger:   req.trigger,
-		Base:      req.baseFrom.String(),
+		Base:      req.baseFrom,
 		Merged:    merged,
 		Changed:   result.Changed,
 		Conflicts: result.Conflicts,
@@ -124,7 +125,7 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 		Err:       err,
 	}
 	if req.baseIsTheirs {
-		ev.Base = "fallback"
+		ev.Base = event.Fallback
 	}
 	errno, final = fsys.finishCommit(&ev, req, err, cr)
 	fsys.observer.Commit(ev)
@@ -159,16 +160,16 @@ func (fsys *FS) syncRecord(target recordTarget, record string) syscall.Errno {
 }
 
 // finishCommit counts and logs a commit and maps its error to an errno.
-func (fsys *FS) finishCommit(ev *CommitEvent, req commitRequest, err error, cr backing.CommitResult) (syscall.Errno, bool) {
+func (fsys *FS) finishCommit(ev *event.Commit, req commitRequest, err error, cr backing.CommitResult) (syscall.Errno, bool) {
 	log := fsys.log.With("record", req.record, "pid", ev.Writer.PID, "comm", ev.Writer.Comm, "uid", ev.Writer.UID, "trigger", req.trigger)
 	fsys.counters.conflicts.Add(uint64(len(ev.Conflicts)))
-	if ev.Base == "fallback" {
+	if ev.Base == event.Fallback {
 		fsys.counters.fallbacks.Add(1)
 		log.Info("no read of this record is known for the writer; base is the record at the writing open", "base", ev.Base)
 	}
 
 	if inputErr, ok := errors.AsType[*merge.InputError](err); ok {
-		ev.Outcome = OutcomeInvalid
+		ev.Outcome = event.Invalid
 		fsys.counters.rejected.Add(1)
 		saved := fsys.saveRejected(req)
 		log.Error("commit rejected: content is not a valid JSON record; the record is unchanged",
@@ -176,7 +177,7 @@ func (fsys *FS) finishCommit(ev *CommitEvent, req commitRequest, err error, cr b
 		return syscall.EIO, true
 	}
 	if errors.Is(err, backing.ErrRecordChanged) {
-		ev.Outcome = OutcomeRecordChanged
+		ev.Outcome = event.RecordChanged
 		fsys.counters.rejected.Add(1)
 		saved := fsys.saveRejected(req)
 		log.Error("commit refused: the record was removed or replaced since the writer opened it; nothing written",
@@ -184,7 +185,7 @@ func (fsys *FS) finishCommit(ev *CommitEvent, req commitRequest, err error, cr b
 		return syscall.EIO, true
 	}
 	if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
-		ev.Outcome = OutcomeDenied
+		ev.Outcome = event.Denied
 		fsys.counters.rejected.Add(1)
 		saved := fsys.saveRejected(req)
 		log.Warn("commit refused: the writer may not write the record as it is now; nothing written",
@@ -192,14 +193,14 @@ func (fsys *FS) finishCommit(ev *CommitEvent, req commitRequest, err error, cr b
 		return errnoOf(err), true
 	}
 	if errors.Is(err, merge.ErrRejected) {
-		ev.Outcome = OutcomeConflict
+		ev.Outcome = event.Conflict
 		fsys.counters.rejected.Add(1)
 		log.Warn("commit rejected by the reject policy: conflicting changes; the record is unchanged",
 			conflictAttrs(ev.Conflicts)...)
 		return syscall.EIO, true
 	}
 	if err != nil {
-		ev.Outcome = OutcomeFailed
+		ev.Outcome = event.Failed
 		fsys.counters.failed.Add(1)
 		log.Error("commit failed in the backing store", "err", err)
 		if errno, ok := errors.AsType[syscall.Errno](err); ok && errno != 0 {
@@ -212,10 +213,10 @@ func (fsys *FS) finishCommit(ev *CommitEvent, req commitRequest, err error, cr b
 		log.Warn("conflicting changes resolved: the writer's values were taken", conflictAttrs(ev.Conflicts)...)
 	}
 	if cr.Unchanged {
-		ev.Outcome = OutcomeUnchanged
+		ev.Outcome = event.Unchanged
 		fsys.counters.unchanged.Add(1)
 	} else {
-		ev.Outcome = OutcomeCommitted
+		ev.Outcome = event.Committed
 		fsys.counters.commits.Add(1)
 	}
 	if ev.Merged {
@@ -290,8 +291,8 @@ func rejectedName(t time.Time, pid uint32, record string) string {
 	return fmt.Sprintf("%s-%d-%s", t.UTC().Format("20060102T150405.000000000Z"), pid, escaped)
 }
 
-func (c caller) public() Writer {
-	return Writer{PID: c.proc.pid, TID: c.thread.pid, UID: c.uid, Comm: c.comm}
+func (c caller) public() event.Writer {
+	return event.Writer{PID: c.proc.pid, TID: c.thread.pid, UID: c.uid, Comm: c.comm}
 }
 
 // callerOf identifies the task behind a request. If /proc cannot say (it

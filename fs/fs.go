@@ -26,6 +26,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/mergefs/mergefs/backing"
+	"github.com/mergefs/mergefs/internal/event"
 	"github.com/mergefs/mergefs/internal/sysx"
 	"github.com/mergefs/mergefs/merge"
 )
@@ -47,7 +48,7 @@ type Config struct {
 	ReadAge    time.Duration
 
 	Logger   *slog.Logger
-	Observer Observer
+	Observer event.Observer
 }
 
 // Defaults for the read-version bounds.
@@ -65,7 +66,7 @@ type FS struct {
 	mergeOpts   merge.Options
 	rejectedDir string
 	log         *slog.Logger
-	observer    Observer
+	observer    event.Observer
 
 	callers *callerResolver
 	reads   *readTracker
@@ -117,7 +118,7 @@ func New(cfg Config) (*FS, gofs.InodeEmbedder, error) {
 	}
 	observer := cfg.Observer
 	if observer == nil {
-		observer = nopObserver{}
+		observer = event.Discard{}
 	}
 	rootFD := cfg.Store.RootFD()
 	st, err := statx(rootFD, "")

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"github.com/mergefs/mergefs/internal/event"
 	iofs "io/fs"
 	"syscall"
 	"time"
@@ -548,8 +549,8 @@ func (n *node) truncateRecord(ctx context.Context, size uint64) syscall.Errno {
 	mine := make([]byte, size)
 	copy(mine, sn.Data)
 	errno, _ = n.fsys.commit(commitRequest{
-		target: n, record: n.recordPath(), expect: sn.Identity.ID, writer: c, trigger: "truncate",
-		base: &version{data: sn.Data}, baseFrom: baseHandle, mine: mine,
+		target: n, record: n.recordPath(), expect: sn.Identity.ID, writer: c, trigger: event.Truncate,
+		base: &version{data: sn.Data}, baseFrom: event.Handle, mine: mine,
 	})
 	return errno
 }
@@ -972,7 +973,7 @@ func (n *node) renameOntoRecord(ctx context.Context, c caller, srcDir backing.Di
 	base, from := n.fsys.reads.lookup(record, c.thread, c.proc)
 	newID := backing.NewID()
 	errno, _, res := n.fsys.commitResult(commitRequest{
-		target: &fixedPlace{dir: dstDir, name: newName, path: record}, record: record, writer: c, trigger: "rename",
+		target: &fixedPlace{dir: dstDir, name: newName, path: record}, record: record, writer: c, trigger: event.Rename,
 		base: base, baseFrom: from, baseIsTheirs: base == nil, mine: mine, sync: true, newID: newID,
 		source: &backing.Source{Dir: &srcDir, Name: name, Ino: st.Ino, Data: mine},
 		create: newRecord{mode: st.Mode & 0o7777, uid: st.Uid, gid: st.Gid},

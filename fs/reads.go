@@ -3,6 +3,7 @@ package fs
 import (
 	"bytes"
 	"container/list"
+	"github.com/mergefs/mergefs/internal/event"
 	"sync"
 	"time"
 )
@@ -12,32 +13,6 @@ import (
 type version struct {
 	data []byte
 	refs int // read-tracker entries pointing here; guarded by readTracker.mu
-}
-
-// baseSource says how a commit's base was chosen (DESIGN.md §2).
-type baseSource int
-
-const (
-	baseNone     baseSource = iota // no record was read: a new record, or a union with theirs
-	baseHandle                     // content at open of a non-truncating handle
-	baseThread                     // what the writing thread last read
-	baseProcess                    // what the writing process last read
-	baseFallback                   // nothing read recently: the record at the writing open
-)
-
-func (s baseSource) String() string {
-	switch s {
-	case baseHandle:
-		return "handle"
-	case baseThread:
-		return "thread"
-	case baseProcess:
-		return "process"
-	case baseFallback:
-		return "fallback"
-	default:
-		return "none"
-	}
 }
 
 type readKey struct {
@@ -171,17 +146,17 @@ func (t *readTracker) drop(e *readEntry) {
 
 // lookup returns the version the thread last read of record, else the one
 // its process last read.
-func (t *readTracker) lookup(record string, thread, proc procKey) (*version, baseSource) {
+func (t *readTracker) lookup(record string, thread, proc procKey) (*version, event.Base) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.expire(t.now())
 	if e, ok := t.entries[readKey{record, thread}]; ok {
-		return e.v, baseThread
+		return e.v, event.Thread
 	}
 	if e, ok := t.entries[readKey{record, proc}]; ok {
-		return e.v, baseProcess
+		return e.v, event.Process
 	}
-	return nil, baseNone
+	return nil, event.NoBase
 }
 
 // forget drops what anyone read of record: after an unlink or a rename away,

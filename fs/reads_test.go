@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"github.com/mergefs/mergefs/internal/event"
 	"testing"
 	"time"
 )
@@ -19,14 +20,14 @@ func TestReadTrackerThreadBeforeProcess(t *testing.T) {
 	tr.remember("r.json", t1, proc, v1)
 	tr.remember("r.json", t2, proc, v2)
 
-	if got, from := tr.lookup("r.json", t1, proc); got != v1 || from != baseThread {
+	if got, from := tr.lookup("r.json", t1, proc); got != v1 || from != event.Thread {
 		t.Errorf("thread 1: got %v from %v, want its own read v1 from thread", got, from)
 	}
 	other := procKey{pid: 13, start: 4}
-	if got, from := tr.lookup("r.json", other, proc); got != v2 || from != baseProcess {
+	if got, from := tr.lookup("r.json", other, proc); got != v2 || from != event.Process {
 		t.Errorf("thread without reads: got %v from %v, want the process's last read v2", got, from)
 	}
-	if got, from := tr.lookup("r.json", other, procKey{pid: 99}); got != nil || from != baseNone {
+	if got, from := tr.lookup("r.json", other, procKey{pid: 99}); got != nil || from != event.NoBase {
 		t.Errorf("unknown process: got %v from %v, want nothing", got, from)
 	}
 	if got, _ := tr.lookup("other.json", t1, proc); got != nil {

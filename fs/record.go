@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"github.com/mergefs/mergefs/internal/event"
 	"sync"
 	"syscall"
 
@@ -34,9 +35,9 @@ type recordHandle struct {
 	// oversized: a write past the size limit was refused since the last commit.
 	oversized bool
 	dirty     bool // not yet committed
-	// base is the version the writer read (nil with baseNone: no base).
+	// base is the version the writer read (nil with event.NoBase: no base).
 	base     *version
-	baseFrom baseSource
+	baseFrom event.Base
 	writers  map[procKey]struct{} // processes that wrote since the last commit
 	readers  map[uint32]struct{}  // threads already remembered as readers of view
 	lastTID  uint32               // last writing thread and its process, to skip /proc
@@ -114,11 +115,11 @@ func (fsys *FS) openRecordHandle(target recordTarget, record string, expect uint
 	switch {
 	case !writable:
 	case flags&syscall.O_TRUNC == 0 && exists:
-		h.base, h.baseFrom = h.view, baseHandle
+		h.base, h.baseFrom = h.view, event.Handle
 	default:
 		h.base, h.baseFrom = fsys.reads.lookup(record, c.thread, c.proc)
 		if h.base == nil && exists {
-			h.base, h.baseFrom = h.view, baseFallback
+			h.base, h.baseFrom = h.view, event.Fallback
 		}
 	}
 	if writable && flags&syscall.O_TRUNC != 0 {
@@ -291,7 +292,7 @@ func (h *recordHandle) Flush(ctx context.Context) syscall.Errno {
 	if !ok {
 		return 0
 	}
-	return h.commitLocked(c, "close", false)
+	return h.commitLocked(c, event.Close, false)
 }
 
 // flusher identifies the task closing the handle and reports whether it
@@ -349,7 +350,7 @@ func (h *recordHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 		// descriptor, say) may not be on stable storage yet.
 		return h.fsys.syncRecord(h.target, h.record)
 	}
-	return h.commitLocked(h.fsys.callerOf(ctx), "fsync", true)
+	return h.commitLocked(h.fsys.callerOf(ctx), event.Fsync, true)
 }
 
 // Release never commits: a handle whose last close sent no FLUSH belonged
@@ -372,7 +373,7 @@ func (h *recordHandle) Release(ctx context.Context) syscall.Errno {
 // commitLocked merges the handle's content into the record. On success the
 // committed content becomes both the handle's view and its base, and what
 // the writer now believes the record to be.
-func (h *recordHandle) commitLocked(c caller, trigger string, sync bool) syscall.Errno {
+func (h *recordHandle) commitLocked(c caller, trigger event.Trigger, sync bool) syscall.Errno {
 	mine := h.data()
 	if mine == nil {
 		mine = []byte{}
@@ -405,7 +406,7 @@ func (h *recordHandle) commitLocked(c caller, trigger string, sync bool) syscall
 	}
 	committed := &version{data: mine}
 	h.view, h.content, h.written = committed, nil, false
-	h.base, h.baseFrom = committed, baseHandle
+	h.base, h.baseFrom = committed, event.Handle
 	clear(h.readers)
 	h.fsys.reads.remember(h.record, c.thread, c.proc, committed)
 	return 0

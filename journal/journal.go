@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mergefs/mergefs/internal/event"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -21,7 +22,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	mergefs "github.com/mergefs/mergefs/fs"
 	"github.com/mergefs/mergefs/merge"
 )
 
@@ -174,7 +174,7 @@ func (j *Journal) Stats() Stats {
 
 // Commit queues one line per conflict of ev. The values are copied (cut to
 // MaxValue) because the event's slices belong to the commit path.
-func (j *Journal) Commit(ev mergefs.CommitEvent) {
+func (j *Journal) Commit(ev event.Commit) {
 	if len(ev.Conflicts) == 0 {
 		return
 	}
@@ -206,14 +206,14 @@ func (j *Journal) Commit(ev mergefs.CommitEvent) {
 	}
 }
 
-func (j *Journal) entry(now time.Time, ev mergefs.CommitEvent, c merge.Conflict) Entry {
+func (j *Journal) entry(now time.Time, ev event.Commit, c merge.Conflict) Entry {
 	e := Entry{
 		Time:      now,
 		Record:    ev.Record,
 		Key:       pointer(c.Path),
 		Reason:    c.Reason,
 		Writer:    Writer{PID: ev.Writer.PID, TID: ev.Writer.TID, UID: ev.Writer.UID, Comm: ev.Writer.Comm},
-		Trigger:   ev.Trigger,
+		Trigger:   ev.Trigger.String(),
 		Outcome:   string(ev.Outcome),
 		Conflicts: len(ev.Conflicts),
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"github.com/mergefs/mergefs/internal/event"
 	"io"
 	"log/slog"
 	"os"
@@ -14,18 +15,17 @@ import (
 	"testing"
 	"time"
 
-	mergefs "github.com/mergefs/mergefs/fs"
 	"github.com/mergefs/mergefs/merge"
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func event(record string, conflicts ...merge.Conflict) mergefs.CommitEvent {
-	return mergefs.CommitEvent{
+func commitEvent(record string, conflicts ...merge.Conflict) event.Commit {
+	return event.Commit{
 		Record:    record,
-		Writer:    mergefs.Writer{PID: 42, TID: 43, UID: 1000, Comm: "python3"},
-		Trigger:   "close",
-		Outcome:   mergefs.OutcomeCommitted,
+		Writer:    event.Writer{PID: 42, TID: 43, UID: 1000, Comm: "python3"},
+		Trigger:   event.Close,
+		Outcome:   event.Committed,
 		Conflicts: conflicts,
 	}
 }
@@ -71,15 +71,15 @@ func TestOneLinePerConflict(t *testing.T) {
 	fixed := time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
 	j.now = func() time.Time { return fixed }
 
-	j.Commit(event("users/1.json")) // no conflict: no line
-	j.Commit(event("users/1.json",
+	j.Commit(commitEvent("users/1.json")) // no conflict: no line
+	j.Commit(commitEvent("users/1.json",
 		merge.Conflict{Path: []string{"profile", "a/b~c"}, Base: []byte(`1`), Mine: []byte(`2`), Theirs: []byte(`3`)},
 		merge.Conflict{Path: []string{"gone"}, Base: []byte(`"x"`), Mine: nil, Theirs: []byte(`"y"`)},
 		merge.Conflict{Path: nil, Reason: "top level", Base: []byte(`[1]`), Mine: []byte(`[2]`), Theirs: []byte(`{}`)},
 	))
-	ev := event("users/2.json", merge.Conflict{Path: []string{"n"}, Base: []byte(`0`), Mine: []byte(`1`), Theirs: []byte(`2`)})
-	ev.Outcome = mergefs.OutcomeConflict
-	ev.Trigger = "fsync"
+	ev := commitEvent("users/2.json", merge.Conflict{Path: []string{"n"}, Base: []byte(`0`), Mine: []byte(`1`), Theirs: []byte(`2`)})
+	ev.Outcome = event.Conflict
+	ev.Trigger = event.Fsync
 	j.Commit(ev)
 	if err := j.Close(); err != nil {
 		t.Fatal(err)
@@ -135,7 +135,7 @@ func TestValuesAreCutAndCopied(t *testing.T) {
 	}
 	long := []byte(`"ééééééééé"`) // 20 bytes; byte 10 is inside an 'é'
 	mine := []byte(`"short"`)
-	j.Commit(event("r.json", merge.Conflict{Path: []string{"k"}, Base: long, Mine: mine, Theirs: []byte(`1`)}))
+	j.Commit(commitEvent("r.json", merge.Conflict{Path: []string{"k"}, Base: long, Mine: mine, Theirs: []byte(`1`)}))
 	// The commit path reuses its buffers: the journal must have copied.
 	copy(mine, `"XXXXX"`)
 	if err := j.Close(); err != nil {
@@ -164,7 +164,7 @@ func TestPerCommitBound(t *testing.T) {
 	for i := range 10 {
 		cs = append(cs, merge.Conflict{Path: []string{fmt.Sprint(i)}, Base: []byte("0"), Mine: []byte("1"), Theirs: []byte("2")})
 	}
-	j.Commit(event("r.json", cs...))
+	j.Commit(commitEvent("r.json", cs...))
 	if err := j.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestRotation(t *testing.T) {
 	}
 	const n = 200
 	for i := range n {
-		j.Commit(event(fmt.Sprintf("r%03d.json", i), merge.Conflict{Path: []string{"k"}, Base: []byte("0"), Mine: []byte("1"), Theirs: []byte("2")}))
+		j.Commit(commitEvent(fmt.Sprintf("r%03d.json", i), merge.Conflict{Path: []string{"k"}, Base: []byte("0"), Mine: []byte("1"), Theirs: []byte("2")}))
 	}
 	if err := j.Close(); err != nil {
 		t.Fatal(err)
@@ -232,7 +232,7 @@ func TestRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j2.Commit(event("again.json", merge.Conflict{Path: []string{"k"}, Base: []byte("0"), Mine: []byte("1"), Theirs: []byte("2")}))
+	j2.Commit(commitEvent("again.json", merge.Conflict{Path: []string{"k"}, Base: []byte("0"), Mine: []byte("1"), Theirs: []byte("2")}))
 	if err := j2.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestKeepNone(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 50 {
-		j.Commit(event(fmt.Sprintf("r%d.json", i), merge.Conflict{Path: []string{"k"}, Mine: []byte("1")}))
+		j.Commit(commitEvent(fmt.Sprintf("r%d.json", i), merge.Conflict{Path: []string{"k"}, Mine: []byte("1")}))
 	}
 	if err := j.Close(); err != nil {
 		t.Fatal(err)
@@ -280,7 +280,7 @@ func TestCommitNeverWaitsForTheFile(t *testing.T) {
 	big := []byte(`"` + strings.Repeat("x", 400) + `"`)
 	const commits = 5000
 	for i := range commits {
-		j.Commit(event(fmt.Sprintf("r%d.json", i), merge.Conflict{Path: []string{"k"}, Base: big, Mine: big, Theirs: big}))
+		j.Commit(commitEvent(fmt.Sprintf("r%d.json", i), merge.Conflict{Path: []string{"k"}, Base: big, Mine: big, Theirs: big}))
 	}
 	// 5000 lines of about 1.6 KB are 8 MB: far more than the pipe (64 KiB),
 	// the writer's buffer and a queue of 64 lines hold.
@@ -317,7 +317,7 @@ func TestCommitAfterCloseAndConcurrentClose(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for range 200 {
-				j.Commit(event("r.json", c))
+				j.Commit(commitEvent("r.json", c))
 			}
 		})
 	}

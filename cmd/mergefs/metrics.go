@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/mergefs/mergefs/internal/event"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -62,7 +63,7 @@ func newMetrics() *metrics {
 }
 
 // Commit implements fs.Observer: two lock-free histogram observations.
-func (m *metrics) Commit(ev mergefs.CommitEvent) {
+func (m *metrics) Commit(ev event.Commit) {
 	m.commitDuration.WithLabelValues(string(ev.Outcome)).Observe(ev.Duration.Seconds())
 	m.lockWait.Observe(ev.LockWait.Seconds())
 }
@@ -152,9 +153,9 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // observers hands each commit event to several observers in turn.
-type observers []mergefs.Observer
+type observers []event.Observer
 
-func (o observers) Commit(ev mergefs.CommitEvent) {
+func (o observers) Commit(ev event.Commit) {
 	for _, x := range o {
 		x.Commit(ev)
 	}

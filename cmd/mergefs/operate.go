@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mergefs/mergefs/internal/event"
 	"log/slog"
 	"net"
 	"net/http"
@@ -133,7 +134,7 @@ func claimStateDir(stateDir string) (*os.File, error) {
 }
 
 // observer receives every commit of the mount.
-func (ops *operations) observer() mergefs.Observer {
+func (ops *operations) observer() event.Observer {
 	return observers{ops.metrics, ops.journal}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"github.com/mergefs/mergefs/internal/event"
 	"io"
 	"log/slog"
 	"net"
@@ -39,9 +40,9 @@ func fakeMetrics(t *testing.T) *metrics {
 		t.Fatal(err)
 	}
 	for i := range 100 {
-		m.Commit(mergefs.CommitEvent{Outcome: mergefs.OutcomeCommitted, Duration: time.Millisecond, LockWait: time.Duration(i) * time.Microsecond})
+		m.Commit(event.Commit{Outcome: event.Committed, Duration: time.Millisecond, LockWait: time.Duration(i) * time.Microsecond})
 	}
-	m.Commit(mergefs.CommitEvent{Outcome: mergefs.OutcomeInvalid, Duration: 3 * time.Second})
+	m.Commit(event.Commit{Outcome: event.Invalid, Duration: 3 * time.Second})
 	return m
 }
 
@@ -200,9 +201,9 @@ func TestOperationsLifecycle(t *testing.T) {
 		t.Errorf("after mounted: %q, want READY=1", got)
 	}
 
-	ops.observer().Commit(mergefs.CommitEvent{
-		Record: "u/1.json", Outcome: mergefs.OutcomeCommitted, Duration: time.Millisecond,
-		Writer:    mergefs.Writer{PID: 7, Comm: "worker"},
+	ops.observer().Commit(event.Commit{
+		Record: "u/1.json", Outcome: event.Committed, Duration: time.Millisecond,
+		Writer:    event.Writer{PID: 7, Comm: "worker"},
 		Conflicts: []merge.Conflict{{Path: []string{"a"}, Base: []byte("1"), Mine: []byte("2"), Theirs: []byte("3")}},
 	})
 	var stdout, stderr bytes.Buffer

@@ -1,0 +1,120 @@
+// Package event holds what a commit reports to its observers (metrics, the conflict journal): the
+// filesystem produces these values, the observers consume them, and neither depends on the other.
+package event
+
+import (
+	"time"
+
+	"github.com/mergefs/mergefs/merge"
+)
+
+// Outcome is how a commit ended.
+type Outcome string
+
+// Commit outcomes.
+const (
+	Committed Outcome = "committed" // written to the backing store
+	Unchanged Outcome = "unchanged" // nothing to write: the record already had this content
+	Invalid   Outcome = "invalid"   // content is not one valid JSON document within the limits
+	Conflict  Outcome = "conflict"  // refused by the reject policy
+	Failed    Outcome = "failed"    // the backing store failed
+	// RecordChanged: refused, the record was removed or replaced since the writer opened it.
+	RecordChanged Outcome = "record-changed"
+	// Denied: refused, the writer may not write the record as it is now.
+	Denied Outcome = "denied"
+)
+
+// Refused reports whether the outcome is a commit mergefs refused on purpose (as opposed to one that
+// succeeded, or failed in the backing store).
+func (o Outcome) Refused() bool {
+	switch o {
+	case Invalid, Conflict, RecordChanged, Denied:
+		return true
+	}
+	return false
+}
+
+// Trigger is what made a commit happen.
+type Trigger uint8
+
+// Commit triggers.
+const (
+	Close    Trigger = iota + 1 // close() by a process that wrote
+	Fsync                       // fsync or fdatasync
+	Rename                      // a file renamed onto the record
+	Truncate                    // truncate(2) by path
+)
+
+func (t Trigger) String() string {
+	switch t {
+	case Close:
+		return "close"
+	case Fsync:
+		return "fsync"
+	case Rename:
+		return "rename"
+	case Truncate:
+		return "truncate"
+	}
+	return "unknown"
+}
+
+// Base says where a commit's base (the version the writer read) came from.
+type Base uint8
+
+// Where a base came from.
+const (
+	NoBase   Base = iota // nothing read: a new record, or a union with the record
+	Handle               // the content at open of the writing handle (opened without O_TRUNC)
+	Thread               // what the writing thread last read
+	Process              // what the writing process last read
+	Fallback             // nothing read recently: the record at the writing open (counted, logged)
+)
+
+func (b Base) String() string {
+	switch b {
+	case Handle:
+		return "handle"
+	case Thread:
+		return "thread"
+	case Process:
+		return "process"
+	case Fallback:
+		return "fallback"
+	}
+	return "none"
+}
+
+// Writer identifies the process behind a commit.
+type Writer struct {
+	PID  uint32 // process (thread group) id
+	TID  uint32 // thread id of the committing request
+	UID  uint32
+	Comm string
+}
+
+// Commit describes one commit attempt.
+type Commit struct {
+	Record    string
+	Writer    Writer
+	Trigger   Trigger
+	Base      Base
+	Outcome   Outcome
+	Merged    bool // the record had changed since the writer's base
+	Changed   int  // key-level changes applied
+	Conflicts []merge.Conflict
+	Duration  time.Duration
+	LockWait  time.Duration
+	Err       error
+}
+
+// Observer receives commit events. Called on the commit path after the commit: it must be quick and
+// must not block.
+type Observer interface {
+	Commit(Commit)
+}
+
+// Discard is an Observer that drops every event.
+type Discard struct{}
+
+func (Discard) Commit(Commit) {}
