@@ -1,0 +1,799 @@
+package merge
+
+import (
+	"hash/maphash"
+	"math"
+	"math/big"
+	"math/bits"
+	"sync"
+	"unsafe"
+)
+
+// A Summary is what the base choice keeps of one version of a record: a
+// hash of every subtree, canonical under JSON equality, arranged so that
+// the distance between two summaries is found top-down, descending only
+// where the hashes differ. It holds no text of the document.
+//
+// Layout. A value is a hash and a ref: 0 for a scalar (its size is 1), else
+// the index plus one of its container. An object's members are stored
+// sorted by the high 32 bits of their key's hash; each member holds
+// mix(key hash, value hash), so an object's hash is the sum of its
+// members' (key order never counts). An object of more than bucketSize
+// members is indexed by a trie on those key bits, 4 bits a level, each
+// node holding the sums of its 16 key ranges: two large objects that
+// differ in a few keys are compared by descending only the unequal ranges.
+// Arrays keep their elements' hashes in order, and, when long, the hashes
+// of runs of chunkLen elements.
+//
+// Hashes are 64 bits, seeded at random per process: two summaries made by
+// the same process compare; equal values always hash alike, and unequal
+// values collide with probability about 2^-64 per comparison (no input can
+// be written to collide without knowing the seed). Members are matched
+// between objects by 32 bits of their key hash; two different keys that
+// share them can make a count off by one, never make unequal documents
+// compare equal (see memberPair).
+type Summary struct {
+	hash     uint64 // of the whole document
+	ref      uint32 // the root's container plus one, 0 for a scalar
+	conts    []container
+	members  []smember
+	elems    []uint64 // array elements' value hashes
+	elemRefs []uint32 // and refs, in parallel
+	tries    []trieNode
+	chunks   []uint64
+}
+
+// container is an object or an array of a summary.
+type container struct {
+	hash  uint64 // value hash
+	size  uint32 // values in the subtree, this one included
+	first uint32 // index of the first member or element
+	info  uint32 // count<<1, | 1 for an object
+	aux   uint32 // object: its trie node plus one, 0 for none; array: its first chunk hash
+}
+
+func (c *container) count() uint32  { return c.info >> 1 }
+func (c *container) isObject() bool { return c.info&1 != 0 }
+
+// smember is one member of an object.
+type smember struct {
+	mh  uint64 // mix(key hash, value hash)
+	key uint32 // high 32 bits of the key hash; an object's members are sorted by it
+	ref uint32 // the value's container plus one, 0 for a scalar
+}
+
+// trieNode splits the members of an object, or of one key range of it, by
+// 4 more bits of their key hash.
+type trieNode struct {
+	hash  [16]uint64 // sum of the members' mh in each range
+	start [17]uint32 // range c is members[start[c]:start[c+1]]
+	child [16]uint32 // the node splitting range c further plus one, 0 for none
+}
+
+const (
+	// bucketSize is the most members an object or a trie range has
+	// without a trie node over it: they are compared by a merge walk.
+	bucketSize = 32
+	// trieLevels is how many 4-bit levels the 32 key bits allow.
+	trieLevels = 8
+	// chunkLen is the length of the runs of elements of a long array
+	// whose hashes let a comparison skip an equal prefix.
+	chunkLen = 64
+)
+
+var (
+	hashSeed = maphash.MakeSeed()
+	// Per-process random tags separate the kinds of values.
+	tagNull   = hashString("null")
+	tagFalse  = hashString("false")
+	tagTrue   = hashString("true")
+	tagString = hashString("string")
+	tagNumPos = hashString("+number")
+	tagNumNeg = hashString("-number")
+	tagBigExp = hashString("big exponent")
+	tagZero   = hashString("0")
+	tagObject = hashString("object")
+	tagArray  = hashString("array")
+	tagChunk  = hashString("chunk")
+	hashNull  = mix(tagNull, tagNull)
+	hashFalse = mix(tagFalse, tagFalse)
+	hashTrue  = mix(tagTrue, tagTrue)
+	hashZero  = mix(tagZero, tagNumPos)
+)
+
+func hashString(s string) uint64 { return maphash.String(hashSeed, s) }
+func hashBytes(b []byte) uint64  { return maphash.Bytes(hashSeed, b) }
+
+// mix combines two hashes (wyhash's multiply-fold).
+func mix(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a^0xa0761d6478bd642f, b^0xe7037ed1a0b428db)
+	return hi ^ lo
+}
+
+// Summarize validates data as one JSON document, with the limits of opts
+// (MaxSize, MaxDepth, as Merge applies them to its inputs), and returns its
+// summary. An invalid document is an *InputError whose Input is
+// "document".
+func Summarize(data []byte, opts Options) (*Summary, error) {
+	d, err := ParseDocument(data, opts)
+	if err != nil {
+		return nil, err
+	}
+	return d.Summary(), nil
+}
+
+// Document is one validated JSON document, parsed once. It exists so that
+// a commit parses mine once for both the base choice (Summary) and the
+// merge (see base.go). It refers to data, which must not change.
+type Document struct {
+	t *tree
+}
+
+// ParseDocument validates data as one JSON document with the limits of
+// opts. An invalid document is an *InputError whose Input is "document".
+func ParseDocument(data []byte, opts Options) (*Document, error) {
+	maxSize, maxDepth, err := limits(opts)
+	if err != nil {
+		return nil, err
+	}
+	t, err := load("document", data, maxSize, maxDepth, &scratch{})
+	if err != nil {
+		return nil, err
+	}
+	return &Document{t: t}, nil
+}
+
+// Summary returns the summary of d, made without parsing d again.
+func (d *Document) Summary() *Summary {
+	return summarizeTree(d.t)
+}
+
+// Equal reports whether the documents of s and o are JSON-equal (up to a
+// 64-bit hash collision, see Summary).
+func (s *Summary) Equal(o *Summary) bool {
+	return s.hash == o.hash
+}
+
+// Hash returns the hash of the whole document: equal documents have equal
+// hashes within one process (it is seeded per process and must not be
+// stored).
+func (s *Summary) Hash() uint64 { return s.hash }
+
+// Size returns the number of values in the document: every scalar, object
+// and array, at any depth. It is the distance from the document to an
+// empty one of another kind, the largest distance it can have.
+func (s *Summary) Size() int {
+	if s.ref == 0 {
+		return 1
+	}
+	return int(s.conts[s.ref-1].size)
+}
+
+// Bytes returns the approximate memory the summary holds, to charge
+// against a memory budget: its own struct and its slices' backing arrays.
+func (s *Summary) Bytes() int {
+	return int(unsafe.Sizeof(*s)) +
+		cap(s.conts)*int(unsafe.Sizeof(container{})) +
+		cap(s.members)*int(unsafe.Sizeof(smember{})) +
+		cap(s.elems)*8 + cap(s.elemRefs)*4 +
+		cap(s.tries)*int(unsafe.Sizeof(trieNode{})) +
+		cap(s.chunks)*8
+}
+
+// summarizer builds a Summary into reusable scratch slices, then copies
+// it out once into exactly sized ones.
+type summarizer struct {
+	data   []byte
+	out    Summary
+	buf    []byte // unescaped strings, digits
+	mstack []smember
+	estack []uint64
+	rstack []uint32
+	sortTo []smember
+	counts []uint32
+}
+
+var summarizers = sync.Pool{New: func() any { return new(summarizer) }}
+
+// summarizeTree returns the summary of a validated tree. Objects outside
+// arrays are read from the tree; arrays, which the tree keeps as spans,
+// are scanned from the (validated) bytes.
+func summarizeTree(t *tree) *Summary {
+	z := summarizers.Get().(*summarizer)
+	z.data = t.data
+	o := &z.out
+	o.conts, o.members, o.elems, o.elemRefs, o.tries, o.chunks =
+		o.conts[:0], o.members[:0], o.elems[:0], o.elemRefs[:0], o.tries[:0], o.chunks[:0]
+	h, ref, _ := z.treeValue(t, &t.root)
+	s := &Summary{
+		hash:     h,
+		ref:      ref,
+		conts:    clone(o.conts),
+		members:  clone(o.members),
+		elems:    clone(o.elems),
+		elemRefs: clone(o.elemRefs),
+		tries:    clone(o.tries),
+		chunks:   clone(o.chunks),
+	}
+	z.data = nil
+	if cap(z.buf) > 1<<16 {
+		z.buf = nil
+	}
+	summarizers.Put(z)
+	return s
+}
+
+// clone returns an exactly sized copy of x, nil if empty.
+func clone[T any](x []T) []T {
+	if len(x) == 0 {
+		return nil
+	}
+	return append(make([]T, 0, len(x)), x...)
+}
+
+// treeValue summarizes value v of t; size is the number of values in it.
+func (z *summarizer) treeValue(t *tree, v *value) (h uint64, ref, size uint32) {
+	switch v.kind {
+	case kindObject:
+		mark := len(z.mstack)
+		size = 1
+		for i := v.first; i < v.first+v.count; i++ {
+			m := &t.members[i]
+			kh := hashBytes(t.key(m))
+			var vh uint64
+			var vref, vsize uint32
+			switch m.value.kind {
+			case kindObject:
+				vh, vref, vsize = z.treeValue(t, &m.value)
+			case kindArray:
+				vh, vref, vsize, _ = z.scanArray(int(m.value.start))
+			default:
+				vh, vsize = z.scalar(m.value.kind, t.data[m.value.start:m.value.end], m.value.escaped), 1
+			}
+			size += vsize
+			z.mstack = append(z.mstack, smember{mh: mix(kh, vh), key: uint32(kh >> 32), ref: vref})
+		}
+		h, ref = z.finishObject(mark, size)
+		return h, ref, size
+	case kindArray:
+		h, ref, size, _ = z.scanArray(int(v.start))
+		return h, ref, size
+	}
+	return z.scalar(v.kind, t.data[v.start:v.end], v.escaped), 0, 1
+}
+
+// scalar returns the hash of a scalar value of kind k written as raw.
+func (z *summarizer) scalar(k kind, raw []byte, escaped bool) uint64 {
+	switch k {
+	case kindNull:
+		return hashNull
+	case kindFalse:
+		return hashFalse
+	case kindTrue:
+		return hashTrue
+	case kindString:
+		body := raw[1 : len(raw)-1]
+		if escaped {
+			z.buf = appendUnescaped(z.buf[:0], body)
+			body = z.buf
+		}
+		return mix(hashBytes(body), tagString)
+	}
+	return z.number(raw)
+}
+
+// number returns the hash of a number lexeme, equal for numbers of the
+// same decimal value (see numbersEqual): the hash of its significant
+// digits, its exponent and its sign, zero being one value.
+func (z *summarizer) number(raw []byte) uint64 {
+	neg := raw[0] == '-'
+	digits := raw
+	if neg {
+		digits = raw[1:]
+	}
+	plain := true
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			plain = false
+			break
+		}
+	}
+	if plain { // an integer: no leading zeros but in 0 itself
+		if digits[0] == '0' {
+			return hashZero
+		}
+		exp := int64(len(digits))
+		for digits[len(digits)-1] == '0' {
+			digits = digits[:len(digits)-1]
+		}
+		return numberHash(neg, digits, exp)
+	}
+	d := parseDecimal(raw)
+	if d.zero() {
+		return hashZero
+	}
+	switch {
+	case len(d.fracPart) == 0:
+		digits = d.intPart
+	case len(d.intPart) == 0:
+		digits = d.fracPart
+	default:
+		z.buf = append(append(z.buf[:0], d.intPart...), d.fracPart...)
+		digits = z.buf
+	}
+	// Exponents of up to 18 digits and the shift (at most the length of
+	// the document) fit in an int64.
+	if len(d.expDigits) <= 18 {
+		var e int64
+		for _, c := range d.expDigits {
+			e = e*10 + int64(c-'0')
+		}
+		if d.expNeg {
+			e = -e
+		}
+		return numberHash(neg, digits, e+d.shift)
+	}
+	e, _ := new(big.Int).SetString(string(d.expDigits), 10)
+	if d.expNeg {
+		e.Neg(e)
+	}
+	e.Add(e, big.NewInt(d.shift))
+	if e.IsInt64() {
+		return numberHash(neg, digits, e.Int64())
+	}
+	h := mix(hashBytes(digits), mix(hashString(e.String()), tagBigExp))
+	if neg {
+		return mix(h, tagNumNeg)
+	}
+	return mix(h, tagNumPos)
+}
+
+// numberHash is the hash of the number [-]0.DIGITS × 10^exp.
+func numberHash(neg bool, digits []byte, exp int64) uint64 {
+	h := mix(hashBytes(digits), uint64(exp))
+	if neg {
+		return mix(h, tagNumNeg)
+	}
+	return mix(h, tagNumPos)
+}
+
+// finishObject makes the container of the object whose members are
+// z.mstack[mark:].
+func (z *summarizer) finishObject(mark int, size uint32) (h uint64, ref uint32) {
+	o := &z.out
+	first := len(o.members)
+	o.members = append(o.members, z.mstack[mark:]...)
+	z.mstack = z.mstack[:mark]
+	ms := o.members[first:]
+	z.sortMembers(ms)
+	var sum uint64
+	for i := range ms {
+		sum += ms[i].mh
+	}
+	var aux uint32
+	if len(ms) > bucketSize {
+		aux = z.buildTrie(uint32(first), uint32(len(o.members)), 0)
+	}
+	h = mix(sum, tagObject)
+	o.conts = append(o.conts, container{hash: h, size: size, first: uint32(first), info: uint32(len(ms))<<1 | 1, aux: aux})
+	return h, uint32(len(o.conts))
+}
+
+// sortMembers sorts ms by key: a counting sort by the top bits, then an
+// insertion sort that only has to order members within a bucket.
+func (z *summarizer) sortMembers(ms []smember) {
+	n := len(ms)
+	if n > 16 {
+		b := min(bits.Len(uint(n)), 16)
+		shift := 32 - b
+		if cap(z.counts) < 1<<b+1 {
+			z.counts = make([]uint32, 1<<b+1)
+		}
+		counts := z.counts[:1<<b+1]
+		clear(counts)
+		for i := range ms {
+			counts[ms[i].key>>shift+1]++
+		}
+		for i := 1; i < len(counts); i++ {
+			counts[i] += counts[i-1]
+		}
+		if cap(z.sortTo) < n {
+			z.sortTo = make([]smember, n)
+		}
+		to := z.sortTo[:n]
+		for i := range ms {
+			k := ms[i].key >> shift
+			to[counts[k]] = ms[i]
+			counts[k]++
+		}
+		copy(ms, to)
+	}
+	for i := 1; i < n; i++ {
+		m := ms[i]
+		j := i
+		for j > 0 && ms[j-1].key > m.key {
+			ms[j] = ms[j-1]
+			j--
+		}
+		ms[j] = m
+	}
+}
+
+// buildTrie returns the trie node (plus one) over the sorted members
+// [lo, hi) of z.out.members, which share their top 4*level key bits.
+func (z *summarizer) buildTrie(lo, hi uint32, level uint) uint32 {
+	var node trieNode
+	shift := 28 - 4*level
+	ms := z.out.members
+	i := lo
+	for c := range uint32(16) {
+		node.start[c] = i
+		var h uint64
+		for i < hi && (ms[i].key>>shift)&15 == c {
+			h += ms[i].mh
+			i++
+		}
+		node.hash[c] = h
+	}
+	node.start[16] = hi
+	idx := len(z.out.tries)
+	z.out.tries = append(z.out.tries, trieNode{})
+	if level+1 < trieLevels {
+		for c := range 16 {
+			if node.start[c+1]-node.start[c] > bucketSize {
+				node.child[c] = z.buildTrie(node.start[c], node.start[c+1], level+1)
+			}
+		}
+	}
+	z.out.tries[idx] = node
+	return uint32(idx + 1)
+}
+
+// finishArray makes the container of the array whose elements are
+// z.estack[mark:] and z.rstack[mark:].
+func (z *summarizer) finishArray(mark int, size uint32) (h uint64, ref uint32) {
+	o := &z.out
+	first := len(o.elems)
+	es := z.estack[mark:]
+	o.elems = append(o.elems, es...)
+	o.elemRefs = append(o.elemRefs, z.rstack[mark:]...)
+	h = tagArray
+	for _, e := range es {
+		h = mix(h, e)
+	}
+	h = mix(h, uint64(len(es)))
+	aux := uint32(len(o.chunks))
+	if len(es) >= 2*chunkLen {
+		for c := 0; c+chunkLen <= len(es); c += chunkLen {
+			ch := tagChunk
+			for _, e := range es[c : c+chunkLen] {
+				ch = mix(ch, e)
+			}
+			o.chunks = append(o.chunks, ch)
+		}
+	}
+	z.estack, z.rstack = z.estack[:mark], z.rstack[:mark]
+	o.conts = append(o.conts, container{hash: h, size: size, first: uint32(first), info: uint32(len(es)) << 1, aux: aux})
+	return h, uint32(len(o.conts))
+}
+
+// The scan functions read validated JSON text: they check nothing.
+
+// scanValue summarizes the value at pos (not whitespace) and returns the
+// offset just past it.
+func (z *summarizer) scanValue(pos int) (h uint64, ref, size uint32, end int) {
+	data := z.data
+	switch c := data[pos]; c {
+	case '"':
+		end, escaped := stringEnd(data, pos)
+		return z.scalar(kindString, data[pos:end], escaped), 0, 1, end
+	case '{':
+		return z.scanObject(pos)
+	case '[':
+		return z.scanArray(pos)
+	case 'n':
+		return hashNull, 0, 1, pos + 4
+	case 't':
+		return hashTrue, 0, 1, pos + 4
+	case 'f':
+		return hashFalse, 0, 1, pos + 5
+	}
+	end = pos + 1
+	for end < len(data) && isNumberByte[data[end]] {
+		end++
+	}
+	return z.number(data[pos:end]), 0, 1, end
+}
+
+var isNumberByte = [256]bool{
+	'0': true, '1': true, '2': true, '3': true, '4': true, '5': true, '6': true, '7': true, '8': true, '9': true,
+	'.': true, 'e': true, 'E': true, '+': true, '-': true,
+}
+
+// stringEnd returns the offset just past the string whose opening quote
+// is at pos, and whether it contains escapes.
+func stringEnd(data []byte, pos int) (end int, escaped bool) {
+	i := pos + 1
+	for {
+		i = skipPlain(data, i)
+		switch data[i] {
+		case '"':
+			return i + 1, escaped
+		case '\\':
+			escaped = true
+			i += 2 // the rest of a \u escape is plain
+		default: // a byte of a multi-byte UTF-8 sequence
+			i++
+		}
+	}
+}
+
+func (z *summarizer) scanObject(pos int) (h uint64, ref, size uint32, end int) {
+	data := z.data
+	mark := len(z.mstack)
+	size = 1
+	pos = skipSpaceFrom(data, pos+1)
+	if data[pos] != '}' {
+		for {
+			kend, escaped := stringEnd(data, pos)
+			key := data[pos+1 : kend-1]
+			if escaped {
+				z.buf = appendUnescaped(z.buf[:0], key)
+				key = z.buf
+			}
+			kh := hashBytes(key)
+			pos = skipSpaceFrom(data, kend)
+			pos = skipSpaceFrom(data, pos+1) // ':'
+			vh, vref, vsize, vend := z.scanValue(pos)
+			size += vsize
+			z.mstack = append(z.mstack, smember{mh: mix(kh, vh), key: uint32(kh >> 32), ref: vref})
+			pos = skipSpaceFrom(data, vend)
+			if data[pos] == '}' {
+				break
+			}
+			pos = skipSpaceFrom(data, pos+1) // ','
+		}
+	}
+	h, ref = z.finishObject(mark, size)
+	return h, ref, size, pos + 1
+}
+
+func (z *summarizer) scanArray(pos int) (h uint64, ref, size uint32, end int) {
+	data := z.data
+	mark := len(z.estack)
+	size = 1
+	pos = skipSpaceFrom(data, pos+1)
+	if data[pos] != ']' {
+		for {
+			vh, vref, vsize, vend := z.scanValue(pos)
+			size += vsize
+			z.estack = append(z.estack, vh)
+			z.rstack = append(z.rstack, vref)
+			pos = skipSpaceFrom(data, vend)
+			if data[pos] == ']' {
+				break
+			}
+			pos = skipSpaceFrom(data, pos+1) // ','
+		}
+	}
+	h, ref = z.finishArray(mark, size)
+	return h, ref, size, pos + 1
+}
+
+// Distance returns the number of values that differ between the documents
+// of a and b, or, once that count reaches limit, some number at least
+// limit and at most the count (limit <= 0: no limit). It is symmetric, and
+// 0 exactly when the documents are JSON-equal.
+//
+// The count is over values: every scalar, object and array at any depth.
+// Two values at the same place (same key path from the top, or same array
+// position, see below) count:
+//   - 0 if they are JSON-equal;
+//   - both objects: the sum over the keys of either: a key in both counts
+//     the distance between its two values, a key in one only counts every
+//     value of the subtree it holds (1 for a scalar, 4 for {"a":1,"b":[2]});
+//   - both arrays: their common prefix and common suffix (of equal
+//     elements) count 0, the rest of the elements is paired by position,
+//     each pair counts its distance and each element without a pair counts
+//     its subtree's values;
+//   - otherwise (two different scalars, or values of different kinds):
+//     the values of both subtrees minus one: 1 for two scalars, 1+n for a
+//     scalar replaced by an object of n values inside.
+//
+// Without the array trimming this is the Hamming distance between the
+// documents seen as maps from key paths to values (a container labelled
+// only by its kind), so it is a metric: the triangle inequality holds for
+// documents whose arrays at the same paths have equal lengths. The trimming
+// makes one insertion or deletion in an array count as one element instead
+// of shifting all that follow.
+//
+// The cost is in the number of differing subtrees, not in the size of the
+// documents: equal subtrees, and equal key ranges of large objects, are
+// skipped by their hashes; it is bounded by limit.
+func Distance(a, b *Summary, limit int) int {
+	if limit <= 0 {
+		limit = math.MaxInt
+	}
+	return distance(a, b, limit, false)
+}
+
+// distance is Distance; positional pairs array elements by position only,
+// without the suffix trimming (the metric, for tests).
+func distance(a, b *Summary, limit int, positional bool) int {
+	if a.hash == b.hash {
+		return 0
+	}
+	d := differ{a: a, b: b, positional: positional}
+	return d.values(a.ref, b.ref, limit)
+}
+
+// differ compares two summaries. Each method counts up to limit and
+// returns as soon as the count reaches it.
+type differ struct {
+	a, b       *Summary
+	positional bool
+}
+
+func size(s *Summary, ref uint32) int {
+	if ref == 0 {
+		return 1
+	}
+	return int(s.conts[ref-1].size)
+}
+
+// values compares two values whose hashes differ.
+func (d *differ) values(ra, rb uint32, limit int) int {
+	if ra != 0 && rb != 0 {
+		ca, cb := &d.a.conts[ra-1], &d.b.conts[rb-1]
+		if ca.isObject() == cb.isObject() {
+			if ca.isObject() {
+				return d.objects(ca, cb, limit)
+			}
+			return d.arrays(ca, cb, limit)
+		}
+	}
+	return size(d.a, ra) + size(d.b, rb) - 1
+}
+
+func (d *differ) objects(ca, cb *container, limit int) int {
+	if ca.aux != 0 && cb.aux != 0 {
+		return d.tries(ca.aux, cb.aux, limit)
+	}
+	return d.walk(d.a.members[ca.first:ca.first+ca.count()], d.b.members[cb.first:cb.first+cb.count()], limit)
+}
+
+// tries compares two objects, or key ranges of them, through their trie
+// nodes (of the same level), descending only where the sums differ.
+func (d *differ) tries(ta, tb uint32, limit int) int {
+	na, nb := &d.a.tries[ta-1], &d.b.tries[tb-1]
+	n := 0
+	for c := range 16 {
+		if na.hash[c] == nb.hash[c] {
+			continue
+		}
+		if na.child[c] != 0 && nb.child[c] != 0 {
+			n += d.tries(na.child[c], nb.child[c], limit-n)
+		} else {
+			n += d.walk(d.a.members[na.start[c]:na.start[c+1]], d.b.members[nb.start[c]:nb.start[c+1]], limit-n)
+		}
+		if n >= limit {
+			break
+		}
+	}
+	return n
+}
+
+// walk compares two runs of members sorted by key.
+func (d *differ) walk(ma, mb []smember, limit int) int {
+	n := 0
+	i, j := 0, 0
+	for i < len(ma) && j < len(mb) && n < limit {
+		ka, kb := ma[i].key, mb[j].key
+		switch {
+		case ka < kb:
+			n += size(d.a, ma[i].ref)
+			i++
+		case kb < ka:
+			n += size(d.b, mb[j].ref)
+			j++
+		default:
+			i2, j2 := i+1, j+1
+			for i2 < len(ma) && ma[i2].key == ka {
+				i2++
+			}
+			for j2 < len(mb) && mb[j2].key == kb {
+				j2++
+			}
+			if i2-i == 1 && j2-j == 1 {
+				n += d.memberPair(&ma[i], &mb[j], limit-n)
+			} else {
+				n += d.group(ma[i:i2], mb[j:j2])
+			}
+			i, j = i2, j2
+		}
+	}
+	for ; i < len(ma) && n < limit; i++ {
+		n += size(d.a, ma[i].ref)
+	}
+	for ; j < len(mb) && n < limit; j++ {
+		n += size(d.b, mb[j].ref)
+	}
+	return n
+}
+
+// memberPair compares two members whose keys share their 32 bits, so
+// almost surely have the same key.
+func (d *differ) memberPair(x, y *smember, limit int) int {
+	if x.mh == y.mh {
+		return 0
+	}
+	if x.ref != 0 && y.ref != 0 && d.a.conts[x.ref-1].hash == d.b.conts[y.ref-1].hash {
+		// Equal values under different keys: a key removed, another added.
+		return size(d.a, x.ref) + size(d.b, y.ref)
+	}
+	// Equal scalars under different keys would count 1 here rather than
+	// 2; which is still not 0.
+	return d.values(x.ref, y.ref, limit)
+}
+
+// group compares members of two objects whose keys share their 32 bits
+// but are not one on each side (a 32-bit collision between keys of one
+// object): members equal on both sides count 0, the others count their
+// subtrees.
+func (d *differ) group(ga, gb []smember) int {
+	n := 0
+	for i := range ga {
+		found := false
+		for j := range gb {
+			found = found || gb[j].mh == ga[i].mh
+		}
+		if !found {
+			n += size(d.a, ga[i].ref)
+		}
+	}
+	for j := range gb {
+		found := false
+		for i := range ga {
+			found = found || ga[i].mh == gb[j].mh
+		}
+		if !found {
+			n += size(d.b, gb[j].ref)
+		}
+	}
+	return n
+}
+
+func (d *differ) arrays(ca, cb *container, limit int) int {
+	la, lb := int(ca.count()), int(cb.count())
+	ea, eb := d.a.elems[ca.first:ca.first+uint32(la)], d.b.elems[cb.first:cb.first+uint32(lb)]
+	ra, rb := d.a.elemRefs[ca.first:ca.first+uint32(la)], d.b.elemRefs[cb.first:cb.first+uint32(lb)]
+	m := min(la, lb)
+	p := 0
+	if m >= 2*chunkLen { // both have chunk hashes: skip equal runs
+		for p+chunkLen <= m && d.a.chunks[int(ca.aux)+p/chunkLen] == d.b.chunks[int(cb.aux)+p/chunkLen] {
+			p += chunkLen
+		}
+	}
+	for p < m && ea[p] == eb[p] {
+		p++
+	}
+	s := 0
+	if la == lb || !d.positional {
+		for s < m-p && ea[la-1-s] == eb[lb-1-s] {
+			s++
+		}
+	}
+	n := 0
+	for i := p; i < m-s && n < limit; i++ {
+		if ea[i] != eb[i] {
+			n += d.values(ra[i], rb[i], limit-n)
+		}
+	}
+	for i := m - s; i < la-s && n < limit; i++ {
+		n += size(d.a, ra[i])
+	}
+	for i := m - s; i < lb-s && n < limit; i++ {
+		n += size(d.b, rb[i])
+	}
+	return n
+}
