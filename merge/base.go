@@ -1,9 +1,7 @@
 package merge
 
 import (
-	"cmp"
 	"math"
-	"slices"
 )
 
 // Candidate is one version of a record that the writer of a commit may
@@ -48,49 +46,53 @@ type Choice struct {
 // second-best distance found so far (candidates are tried in preference
 // order, so the likely base first).
 func ChooseBase(mine *Summary, candidates []Candidate) Choice {
-	var orderBuf [64]int
+	// The candidates in preference order, by insertion: there are few,
+	// and given oldest first they come in order.
+	var orderBuf [64]ranked
 	order := orderBuf[:0]
-	for i := range candidates {
-		if candidates[i].Summary != nil {
-			order = append(order, i)
+	for i := len(candidates) - 1; i >= 0; i-- {
+		c := &candidates[i]
+		if c.Summary == nil {
+			continue
+		}
+		r := ranked{seq: c.Seq, i: i}
+		if c.ThreadLastRead {
+			r.flags |= 2
+		}
+		if c.ProcessLastRead {
+			r.flags |= 1
+		}
+		order = append(order, r)
+		for j := len(order) - 1; j > 0 && r.before(&order[j-1]); j-- {
+			order[j], order[j-1] = order[j-1], r
 		}
 	}
-	slices.SortFunc(order, func(i, j int) int {
-		ci, cj := &candidates[i], &candidates[j]
-		if ci.ThreadLastRead != cj.ThreadLastRead {
-			return boolFirst(ci.ThreadLastRead)
-		}
-		if ci.ProcessLastRead != cj.ProcessLastRead {
-			return boolFirst(ci.ProcessLastRead)
-		}
-		if c := cmp.Compare(cj.Seq, ci.Seq); c != 0 {
-			return c
-		}
-		return cmp.Compare(i, j)
-	})
 	ch := Choice{Index: -1, RunnerUpIndex: -1, RunnerUp: -1}
 	best, second := math.MaxInt, math.MaxInt
-	var seenBuf [64]uint64 // hashes of the contents already compared
-	seen := seenBuf[:0]
-	for _, i := range order {
+	var bestHash, secondHash uint64
+	for k := range order {
+		i := order[k].i
 		s := candidates[i].Summary
-		if slices.Contains(seen, s.hash) {
-			// The same content as a candidate tried before, which was
+		if ch.Index >= 0 && s.hash == bestHash || ch.RunnerUpIndex >= 0 && s.hash == secondHash {
+			// The content of a candidate tried before, which was
 			// preferred: nothing changes.
 			continue
 		}
-		seen = append(seen, s.hash)
 		limit := 0 // none
 		if second < math.MaxInt {
 			limit = second + 1
 		}
+		// A result past limit is past second: it changes nothing. So is
+		// the result of a content equal to one tried before whose result
+		// was past limit (limits only decrease); other equal contents are
+		// skipped above.
 		d := Distance(mine, s, limit)
 		switch {
 		case d < best:
-			second, ch.RunnerUpIndex = best, ch.Index
-			best, ch.Index = d, i
+			second, secondHash, ch.RunnerUpIndex = best, bestHash, ch.Index
+			best, bestHash, ch.Index = d, s.hash, i
 		case d < second:
-			second, ch.RunnerUpIndex = d, i
+			second, secondHash, ch.RunnerUpIndex = d, s.hash, i
 		}
 	}
 	if ch.Index < 0 {
@@ -104,10 +106,19 @@ func ChooseBase(mine *Summary, candidates []Candidate) Choice {
 	return ch
 }
 
-// boolFirst orders true before false.
-func boolFirst(b bool) int {
-	if b {
-		return -1
+// ranked is a candidate's place in the order of preference.
+type ranked struct {
+	flags uint8 // 2: the thread's last read, 1: the process's
+	seq   uint64
+	i     int
+}
+
+func (r *ranked) before(o *ranked) bool {
+	if r.flags != o.flags {
+		return r.flags > o.flags
 	}
-	return 1
+	if r.seq != o.seq {
+		return r.seq > o.seq
+	}
+	return r.i < o.i
 }

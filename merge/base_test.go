@@ -230,3 +230,11 @@ func TestChooseBaseProperty(t *testing.T) {
 		t.Fatalf("weak sample: %d of 400 ambiguous", ambiguous)
 	}
 }
+
+// boolFirst orders true before false.
+func boolFirst(b bool) int {
+	if b {
+		return -1
+	}
+	return 1
+}

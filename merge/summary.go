@@ -1,10 +1,13 @@
 package merge
 
 import (
+	"cmp"
+	"encoding/binary"
 	"hash/maphash"
 	"math"
 	"math/big"
 	"math/bits"
+	"slices"
 	"sync"
 	"unsafe"
 )
@@ -41,6 +44,18 @@ type Summary struct {
 	elemRefs []uint32 // and refs, in parallel
 	tries    []trieNode
 	chunks   []uint64
+	// bigs are the raw hashes (of their bytes as written) of the
+	// containers that are the value of a member of an object outside
+	// arrays and span at least bigSpan bytes, by ref (ascending): see
+	// Document.SummaryReusing.
+	bigs []bigEntry
+}
+
+// bigEntry is the raw hash of a large container.
+type bigEntry struct {
+	raw uint64
+	ref uint32
+	_   uint32
 }
 
 // container is an object or an array of a summary.
@@ -79,6 +94,9 @@ const (
 	// chunkLen is the length of the runs of elements of a long array
 	// whose hashes let a comparison skip an equal prefix.
 	chunkLen = 64
+	// bigSpan is the least length in bytes of a container whose raw hash
+	// is kept, so that its summary can be copied rather than made again.
+	bigSpan = 256
 )
 
 var (
@@ -102,7 +120,39 @@ var (
 )
 
 func hashString(s string) uint64 { return maphash.String(hashSeed, s) }
-func hashBytes(b []byte) uint64  { return maphash.Bytes(hashSeed, b) }
+
+// Secrets of hashBytes, random per process.
+var (
+	secret0 = hashString("secret 0")
+	secret1 = hashString("secret 1")
+	secret2 = hashString("secret 2")
+)
+
+// hashBytes hashes b: inline for up to 48 bytes (most keys and values;
+// a call to maphash costs more than the hashing), else with maphash. Which
+// way depends only on the length, so equal bytes hash alike.
+func hashBytes(b []byte) uint64 {
+	n := len(b)
+	if n > 48 {
+		return maphash.Bytes(hashSeed, b)
+	}
+	// wyhash's reads and multiply-folds, keyed by the secrets.
+	seed := secret0
+	for len(b) > 16 {
+		seed = mix(binary.LittleEndian.Uint64(b)^secret1, binary.LittleEndian.Uint64(b[8:])^seed)
+		b = b[16:]
+	}
+	var x, y uint64
+	switch m := len(b); {
+	case m >= 8:
+		x, y = binary.LittleEndian.Uint64(b), binary.LittleEndian.Uint64(b[m-8:])
+	case m >= 4:
+		x, y = uint64(binary.LittleEndian.Uint32(b)), uint64(binary.LittleEndian.Uint32(b[m-4:]))
+	case m > 0:
+		x = uint64(b[0])<<16 | uint64(b[m>>1])<<8 | uint64(b[m-1])
+	}
+	return mix(secret1^uint64(n), mix(x^secret1, y^seed))
+}
 
 // mix combines two hashes (wyhash's multiply-fold).
 func mix(a, b uint64) uint64 {
@@ -145,7 +195,23 @@ func ParseDocument(data []byte, opts Options) (*Document, error) {
 
 // Summary returns the summary of d, made without parsing d again.
 func (d *Document) Summary() *Summary {
-	return summarizeTree(d.t)
+	return summarizeTree(d.t, nil)
+}
+
+// SummaryReusing returns the same summary as Summary (equal hashes, equal
+// distances to any other), made faster where d shares large subtrees byte
+// for byte with the document of prev: their summaries are copied from
+// prev instead of being made again. prev is typically a version the
+// writer probably read (its thread's or process's last read, or the
+// newest): a writer rewrites the parts it did not change as they were.
+// prev may be nil; it must be a summary made by this process.
+//
+// Subtrees are reused when they are the value of a member of an object
+// (outside arrays) at the same key path in both, are at least bigSpan
+// bytes long, and have equal raw hashes (64 bits, seeded per process:
+// byte-equal but for a collision). Other parts cost what Summary costs.
+func (d *Document) SummaryReusing(prev *Summary) *Summary {
+	return summarizeTree(d.t, prev)
 }
 
 // Equal reports whether the documents of s and o are JSON-equal (up to a
@@ -177,13 +243,15 @@ func (s *Summary) Bytes() int {
 		cap(s.members)*int(unsafe.Sizeof(smember{})) +
 		cap(s.elems)*8 + cap(s.elemRefs)*4 +
 		cap(s.tries)*int(unsafe.Sizeof(trieNode{})) +
-		cap(s.chunks)*8
+		cap(s.chunks)*8 +
+		cap(s.bigs)*int(unsafe.Sizeof(bigEntry{}))
 }
 
 // summarizer builds a Summary into reusable scratch slices, then copies
 // it out once into exactly sized ones.
 type summarizer struct {
 	data   []byte
+	prev   *Summary // the summary to reuse subtrees of, or nil
 	out    Summary
 	buf    []byte // unescaped strings, digits
 	mstack []smember
@@ -198,24 +266,29 @@ var summarizers = sync.Pool{New: func() any { return new(summarizer) }}
 // summarizeTree returns the summary of a validated tree. Objects outside
 // arrays are read from the tree; arrays, which the tree keeps as spans,
 // are scanned from the (validated) bytes.
-func summarizeTree(t *tree) *Summary {
+func summarizeTree(t *tree, prev *Summary) *Summary {
 	z := summarizers.Get().(*summarizer)
-	z.data = t.data
+	z.data, z.prev = t.data, prev
 	o := &z.out
-	o.conts, o.members, o.elems, o.elemRefs, o.tries, o.chunks =
-		o.conts[:0], o.members[:0], o.elems[:0], o.elemRefs[:0], o.tries[:0], o.chunks[:0]
-	h, ref, _ := z.treeValue(t, &t.root)
-	s := &Summary{
-		hash:     h,
-		ref:      ref,
-		conts:    clone(o.conts),
-		members:  clone(o.members),
-		elems:    clone(o.elems),
-		elemRefs: clone(o.elemRefs),
-		tries:    clone(o.tries),
-		chunks:   clone(o.chunks),
+	o.conts, o.members, o.elems, o.elemRefs, o.tries, o.chunks, o.bigs =
+		o.conts[:0], o.members[:0], o.elems[:0], o.elemRefs[:0], o.tries[:0], o.chunks[:0], o.bigs[:0]
+	var prevRoot uint32
+	if prev != nil {
+		prevRoot = prev.ref
 	}
-	z.data = nil
+	h, ref, _ := z.treeValue(t, &t.root, prevRoot)
+	s := &Summary{hash: h, ref: ref}
+	// One allocation for all of it: the slices' types hold no pointers.
+	arena := make([]uint64, words8(o.conts)+words8(o.members)+words8(o.elems)+words8(o.elemRefs)+
+		words8(o.tries)+words8(o.chunks)+words8(o.bigs))
+	arena, s.conts = carve(arena, o.conts)
+	arena, s.members = carve(arena, o.members)
+	arena, s.elems = carve(arena, o.elems)
+	arena, s.elemRefs = carve(arena, o.elemRefs)
+	arena, s.tries = carve(arena, o.tries)
+	arena, s.chunks = carve(arena, o.chunks)
+	_, s.bigs = carve(arena, o.bigs)
+	z.data, z.prev = nil, nil
 	if cap(z.buf) > 1<<16 {
 		z.buf = nil
 	}
@@ -223,18 +296,59 @@ func summarizeTree(t *tree) *Summary {
 	return s
 }
 
-// clone returns an exactly sized copy of x, nil if empty.
-func clone[T any](x []T) []T {
-	if len(x) == 0 {
-		return nil
+// rawHash is the hash of a value's bytes as written.
+func rawHash(b []byte) uint64 {
+	return maphash.Bytes(hashSeed, b)
+}
+
+// raw returns the raw hash of container ref of s, if it has one.
+func (s *Summary) raw(ref uint32) (uint64, bool) {
+	i, ok := slices.BinarySearchFunc(s.bigs, ref, func(e bigEntry, ref uint32) int { return cmp.Compare(e.ref, ref) })
+	if !ok {
+		return 0, false
 	}
-	return append(make([]T, 0, len(x)), x...)
+	return s.bigs[i].raw, true
+}
+
+// member returns the ref of the value of the only member of object c of s
+// whose key has the 32 bits key, 0 if there is none or more than one.
+func (s *Summary) member(c uint32, key uint32) uint32 {
+	oc := &s.conts[c-1]
+	ms := s.members[oc.first : oc.first+oc.count()]
+	i, ok := slices.BinarySearchFunc(ms, key, func(m smember, key uint32) int { return cmp.Compare(m.key, key) })
+	if !ok || i+1 < len(ms) && ms[i+1].key == key {
+		return 0
+	}
+	return ms[i].ref
+}
+
+// words8 returns the number of 8-byte words that hold x.
+func words8[T any](x []T) int {
+	var zero T
+	return (len(x)*int(unsafe.Sizeof(zero)) + 7) / 8
+}
+
+// carve copies x to the start of arena, which has room for it, and
+// returns the rest of arena and the copy (nil if x is empty). T must hold
+// no pointers and need no more than 8-byte alignment.
+func carve[T any](arena []uint64, x []T) ([]uint64, []T) {
+	if len(x) == 0 {
+		return arena, nil
+	}
+	n := words8(x)
+	c := unsafe.Slice((*T)(unsafe.Pointer(&arena[0])), len(x))
+	copy(c, x)
+	return arena[n:], c
 }
 
 // treeValue summarizes value v of t; size is the number of values in it.
-func (z *summarizer) treeValue(t *tree, v *value) (h uint64, ref, size uint32) {
+// pc is the container of z.prev at the same key path, 0 for none.
+func (z *summarizer) treeValue(t *tree, v *value, pc uint32) (h uint64, ref, size uint32) {
 	switch v.kind {
 	case kindObject:
+		if pc != 0 && !z.prev.conts[pc-1].isObject() {
+			pc = 0
+		}
 		mark := len(z.mstack)
 		size = 1
 		for i := v.first; i < v.first+v.count; i++ {
@@ -242,13 +356,10 @@ func (z *summarizer) treeValue(t *tree, v *value) (h uint64, ref, size uint32) {
 			kh := hashBytes(t.key(m))
 			var vh uint64
 			var vref, vsize uint32
-			switch m.value.kind {
-			case kindObject:
-				vh, vref, vsize = z.treeValue(t, &m.value)
-			case kindArray:
-				vh, vref, vsize, _ = z.scanArray(int(m.value.start))
-			default:
-				vh, vsize = z.scalar(m.value.kind, t.data[m.value.start:m.value.end], m.value.escaped), 1
+			if mv := &m.value; mv.kind >= kindArray {
+				vh, vref, vsize = z.member(t, mv, pc, uint32(kh>>32))
+			} else {
+				vh, vsize = z.scalar(mv.kind, t.data[mv.start:mv.end], mv.escaped), 1
 			}
 			size += vsize
 			z.mstack = append(z.mstack, smember{mh: mix(kh, vh), key: uint32(kh >> 32), ref: vref})
@@ -260,6 +371,80 @@ func (z *summarizer) treeValue(t *tree, v *value) (h uint64, ref, size uint32) {
 		return h, ref, size
 	}
 	return z.scalar(v.kind, t.data[v.start:v.end], v.escaped), 0, 1
+}
+
+// member summarizes container v, the value of a member with key bits key
+// of an object whose container in z.prev is pc (0: none): copied from
+// z.prev when it has the same bytes there.
+func (z *summarizer) member(t *tree, v *value, pc uint32, key uint32) (h uint64, ref, size uint32) {
+	if v.end-v.start < bigSpan {
+		if v.kind == kindObject {
+			return z.treeValue(t, v, 0)
+		}
+		h, ref, size, _ = z.scanArray(int(v.start))
+		return h, ref, size
+	}
+	raw := rawHash(t.data[v.start:v.end])
+	var prev uint32
+	same := false
+	if pc != 0 {
+		if prev = z.prev.member(pc, key); prev != 0 {
+			prevRaw, ok := z.prev.raw(prev)
+			same = ok && prevRaw == raw
+		}
+	}
+	switch {
+	case same:
+		h, ref, size = z.copy(prev)
+	case v.kind == kindObject:
+		h, ref, size = z.treeValue(t, v, prev)
+	default:
+		h, ref, size, _ = z.scanArray(int(v.start))
+	}
+	if n := len(z.out.bigs); n == 0 || z.out.bigs[n-1].ref != ref { // copy may have added it
+		z.out.bigs = append(z.out.bigs, bigEntry{raw: raw, ref: ref})
+	}
+	return h, ref, size
+}
+
+// copy copies container c of z.prev, and all it holds, into z.out.
+func (z *summarizer) copy(c uint32) (h uint64, ref, size uint32) {
+	p, o := z.prev, &z.out
+	pc := p.conts[c-1]
+	n := pc.count()
+	first := uint32(0)
+	var aux uint32
+	if pc.isObject() {
+		first = uint32(len(o.members))
+		o.members = append(o.members, p.members[pc.first:pc.first+n]...)
+		for i := first; i < first+n; i++ {
+			if r := o.members[i].ref; r != 0 {
+				_, o.members[i].ref, _ = z.copy(r)
+			}
+		}
+		if n > bucketSize {
+			aux = z.copyTrie(pc.aux, first-pc.first)
+		}
+	} else {
+		first = uint32(len(o.elems))
+		o.elems = append(o.elems, p.elems[pc.first:pc.first+n]...)
+		o.elemRefs = append(o.elemRefs, p.elemRefs[pc.first:pc.first+n]...)
+		for i := first; i < first+n; i++ {
+			if r := o.elemRefs[i]; r != 0 {
+				_, o.elemRefs[i], _ = z.copy(r)
+			}
+		}
+		aux = uint32(len(o.chunks))
+		if n >= 2*chunkLen {
+			o.chunks = append(o.chunks, p.chunks[pc.aux:pc.aux+n/chunkLen]...)
+		}
+	}
+	o.conts = append(o.conts, container{hash: pc.hash, size: pc.size, first: first, info: pc.info, aux: aux})
+	ref = uint32(len(o.conts))
+	if raw, ok := p.raw(c); ok {
+		o.bigs = append(o.bigs, bigEntry{raw: raw, ref: ref})
+	}
+	return pc.hash, ref, pc.size
 }
 
 // scalar returns the hash of a scalar value of kind k written as raw.
@@ -355,6 +540,24 @@ func numberHash(neg bool, digits []byte, exp int64) uint64 {
 		return mix(h, tagNumNeg)
 	}
 	return mix(h, tagNumPos)
+}
+
+// copyTrie copies trie node t of z.prev and those under it into z.out,
+// their members moved by delta, and returns the copy's index plus one.
+func (z *summarizer) copyTrie(t, delta uint32) uint32 {
+	o := &z.out
+	idx := len(o.tries)
+	o.tries = append(o.tries, z.prev.tries[t-1])
+	node := &o.tries[idx]
+	for c := range node.start {
+		node.start[c] += delta
+	}
+	for c := range 16 {
+		if child := o.tries[idx].child[c]; child != 0 {
+			o.tries[idx].child[c] = z.copyTrie(child, delta)
+		}
+	}
+	return uint32(idx + 1)
 }
 
 // finishObject makes the container of the object whose members are
@@ -659,7 +862,38 @@ func (d *differ) objects(ca, cb *container, limit int) int {
 	if ca.aux != 0 && cb.aux != 0 {
 		return d.tries(ca.aux, cb.aux, limit)
 	}
-	return d.walk(d.a.members[ca.first:ca.first+ca.count()], d.b.members[cb.first:cb.first+cb.count()], limit)
+	ma, mb := d.a.members[ca.first:ca.first+ca.count()], d.b.members[cb.first:cb.first+cb.count()]
+	if len(ma) == len(mb) && len(ma) > 0 {
+		// Usually both have the same keys: pair the members by position
+		// (if no two keys of a share their 32 bits), counting those that
+		// differ, each of which counts at least 1.
+		mb = mb[:len(ma)]
+		n := 0
+		prev := ^ma[0].key
+		for i := range ma {
+			x, y := &ma[i], &mb[i]
+			if x.key != y.key || x.key == prev {
+				return d.walk(ma, mb, limit)
+			}
+			prev = x.key
+			if x.mh != y.mh {
+				n++
+			}
+		}
+		if n >= limit {
+			return n
+		}
+		n = 0
+		for i := range ma {
+			if ma[i].mh != mb[i].mh {
+				if n += d.memberPair(&ma[i], &mb[i], limit-n); n >= limit {
+					break
+				}
+			}
+		}
+		return n
+	}
+	return d.walk(ma, mb, limit)
 }
 
 // tries compares two objects, or key ranges of them, through their trie
@@ -687,29 +921,36 @@ func (d *differ) tries(ta, tb uint32, limit int) int {
 func (d *differ) walk(ma, mb []smember, limit int) int {
 	n := 0
 	i, j := 0, 0
-	for i < len(ma) && j < len(mb) && n < limit {
-		ka, kb := ma[i].key, mb[j].key
+	for i < len(ma) && j < len(mb) {
+		x, y := &ma[i], &mb[j]
 		switch {
-		case ka < kb:
-			n += size(d.a, ma[i].ref)
-			i++
-		case kb < ka:
-			n += size(d.b, mb[j].ref)
-			j++
-		default:
+		case x.key == y.key:
+			if x.mh == y.mh { // the usual case: the same member
+				i, j = i+1, j+1
+				continue
+			}
 			i2, j2 := i+1, j+1
-			for i2 < len(ma) && ma[i2].key == ka {
+			for i2 < len(ma) && ma[i2].key == x.key {
 				i2++
 			}
-			for j2 < len(mb) && mb[j2].key == kb {
+			for j2 < len(mb) && mb[j2].key == x.key {
 				j2++
 			}
 			if i2-i == 1 && j2-j == 1 {
-				n += d.memberPair(&ma[i], &mb[j], limit-n)
+				n += d.memberPair(x, y, limit-n)
 			} else {
 				n += d.group(ma[i:i2], mb[j:j2])
 			}
 			i, j = i2, j2
+		case x.key < y.key:
+			n += size(d.a, x.ref)
+			i++
+		default:
+			n += size(d.b, y.ref)
+			j++
+		}
+		if n >= limit {
+			return n
 		}
 	}
 	for ; i < len(ma) && n < limit; i++ {

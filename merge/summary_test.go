@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -485,4 +486,215 @@ func TestSummaryBytes(t *testing.T) {
 	base, _, _ := benchInputs(64<<10, false)
 	s := mustSummarize(t, string(base))
 	t.Logf("%d-byte nested record: %d values, summary %d bytes, %.1f bytes per value", len(base), s.Size(), s.Bytes(), float64(s.Bytes())/float64(s.Size()))
+}
+
+// checkSummary checks the invariants of a summary's layout: every ref in
+// range, each object's members sorted by key and summing to its hash, its
+// trie (if any) consistent with its members, sizes adding up, bigs sorted.
+func checkSummary(t testing.TB, s *Summary) {
+	t.Helper()
+	var walk func(ref uint32) uint32
+	walk = func(ref uint32) uint32 {
+		if ref == 0 {
+			return 1
+		}
+		if int(ref) > len(s.conts) {
+			t.Fatalf("ref %d past %d containers", ref, len(s.conts))
+		}
+		c := &s.conts[ref-1]
+		n := c.count()
+		size := uint32(1)
+		if c.isObject() {
+			ms := s.members[c.first : c.first+n]
+			var sum uint64
+			for i := range ms {
+				if i > 0 && ms[i-1].key > ms[i].key {
+					t.Fatalf("members of container %d not sorted", ref)
+				}
+				sum += ms[i].mh
+				size += walk(ms[i].ref)
+			}
+			if mix(sum, tagObject) != c.hash {
+				t.Fatalf("container %d: hash is not its members'", ref)
+			}
+			if (n > bucketSize) != (c.aux != 0) {
+				t.Fatalf("object of %d members with trie %d", n, c.aux)
+			}
+			if c.aux != 0 {
+				checkTrie(t, s, c.aux, c.first, c.first+n, 0)
+			}
+		} else {
+			h := tagArray
+			for i := c.first; i < c.first+n; i++ {
+				h = mix(h, s.elems[i])
+				size += walk(s.elemRefs[i])
+			}
+			if mix(h, uint64(n)) != c.hash {
+				t.Fatalf("container %d: hash is not its elements'", ref)
+			}
+			if n >= 2*chunkLen {
+				for k := uint32(0); k < n/chunkLen; k++ {
+					ch := tagChunk
+					for _, e := range s.elems[c.first+k*chunkLen : c.first+(k+1)*chunkLen] {
+						ch = mix(ch, e)
+					}
+					if s.chunks[c.aux+k] != ch {
+						t.Fatalf("container %d: chunk %d", ref, k)
+					}
+				}
+			}
+		}
+		if size != c.size {
+			t.Fatalf("container %d: size %d, its values %d", ref, c.size, size)
+		}
+		return size
+	}
+	walk(s.ref)
+	for i := 1; i < len(s.bigs); i++ {
+		if s.bigs[i-1].ref >= s.bigs[i].ref {
+			t.Fatalf("bigs not sorted")
+		}
+	}
+}
+
+func checkTrie(t testing.TB, s *Summary, node, lo, hi uint32, level uint) {
+	t.Helper()
+	n := &s.tries[node-1]
+	if n.start[0] != lo || n.start[16] != hi {
+		t.Fatalf("trie node %d covers [%d,%d), not [%d,%d)", node, n.start[0], n.start[16], lo, hi)
+	}
+	for c := range uint32(16) {
+		var sum uint64
+		for i := n.start[c]; i < n.start[c+1]; i++ {
+			if (s.members[i].key>>(28-4*level))&15 != c {
+				t.Fatalf("trie node %d: member %d in range %d", node, i, c)
+			}
+			sum += s.members[i].mh
+		}
+		if sum != n.hash[c] {
+			t.Fatalf("trie node %d: range %d sum", node, c)
+		}
+		if n.child[c] != 0 {
+			checkTrie(t, s, n.child[c], n.start[c], n.start[c+1], level+1)
+		} else if n.start[c+1]-n.start[c] > bucketSize && level+1 < trieLevels {
+			t.Fatalf("trie node %d: range %d of %d members without a node", node, c, n.start[c+1]-n.start[c])
+		}
+	}
+}
+
+// writeStable writes v the same way every time: keys sorted, strings
+// escaped only where they must be, so that unchanged subtrees of two
+// versions have the same bytes, as a serializer writes them.
+func writeStable(b *strings.Builder, v any) {
+	switch v := v.(type) {
+	case map[string]any:
+		b.WriteString("{")
+		for i, k := range sortedKeys(v) {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.Write(mustMarshal(k))
+			b.WriteString(": ")
+			writeStable(b, v[k])
+		}
+		b.WriteString("}")
+	case []any:
+		b.WriteString("[")
+		for i, x := range v {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			writeStable(b, x)
+		}
+		b.WriteString("]")
+	case number:
+		b.WriteString(string(v))
+	default:
+		b.Write(mustMarshal(v))
+	}
+}
+
+func stable(v any) string {
+	var b strings.Builder
+	writeStable(&b, v)
+	return b.String()
+}
+
+func mustDocument(t testing.TB, s string) *Document {
+	t.Helper()
+	d, err := ParseDocument([]byte(s), Options{})
+	if err != nil {
+		t.Fatalf("parse %q: %v", s, err)
+	}
+	return d
+}
+
+// SummaryReusing gives the summary Summary gives, whatever it reuses, and
+// chains: a summary made by reuse can be reused.
+func TestSummaryReusing(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	for i := range 300 {
+		v := recordValue(rng, 0)
+		w := editValue(rng, v, rng.IntN(4))
+		x := editValue(rng, w, rng.IntN(4))
+		a, b, c := stable(v), stable(w), stable(x)
+		if i%4 == 0 {
+			b = spell(rng, w) // other bytes: little or nothing to reuse
+		}
+		sa := mustSummarize(t, a)
+		full := mustDocument(t, b).Summary()
+		got := mustDocument(t, b).SummaryReusing(sa)
+		checkSummary(t, full)
+		checkSummary(t, got)
+		if got.hash != full.hash || got.Size() != full.Size() || Distance(got, full, 0) != 0 {
+			t.Fatalf("reusing %s\nfor %s: another summary", a, b)
+		}
+		if d1, d2 := Distance(full, sa, 0), Distance(got, sa, 0); d1 != d2 {
+			t.Fatalf("distances %d and %d", d1, d2)
+		}
+		fullC := mustDocument(t, c).Summary()
+		gotC := mustDocument(t, c).SummaryReusing(got)
+		checkSummary(t, gotC)
+		if gotC.hash != fullC.hash || Distance(gotC, got, 0) != Distance(fullC, full, 0) || Distance(gotC, sa, 0) != Distance(fullC, sa, 0) {
+			t.Fatalf("chained reuse differs:\n%s\n%s\n%s", a, b, c)
+		}
+	}
+}
+
+// SummaryReusing does copy what it can: a summary whose large subtree
+// was tampered with passes the damage on to a document that has that
+// subtree byte for byte (and only then).
+func TestSummaryReusingCopies(t *testing.T) {
+	base := string(profileRecord(4<<10, [4]int{}, -1))
+	prev := mustSummarize(t, base)
+	tampered := *prev
+	tampered.conts = slices.Clone(prev.conts)
+	profile := 0
+	for i := range tampered.conts {
+		if tampered.conts[i].count() > tampered.conts[profile].count() {
+			profile = i
+		}
+	}
+	tampered.conts[profile].hash++
+	mine := mustDocument(t, string(profileRecord(4<<10, [4]int{1}, -1)))
+	if mine.SummaryReusing(&tampered).hash == mine.Summary().hash {
+		t.Fatalf("the profile was not copied from the previous summary")
+	}
+	if d := Distance(mine.SummaryReusing(prev), mine.Summary(), 0); d != 0 {
+		t.Fatalf("reuse of an intact summary: distance %d", d)
+	}
+	checkSummary(t, mine.SummaryReusing(prev))
+	// A large object (its trie nodes copied), in an array, nested.
+	big := flatRecord(2000, nil, nil)
+	v1 := mustSummarize(t, `{"a": {"big": `+big+`, "list": [`+big+`, 1]}, "n": 1}`)
+	v2 := mustDocument(t, `{"a": {"big": `+big+`, "list": [`+big+`, 1]}, "n": 2}`)
+	r2 := v2.SummaryReusing(v1)
+	checkSummary(t, r2)
+	if f := v2.Summary(); f.hash != r2.hash || Distance(f, v1, 0) != 1 || Distance(r2, v1, 0) != 1 {
+		t.Fatalf("reusing a large object: another summary")
+	}
+	other := mustDocument(t, string(profileRecord(4<<10, [4]int{1}, 3)))
+	if other.SummaryReusing(&tampered).hash != other.Summary().hash {
+		t.Fatalf("a changed profile was copied")
+	}
 }
