@@ -55,7 +55,7 @@ type Summary struct {
 type bigEntry struct {
 	raw uint64
 	ref uint32
-	_   uint32
+	len uint32 // of its bytes
 }
 
 // container is an object or an array of a summary.
@@ -301,13 +301,13 @@ func rawHash(b []byte) uint64 {
 	return maphash.Bytes(hashSeed, b)
 }
 
-// raw returns the raw hash of container ref of s, if it has one.
-func (s *Summary) raw(ref uint32) (uint64, bool) {
+// big returns the raw hash entry of container ref of s, nil if none.
+func (s *Summary) big(ref uint32) *bigEntry {
 	i, ok := slices.BinarySearchFunc(s.bigs, ref, func(e bigEntry, ref uint32) int { return cmp.Compare(e.ref, ref) })
 	if !ok {
-		return 0, false
+		return nil
 	}
-	return s.bigs[i].raw, true
+	return &s.bigs[i]
 }
 
 // member returns the ref of the value of the only member of object c of s
@@ -384,13 +384,14 @@ func (z *summarizer) member(t *tree, v *value, pc uint32, key uint32) (h uint64,
 		h, ref, size, _ = z.scanArray(int(v.start))
 		return h, ref, size
 	}
-	raw := rawHash(t.data[v.start:v.end])
+	span := t.data[v.start:v.end]
+	raw := rawHash(span)
 	var prev uint32
 	same := false
 	if pc != 0 {
 		if prev = z.prev.member(pc, key); prev != 0 {
-			prevRaw, ok := z.prev.raw(prev)
-			same = ok && prevRaw == raw
+			e := z.prev.big(prev)
+			same = e != nil && e.len == uint32(len(span)) && e.raw == raw
 		}
 	}
 	switch {
@@ -402,7 +403,7 @@ func (z *summarizer) member(t *tree, v *value, pc uint32, key uint32) (h uint64,
 		h, ref, size, _ = z.scanArray(int(v.start))
 	}
 	if n := len(z.out.bigs); n == 0 || z.out.bigs[n-1].ref != ref { // copy may have added it
-		z.out.bigs = append(z.out.bigs, bigEntry{raw: raw, ref: ref})
+		z.out.bigs = append(z.out.bigs, bigEntry{raw: raw, ref: ref, len: uint32(len(span))})
 	}
 	return h, ref, size
 }
@@ -441,8 +442,8 @@ func (z *summarizer) copy(c uint32) (h uint64, ref, size uint32) {
 	}
 	o.conts = append(o.conts, container{hash: pc.hash, size: pc.size, first: first, info: pc.info, aux: aux})
 	ref = uint32(len(o.conts))
-	if raw, ok := p.raw(c); ok {
-		o.bigs = append(o.bigs, bigEntry{raw: raw, ref: ref})
+	if e := p.big(c); e != nil {
+		o.bigs = append(o.bigs, bigEntry{raw: e.raw, ref: ref, len: e.len})
 	}
 	return pc.hash, ref, pc.size
 }

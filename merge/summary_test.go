@@ -698,3 +698,78 @@ func TestSummaryReusingCopies(t *testing.T) {
 		t.Fatalf("a changed profile was copied")
 	}
 }
+
+// FuzzDistance checks Summarize, Distance, SummaryReusing and ChooseBase
+// on arbitrary documents: Summarize accepts what the parser accepts;
+// Distance is 0 on a document and itself, symmetric, 0 exactly when the
+// package's equality says equal, equal to the model distance on values
+// decoded by encoding/json, within its limit; the positional distance
+// obeys the triangle inequality; a summary made by reuse is the same
+// summary; ChooseBase agrees with the brute force.
+func FuzzDistance(f *testing.F) {
+	for _, tc := range equalityCases {
+		f.Add([]byte(tc.a), []byte(tc.b), []byte(`{"a":[1,2,{"b":null}]}`))
+	}
+	f.Add([]byte(`{"a":{"x":1,"y":[2,3]},"b":"`+strings.Repeat("x", 300)+`"}`),
+		[]byte(`{"a":{"x":1,"y":[2,3]},"b":"`+strings.Repeat("x", 300)+`","c":{}}`),
+		[]byte(`{"b":"`+strings.Repeat("x", 300)+`","a":{"y":[2,3.0],"x":1e0}}`))
+	f.Add([]byte(`[1,2,3,4]`), []byte(`[0,1,2,3,4]`), []byte(`[1,2,4]`))
+	f.Add([]byte(flatRecord(40, nil, nil)), []byte(flatRecord(40, map[int]string{3: "1"}, nil)), []byte(flatRecord(39, nil, nil)))
+	f.Fuzz(func(t *testing.T, a, b, c []byte) {
+		opts := Options{MaxDepth: fuzzMaxDepth}
+		var sums [3]*Summary
+		var docs [3]*Document
+		for i, data := range [][]byte{a, b, c} {
+			d, err := ParseDocument(data, opts)
+			_, perr := parse(data, fuzzMaxDepth)
+			if (err == nil) != (perr == nil) {
+				t.Fatalf("ParseDocument: %v, parse: %v", err, perr)
+			}
+			if err != nil {
+				return
+			}
+			docs[i], sums[i] = d, d.Summary()
+			checkSummary(t, sums[i])
+		}
+		sa, sb, sc := sums[0], sums[1], sums[2]
+		d := Distance(sa, sb, 0)
+		if Distance(sa, sa, 0) != 0 || Distance(sb, sa, 0) != d {
+			t.Fatalf("not 0 on itself or not symmetric: %q %q", a, b)
+		}
+		if eq := equalDocs(docs[0].t, docs[1].t); eq != (d == 0) || eq != sa.Equal(sb) {
+			t.Fatalf("Distance %d, Equal %v, the package's equality %v: %q %q", d, sa.Equal(sb), eq, a, b)
+		}
+		if d > sa.Size()+sb.Size()-1 {
+			t.Fatalf("Distance %d past the sizes %d and %d", d, sa.Size(), sb.Size())
+		}
+		for _, limit := range []int{1, 2, d / 2, d, d + 1} {
+			got := Distance(sa, sb, limit)
+			if limit > 0 && (d < limit && got != d || d >= limit && (got < limit || got > d)) {
+				t.Fatalf("Distance with limit %d = %d, without %d", limit, got, d)
+			}
+		}
+		p := func(x, y *Summary) int { return distance(x, y, 1<<62, true) }
+		if ab, bc, ac := p(sa, sb), p(sb, sc), p(sa, sc); ac > ab+bc || ab > ac+bc || bc > ab+ac {
+			t.Fatalf("triangle: %d %d %d: %q %q %q", ab, bc, ac, a, b, c)
+		}
+		if va, ok := oracleDecode(a); ok {
+			if vb, ok := oracleDecode(b); ok {
+				if want := modelDistance(va, vb, false); d != want {
+					t.Fatalf("Distance %d, the model %d: %q %q", d, want, a, b)
+				}
+				if got, want := p(sa, sb), modelDistance(va, vb, true); got != want {
+					t.Fatalf("positional distance %d, the model %d: %q %q", got, want, a, b)
+				}
+			}
+		}
+		r := docs[1].SummaryReusing(sa)
+		checkSummary(t, r)
+		if r.hash != sb.hash || Distance(r, sa, 0) != d || Distance(r, sc, 0) != Distance(sb, sc, 0) {
+			t.Fatalf("reuse gives another summary: %q %q", a, b)
+		}
+		cands := []Candidate{{Summary: sb, Seq: 1}, {Summary: sc, Seq: uint64(len(c) % 3), ThreadLastRead: len(c)%2 == 0}, {Summary: sb, Seq: 0, ProcessLastRead: true}}
+		if got, want := ChooseBase(sa, cands), chooseBaseBrute(sa, cands); got != want {
+			t.Fatalf("ChooseBase %+v, the brute force %+v", got, want)
+		}
+	})
+}
