@@ -863,38 +863,42 @@ func (d *differ) objects(ca, cb *container, limit int) int {
 	if ca.aux != 0 && cb.aux != 0 {
 		return d.tries(ca.aux, cb.aux, limit)
 	}
-	ma, mb := d.a.members[ca.first:ca.first+ca.count()], d.b.members[cb.first:cb.first+cb.count()]
-	if len(ma) == len(mb) && len(ma) > 0 {
-		// Usually both have the same keys: pair the members by position
-		// (if no two keys of a share their 32 bits), counting those that
-		// differ, each of which counts at least 1.
-		mb = mb[:len(ma)]
-		n := 0
-		prev := ^ma[0].key
-		for i := range ma {
-			x, y := &ma[i], &mb[i]
-			if x.key != y.key || x.key == prev {
-				return d.walk(ma, mb, limit)
-			}
-			prev = x.key
-			if x.mh != y.mh {
-				n++
-			}
+	return d.members(d.a.members[ca.first:ca.first+ca.count()], d.b.members[cb.first:cb.first+cb.count()], limit)
+}
+
+// members compares two runs of members sorted by key.
+func (d *differ) members(ma, mb []smember, limit int) int {
+	if len(ma) != len(mb) || len(ma) == 0 {
+		return d.walk(ma, mb, limit)
+	}
+	// Usually both have the same keys: pair the members by position (if
+	// no two keys of a share their 32 bits), counting those that differ,
+	// each of which counts at least 1.
+	mb = mb[:len(ma)]
+	n := 0
+	prev := ^ma[0].key
+	for i := range ma {
+		x, y := &ma[i], &mb[i]
+		if x.key != y.key || x.key == prev {
+			return d.walk(ma, mb, limit)
 		}
-		if n >= limit {
-			return n
+		prev = x.key
+		if x.mh != y.mh {
+			n++
 		}
-		n = 0
-		for i := range ma {
-			if ma[i].mh != mb[i].mh {
-				if n += d.memberPair(&ma[i], &mb[i], limit-n); n >= limit {
-					break
-				}
-			}
-		}
+	}
+	if n >= limit {
 		return n
 	}
-	return d.walk(ma, mb, limit)
+	n = 0
+	for i := range ma {
+		if ma[i].mh != mb[i].mh {
+			if n += d.memberPair(&ma[i], &mb[i], limit-n); n >= limit {
+				break
+			}
+		}
+	}
+	return n
 }
 
 // tries compares two objects, or key ranges of them, through their trie
@@ -903,13 +907,22 @@ func (d *differ) tries(ta, tb uint32, limit int) int {
 	na, nb := &d.a.tries[ta-1], &d.b.tries[tb-1]
 	n := 0
 	for c := range 16 {
+		if na.hash[c] != nb.hash[c] {
+			n++ // each range that differs counts at least 1
+		}
+	}
+	if n >= limit {
+		return n
+	}
+	n = 0
+	for c := range 16 {
 		if na.hash[c] == nb.hash[c] {
 			continue
 		}
 		if na.child[c] != 0 && nb.child[c] != 0 {
 			n += d.tries(na.child[c], nb.child[c], limit-n)
 		} else {
-			n += d.walk(d.a.members[na.start[c]:na.start[c+1]], d.b.members[nb.start[c]:nb.start[c+1]], limit-n)
+			n += d.members(d.a.members[na.start[c]:na.start[c+1]], d.b.members[nb.start[c]:nb.start[c+1]], limit-n)
 		}
 		if n >= limit {
 			break

@@ -1,6 +1,8 @@
 package merge
 
 import (
+	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"runtime"
 	"testing"
@@ -21,7 +23,22 @@ type choiceWorkload struct {
 	chosen int    // the candidate the writer read
 }
 
-func newChoiceWorkload(size, n, readBack int) *choiceWorkload {
+// workloadRecord is profileRecord(size, counters, -1), or with nested,
+// the counters written into the profile fields f1..f4 instead (the
+// top-level ones staying 0).
+func workloadRecord(size int, counters [4]int, nested bool) []byte {
+	if !nested {
+		return profileRecord(size, counters, -1)
+	}
+	doc := profileRecord(size, [4]int{}, -1)
+	for i, c := range counters {
+		at := bytes.Index(doc, []byte(fmt.Sprintf(`"f%d": "`, i+1))) + len(`"f1": "`)
+		copy(doc[at:], fmt.Sprintf("%010d", c))
+	}
+	return doc
+}
+
+func newChoiceWorkload(size, n, readBack int, nested bool) *choiceWorkload {
 	rng := rand.New(rand.NewPCG(1, uint64(size)))
 	var counters [4]int
 	history := make([][4]int, n)
@@ -32,7 +49,7 @@ func newChoiceWorkload(size, n, readBack int) *choiceWorkload {
 			counters[rng.IntN(4)]++
 		}
 		history[i] = counters
-		docs[i] = profileRecord(size, counters, -1)
+		docs[i] = workloadRecord(size, counters, nested)
 		s, err := Summarize(docs[i], Options{})
 		if err != nil {
 			panic(err)
@@ -44,28 +61,34 @@ func newChoiceWorkload(size, n, readBack int) *choiceWorkload {
 	w.cands[w.chosen].ProcessLastRead = true
 	mineCounters := history[w.chosen]
 	mineCounters[0]++
-	w.mine = profileRecord(size, mineCounters, -1)
+	w.mine = workloadRecord(size, mineCounters, nested)
 	w.in = Inputs{Base: read, HasBase: true, Mine: w.mine, Theirs: docs[n-1], HasTheirs: true}
 	return w
 }
 
 func TestChoiceWorkload(t *testing.T) {
 	for _, size := range []int{4 << 10, 256 << 10} {
-		w := newChoiceWorkload(size, 32, 4)
-		mine, err := Summarize(w.mine, Options{})
-		if err != nil {
-			t.Fatal(err)
+		for _, nested := range []bool{false, true} {
+			testChoiceWorkload(t, size, nested)
 		}
-		ch := ChooseBase(mine, w.cands)
-		if ch.Index != w.chosen || ch.Distance != 1 {
-			t.Fatalf("%d bytes: chose %+v, the writer read candidate %d", size, ch, w.chosen)
-		}
-		res, err := Merge(w.in, Options{})
-		if err != nil || len(res.Conflicts) > 0 || res.Changed != 1 {
-			t.Fatalf("%d bytes: merge %v, %d conflicts, %d changed", size, err, len(res.Conflicts), res.Changed)
-		}
-		t.Logf("%d bytes: %+v; summary %d bytes", len(w.mine), ch, mine.Bytes())
 	}
+}
+
+func testChoiceWorkload(t *testing.T, size int, nested bool) {
+	w := newChoiceWorkload(size, 32, 4, nested)
+	mine, err := Summarize(w.mine, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := ChooseBase(mine, w.cands)
+	if ch.Index != w.chosen || ch.Distance != 1 {
+		t.Fatalf("%d bytes: chose %+v, the writer read candidate %d", size, ch, w.chosen)
+	}
+	res, err := Merge(w.in, Options{})
+	if err != nil || len(res.Conflicts) > 0 || res.Changed != 1 {
+		t.Fatalf("%d bytes: merge %v, %d conflicts, %d changed", size, err, len(res.Conflicts), res.Changed)
+	}
+	t.Logf("%d bytes, nested %v: %+v; summary %d bytes", len(w.mine), nested, ch, mine.Bytes())
 }
 
 // threadCPU returns the CPU time of the calling OS thread: unlike the
@@ -107,7 +130,9 @@ func ratio(b *testing.B, batch int, f, base func()) {
 }
 
 // BenchmarkBaseChoice measures the base choice of one commit with 32
-// candidates against the merge of the same commit, in the same loop (the
+// candidates (the counters top-level, or in -nested, inside the profile:
+// then nothing can be reused and every distance descends into the
+// profile) against the merge of the same commit, in the same loop (the
 // machine is shared and noisy: a ratio measured in the same loop is what
 // contention affects alike), in percent of the merge:
 //
@@ -120,11 +145,12 @@ func ratio(b *testing.B, batch int, f, base func()) {
 //   - choose: ChooseBase alone (the 32 distances).
 func BenchmarkBaseChoice(b *testing.B) {
 	for _, size := range []struct {
-		name  string
-		bytes int
-		batch int
-	}{{"4KB", 4 << 10, 20}, {"256KB", 256 << 10, 1}} {
-		w := newChoiceWorkload(size.bytes, 32, 4)
+		name   string
+		bytes  int
+		batch  int
+		nested bool
+	}{{"4KB", 4 << 10, 20, false}, {"256KB", 256 << 10, 1, false}, {"4KB-nested", 4 << 10, 20, true}, {"256KB-nested", 256 << 10, 1, true}} {
+		w := newChoiceWorkload(size.bytes, 32, 4, size.nested)
 		doc, err := ParseDocument(w.mine, Options{})
 		if err != nil {
 			b.Fatal(err)
