@@ -38,13 +38,15 @@ type Choice struct {
 // differs least (see Distance). Among candidates at the same distance it
 // prefers the writing thread's last read, then the writing process's last
 // read, then the newest (largest Seq), then the lowest index. Candidates
-// with JSON-equal contents are one content: their distance is computed
-// once, and one can never be the other's runner-up.
+// with JSON-equal contents are one content: one is never the other's
+// runner-up (no false ambiguity), and one equal to the chosen or the
+// runner-up content so far is not compared again.
 //
 // It is a pure function of its arguments, and safe to call concurrently.
-// Its cost is one Distance per distinct content, each bounded by the
-// second-best distance found so far (candidates are tried in preference
-// order, so the likely base first).
+// Its cost is at most one Distance per candidate, each bounded by the
+// runner-up's distance so far (candidates are tried in preference order,
+// so the likely base first): with candidates that differ from mine in
+// many places, most comparisons stop after a few differences.
 func ChooseBase(mine *Summary, candidates []Candidate) Choice {
 	// The candidates in preference order, by insertion: there are few,
 	// and given oldest first they come in order.

@@ -33,8 +33,8 @@ import (
 // values collide with probability about 2^-64 per comparison (no input can
 // be written to collide without knowing the seed). Members are matched
 // between objects by 32 bits of their key hash; two different keys that
-// share them can make a count off by one, never make unequal documents
-// compare equal (see memberPair).
+// share them can make a distance off by one, never 0 for unequal
+// documents.
 type Summary struct {
 	hash     uint64 // of the whole document
 	ref      uint32 // the root's container plus one, 0 for a scalar
@@ -173,8 +173,9 @@ func Summarize(data []byte, opts Options) (*Summary, error) {
 }
 
 // Document is one validated JSON document, parsed once. It exists so that
-// a commit parses mine once for both the base choice (Summary) and the
-// merge (see base.go). It refers to data, which must not change.
+// a commit can parse mine once for both the base choice (its Summary) and
+// the merge (once Merge takes a parsed mine: the tree is what Merge
+// builds from mine). It refers to data, which must not change.
 type Document struct {
 	t *tree
 }
@@ -226,8 +227,8 @@ func (s *Summary) Equal(o *Summary) bool {
 func (s *Summary) Hash() uint64 { return s.hash }
 
 // Size returns the number of values in the document: every scalar, object
-// and array, at any depth. It is the distance from the document to an
-// empty one of another kind, the largest distance it can have.
+// and array, at any depth: its distance to a scalar of another value.
+// Distance(a, b) is at most a.Size()+b.Size()-1.
 func (s *Summary) Size() int {
 	if s.ref == 0 {
 		return 1
