@@ -1,0 +1,126 @@
+package merge
+
+import (
+	"math"
+)
+
+// Candidate is one version of a record that the writer of a commit may
+// have read: a version served to a reader, the writing process's own last
+// commit, or the record at the writing open.
+type Candidate struct {
+	Summary *Summary // nil: not a candidate (skipped)
+	// ThreadLastRead: the version the writing thread last read.
+	ThreadLastRead bool
+	// ProcessLastRead: the version the writing process last read.
+	ProcessLastRead bool
+	// Seq orders the candidates by recency: a larger Seq is newer.
+	Seq uint64
+}
+
+// Choice is the outcome of ChooseBase.
+type Choice struct {
+	// Index is the chosen candidate's index, -1 when there is none.
+	Index int
+	// Distance is Distance(mine, chosen).
+	Distance int
+	// RunnerUpIndex is the index of the nearest candidate whose content
+	// differs from the chosen one's (-1 if all candidates have the chosen
+	// content), and RunnerUp its distance to mine (-1 then).
+	RunnerUpIndex int
+	RunnerUp      int
+	// Ambiguous: the runner-up is within one change of the chosen one
+	// (RunnerUp <= Distance+1), so the choice rests on very little
+	// evidence; count it and journal it.
+	Ambiguous bool
+}
+
+// ChooseBase chooses the base of a commit: the candidate from which mine
+// differs least (see Distance). Among candidates at the same distance it
+// prefers the writing thread's last read, then the writing process's last
+// read, then the newest (largest Seq), then the lowest index. Candidates
+// with JSON-equal contents are one content: one is never the other's
+// runner-up (no false ambiguity), and one equal to the chosen or the
+// runner-up content so far is not compared again.
+//
+// It is a pure function of its arguments, and safe to call concurrently.
+// Its cost is at most one Distance per candidate, each bounded by the
+// runner-up's distance so far (candidates are tried in preference order,
+// so the likely base first): with candidates that differ from mine in
+// many places, most comparisons stop after a few differences.
+func ChooseBase(mine *Summary, candidates []Candidate) Choice {
+	// The candidates in preference order, by insertion: there are few,
+	// and given oldest first they come in order.
+	var orderBuf [64]ranked
+	order := orderBuf[:0]
+	for i := len(candidates) - 1; i >= 0; i-- {
+		c := &candidates[i]
+		if c.Summary == nil {
+			continue
+		}
+		r := ranked{seq: c.Seq, i: i}
+		if c.ThreadLastRead {
+			r.flags |= 2
+		}
+		if c.ProcessLastRead {
+			r.flags |= 1
+		}
+		order = append(order, r)
+		for j := len(order) - 1; j > 0 && r.before(&order[j-1]); j-- {
+			order[j], order[j-1] = order[j-1], r
+		}
+	}
+	ch := Choice{Index: -1, RunnerUpIndex: -1, RunnerUp: -1}
+	best, second := math.MaxInt, math.MaxInt
+	var bestHash, secondHash uint64
+	for k := range order {
+		i := order[k].i
+		s := candidates[i].Summary
+		if ch.Index >= 0 && s.hash == bestHash || ch.RunnerUpIndex >= 0 && s.hash == secondHash {
+			// The content of a candidate tried before, which was
+			// preferred: nothing changes.
+			continue
+		}
+		limit := 0 // none
+		if second < math.MaxInt {
+			limit = second + 1
+		}
+		// A result past limit is past second: it changes nothing. So is
+		// the result of a content equal to one tried before whose result
+		// was past limit (limits only decrease); other equal contents are
+		// skipped above.
+		d := Distance(mine, s, limit)
+		switch {
+		case d < best:
+			second, secondHash, ch.RunnerUpIndex = best, bestHash, ch.Index
+			best, bestHash, ch.Index = d, s.hash, i
+		case d < second:
+			second, secondHash, ch.RunnerUpIndex = d, s.hash, i
+		}
+	}
+	if ch.Index < 0 {
+		return ch
+	}
+	ch.Distance = best
+	if ch.RunnerUpIndex >= 0 {
+		ch.RunnerUp = second
+		ch.Ambiguous = second <= best+1
+	}
+	return ch
+}
+
+// ranked is a candidate's place in the order of preference.
+type ranked struct {
+	flags uint8 // 2: the thread's last read, 1: the process's
+	seq   uint64
+	i     int
+}
+
+func (r *ranked) before(o *ranked) bool {
+	if r.flags != o.flags {
+		return r.flags > o.flags
+	}
+	if r.seq != o.seq {
+		return r.seq > o.seq
+	}
+	return r.i < o.i
+}
