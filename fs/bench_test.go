@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mergefs/mergefs/backing"
+	"github.com/mergefs/mergefs/internal/event"
 	"github.com/mergefs/mergefs/merge"
 )
 
@@ -256,25 +257,21 @@ func BenchmarkCommit(b *testing.B) {
 // every remember evicts.
 func BenchmarkReadTracking(b *testing.B) {
 	const records, readers = 10000, 100
-	names := make([]string, records)
-	for i := range names {
-		names[i] = fmt.Sprintf("users/%d.json", i)
-	}
 	v := &version{data: make([]byte, 1024)}
 	for _, bound := range []int64{DefaultReadMemory, 1 << 20} {
 		b.Run(fmt.Sprintf("bound=%dMiB", bound>>20), func(b *testing.B) {
-			tr := newReadTracker(bound, time.Hour, time.Now)
+			h := newHistory(bound, time.Hour, time.Now)
 			for i := range records {
 				p := procKey{pid: uint32(i % readers), start: 1}
-				tr.remember(names[i], p, p, &version{data: v.data})
+				h.read(uint64(i+1), p, p, &version{data: v.data})
 			}
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
 				i++
 				p := procKey{pid: uint32(i % readers), start: 1}
-				tr.remember(names[i%records], p, p, &version{data: v.data})
-				tr.lookup(names[(i*7)%records], p, p)
+				h.read(uint64(i%records+1), p, p, &version{data: v.data})
+				h.candidates(uint64((i*7)%records+1), p, p, nil, event.NoBase)
 			}
 		})
 	}

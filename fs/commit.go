@@ -29,10 +29,10 @@ type commitRequest struct {
 	expect, newID uint64
 	writer        caller
 	trigger       event.Trigger
-	base          *version
-	baseFrom      event.Base
-	// baseIsTheirs: nothing known of what the writer read, and no handle
-	// was opened to write (a rename): the new content replaces the record.
+	// bases are the candidates for the version the writer read (chooseBase).
+	// With none, and no handle opened to write (a rename from a process that
+	// read nothing), baseIsTheirs says the new content replaces the record.
+	bases        []candidate
 	baseIsTheirs bool
 	mine         []byte
 	sync         bool
@@ -60,6 +60,7 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 	var (
 		result merge.Result
 		merged bool
+		choice baseChoice
 	)
 	opts := fsys.mergeOpts
 	mergeFn := func(theirs []byte, exists bool) ([]byte, error) {
@@ -70,10 +71,10 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 		}
 		in := merge.Inputs{Mine: req.mine, Theirs: theirs, HasTheirs: exists}
 		switch {
+		case choice.base != nil:
+			in.Base, in.HasBase = choice.base.data, true
 		case req.baseIsTheirs:
 			in.Base, in.HasBase = theirs, exists
-		case req.base != nil:
-			in.Base, in.HasBase = req.base.data, true
 		}
 		merged = exists && (!in.HasBase || !bytes.Equal(in.Base, theirs))
 		var err error
@@ -95,6 +96,8 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 		// a prefix of what the writer meant: never a record.
 		err = &merge.InputError{Input: "mine", Offset: -1,
 			Reason: fmt.Sprintf("writes past the record size limit (%d bytes) were refused", fsys.maxRecordSize())}
+	} else if choice, err = fsys.chooseBase(req); err != nil {
+		// mine is not a valid record: rejected below, before any lock.
 	} else if loc, errno := req.target.locate(); errno != 0 {
 		err = fmt.Errorf("the record's directory: %w", errno)
 		if errno == syscall.ESTALE || errno == syscall.ENOENT {
@@ -113,18 +116,22 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 		loc.close()
 	}
 	ev := event.Commit{
-		Record:    req.record,
-		Writer:    req.writer.public(),
-		Trigger:   req.trigger,
-		Base:      req.baseFrom,
-		Merged:    merged,
-		Changed:   result.Changed,
-		Conflicts: result.Conflicts,
-		Duration:  fsys.now().Sub(start),
-		LockWait:  cr.Wait,
-		Err:       err,
+		Record:       req.record,
+		Writer:       req.writer.public(),
+		Trigger:      req.trigger,
+		Base:         choice.from,
+		BaseDistance: choice.distance,
+		RunnerUp:     choice.runnerUp,
+		Ambiguous:    choice.ambiguous,
+		Candidates:   len(req.bases),
+		Merged:       merged,
+		Changed:      result.Changed,
+		Conflicts:    result.Conflicts,
+		Duration:     fsys.now().Sub(start),
+		LockWait:     cr.Wait,
+		Err:          err,
 	}
-	if req.baseIsTheirs {
+	if choice.base == nil && req.baseIsTheirs {
 		ev.Base = event.Fallback
 	}
 	errno, final = fsys.finishCommit(&ev, req, err, cr)
@@ -134,6 +141,11 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 
 // errNoRecord aborts a sync of a record that does not exist.
 var errNoRecord = errors.New("no record to sync")
+
+func isInputError(err error) bool {
+	_, ok := errors.AsType[*merge.InputError](err)
+	return ok
+}
 
 // syncRecord makes the record as it is durable: a commit that writes
 // nothing, which the store still fsyncs when asked to.
@@ -163,6 +175,12 @@ func (fsys *FS) syncRecord(target recordTarget, record string) syscall.Errno {
 func (fsys *FS) finishCommit(ev *event.Commit, req commitRequest, err error, cr backing.CommitResult) (syscall.Errno, bool) {
 	log := fsys.log.With("record", req.record, "pid", ev.Writer.PID, "comm", ev.Writer.Comm, "uid", ev.Writer.UID, "trigger", req.trigger)
 	fsys.counters.conflicts.Add(uint64(len(ev.Conflicts)))
+	if err == nil || !isInputError(err) {
+		fsys.counters.bases[ev.Base].Add(1)
+		if ev.Ambiguous {
+			fsys.counters.ambiguous.Add(1)
+		}
+	}
 	if ev.Base == event.Fallback {
 		fsys.counters.fallbacks.Add(1)
 		log.Info("no read of this record is known for the writer; base is the record at the writing open", "base", ev.Base)
@@ -223,8 +241,9 @@ func (fsys *FS) finishCommit(ev *event.Commit, req commitRequest, err error, cr 
 		fsys.counters.merges.Add(1)
 	}
 	if log.Enabled(context.Background(), slog.LevelDebug) {
-		log.Debug("commit", "outcome", ev.Outcome, "base", ev.Base, "merged", ev.Merged, "changed", ev.Changed,
-			"lock_wait", cr.Wait, "duration", ev.Duration)
+		log.Debug("commit", "outcome", ev.Outcome, "base", ev.Base, "base_distance", ev.BaseDistance,
+			"runner_up", ev.RunnerUp, "ambiguous", ev.Ambiguous, "candidates", ev.Candidates,
+			"merged", ev.Merged, "changed", ev.Changed, "lock_wait", cr.Wait, "duration", ev.Duration)
 	}
 	return 0, false
 }

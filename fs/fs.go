@@ -69,7 +69,7 @@ type FS struct {
 	observer    event.Observer
 
 	callers *callerResolver
-	reads   *readTracker
+	history *history
 
 	// requests carries what go-fuse's node API leaves out of a request, from rawFS to the node
 	// method, keyed by the request's cancel channel: whether a GETATTR named a file handle, and the
@@ -140,7 +140,7 @@ func New(cfg Config) (*FS, gofs.InodeEmbedder, error) {
 	if cfg.StateDir != "" {
 		fsys.rejectedDir = path.Join(cfg.StateDir, "rejected")
 	}
-	fsys.reads = newReadTracker(cfg.ReadMemory, cfg.ReadAge, fsys.now)
+	fsys.history = newHistory(cfg.ReadMemory, cfg.ReadAge, fsys.now)
 	root := &node{fsys: fsys, id: st.identity()}
 	return fsys, root, nil
 }
@@ -289,33 +289,42 @@ func (fsys *FS) isRecordName(name string) bool {
 
 // Stats are the mount's counters, for metrics and `mergefs status`.
 type Stats struct {
-	Commits        uint64 // commits that reached the backing store
-	Unchanged      uint64 // commits whose content equalled the record
-	Merges         uint64 // commits whose record had changed since their base
-	Conflicts      uint64 // conflicting keys resolved or rejected by policy
-	Rejected       uint64 // commits refused: bad content, reject policy, a record replaced since open
-	Failed         uint64 // commits that failed in the backing store
-	BaseFallbacks  uint64 // bases taken from the writing open (nothing read)
+	Commits       uint64 // commits that reached the backing store
+	Unchanged     uint64 // commits whose content equalled the record
+	Merges        uint64 // commits whose record had changed since their base
+	Conflicts     uint64 // conflicting keys resolved or rejected by policy
+	Rejected      uint64 // commits refused: bad content, reject policy, a record replaced since open
+	Failed        uint64 // commits that failed in the backing store
+	BaseFallbacks uint64 // bases taken from the writing open (nothing read)
+	// Bases counts commits by where their base came from (event.Base); AmbiguousBases those whose
+	// runner-up candidate was within one change of the chosen one.
+	Bases          map[event.Base]uint64
+	AmbiguousBases uint64
 	OpenRecords    int    // record handles open now
-	ReadVersions   int    // read versions tracked
-	ReadBytes      int64  // memory charged to read tracking: distinct versions and entries
-	ReadsEvicted   uint64 // tracked versions dropped by age or memory
+	ReadVersions   int    // read versions held (a version held in several places counts for each)
+	ReadBytes      int64  // memory charged to the read history: distinct versions, summaries, entries
+	ReadsEvicted   uint64 // records whose read history was dropped by age or memory
 	RecoveredFiles int    // temporary files removed at start
 }
 
 type counters struct {
-	commits, unchanged, merges, conflicts, rejected, failed, fallbacks atomic.Uint64
+	commits, unchanged, merges, conflicts, rejected, failed, fallbacks, ambiguous atomic.Uint64
+	bases                                                                         [event.Fallback + 1]atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters.
 func (fsys *FS) Stats() Stats {
-	rs := fsys.reads.stats()
+	rs := fsys.history.stats()
 	fsys.mu.Lock()
 	openRecords := 0
 	for _, hs := range fsys.open {
 		openRecords += len(hs)
 	}
 	fsys.mu.Unlock()
+	bases := make(map[event.Base]uint64, len(event.Bases))
+	for _, b := range event.Bases {
+		bases[b] = fsys.counters.bases[b].Load()
+	}
 	return Stats{
 		Commits:        fsys.counters.commits.Load(),
 		Unchanged:      fsys.counters.unchanged.Load(),
@@ -324,8 +333,10 @@ func (fsys *FS) Stats() Stats {
 		Rejected:       fsys.counters.rejected.Load(),
 		Failed:         fsys.counters.failed.Load(),
 		BaseFallbacks:  fsys.counters.fallbacks.Load(),
+		Bases:          bases,
+		AmbiguousBases: fsys.counters.ambiguous.Load(),
 		OpenRecords:    openRecords,
-		ReadVersions:   rs.Entries,
+		ReadVersions:   rs.Versions,
 		ReadBytes:      rs.Bytes,
 		ReadsEvicted:   rs.Evicted,
 		RecoveredFiles: fsys.store.Recovered(),

@@ -3,7 +3,6 @@ package fs
 import (
 	"context"
 	"errors"
-	"github.com/mergefs/mergefs/internal/event"
 	iofs "io/fs"
 	"syscall"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mergefs/mergefs/backing"
+	"github.com/mergefs/mergefs/internal/event"
 	"github.com/mergefs/mergefs/internal/sysx"
 )
 
@@ -550,7 +550,7 @@ func (n *node) truncateRecord(ctx context.Context, size uint64) syscall.Errno {
 	copy(mine, sn.Data)
 	errno, _ = n.fsys.commit(commitRequest{
 		target: n, record: n.recordPath(), expect: sn.Identity.ID, writer: c, trigger: event.Truncate,
-		base: &version{data: sn.Data}, baseFrom: event.Handle, mine: mine,
+		bases: []candidate{{v: &version{data: sn.Data}, from: event.Handle}}, mine: mine,
 	})
 	return errno
 }
@@ -836,8 +836,9 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	if err := sysx.AsUser(c.cred(), func() error { return unix.Unlinkat(dir.FD, name, 0) }); err != nil {
 		return errnoOf(err)
 	}
-	p, _ := n.relPath()
-	n.fsys.reads.forget(joinPath(p, name))
+	if child := n.childNode(name); child != nil {
+		n.fsys.history.forget(child.recordID.Load())
+	}
 	return 0
 }
 
@@ -878,9 +879,6 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	defer closeDst()
 	child := n.childNode(name)
 	c := n.fsys.callerOf(ctx)
-	srcPath, _ := n.relPath()
-	dstPath, _ := dstNode.relPath()
-	src, dst := joinPath(srcPath, name), joinPath(dstPath, newName)
 
 	if flags&unix.RENAME_EXCHANGE == 0 && n.fsys.isRecordName(newName) {
 		st, err := statx(srcDir.FD, name)
@@ -888,9 +886,16 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			return errnoOf(err)
 		}
 		if st.fileType() == syscall.S_IFREG {
+			var srcID uint64
+			if child != nil {
+				srcID = child.recordID.Load()
+			}
 			errno := n.renameOntoRecord(ctx, c, srcDir, name, &st, dstNode, dstDir, newName, flags, child)
-			if errno == 0 {
-				n.fsys.reads.forget(src)
+			if errno == 0 && srcID != 0 {
+				// The source record is gone: merged into the destination, or now that record.
+				if child == nil || child.recordID.Load() != srcID {
+					n.fsys.history.forget(srcID)
+				}
 			}
 			return errno
 		}
@@ -916,9 +921,8 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if err != nil {
 		return errnoOf(err)
 	}
-	n.fsys.reads.forget(src)
+	// A record renamed keeps its identity, and with it what was read of it.
 	if flags&unix.RENAME_EXCHANGE != 0 {
-		n.fsys.reads.forget(dst)
 		if other := dstNode.childNode(newName); other != nil {
 			other.moved(n, name)
 		}
@@ -970,11 +974,15 @@ func (n *node) renameOntoRecord(ctx context.Context, c caller, srcDir backing.Di
 	}
 	dstPath, _ := dstNode.relPath()
 	record := joinPath(dstPath, newName)
-	base, from := n.fsys.reads.lookup(record, c.thread, c.proc)
-	newID := backing.NewID()
+	// The candidates for the base are the versions of the record there now that the renamer's
+	// process and others read.
+	var bases []candidate
+	if _, id, err := n.fsys.store.Identify(dstDir, newName); err == nil {
+		bases = n.fsys.history.candidates(id.ID, c.thread, c.proc, nil, event.NoBase)
+	}
 	errno, _, res := n.fsys.commitResult(commitRequest{
 		target: &fixedPlace{dir: dstDir, name: newName, path: record}, record: record, writer: c, trigger: event.Rename,
-		base: base, baseFrom: from, baseIsTheirs: base == nil, mine: mine, sync: true, newID: newID,
+		bases: bases, baseIsTheirs: len(bases) == 0, mine: mine, sync: true, newID: backing.NewID(),
 		source: &backing.Source{Dir: &srcDir, Name: name, Ino: st.Ino, Data: mine},
 		create: newRecord{mode: st.Mode & 0o7777, uid: st.Uid, gid: st.Gid},
 	})
@@ -991,6 +999,6 @@ func (n *node) renameOntoRecord(ctx context.Context, c caller, srcDir backing.Di
 			go dstNode.NotifyEntry(newName)
 		}
 	}
-	n.fsys.reads.remember(record, c.thread, c.proc, &version{data: mine})
+	n.fsys.history.committed(res.Identity.ID, c.thread, c.proc, &version{data: mine})
 	return 0
 }

@@ -2,7 +2,6 @@ package fs
 
 import (
 	"context"
-	"github.com/mergefs/mergefs/internal/event"
 	"sync"
 	"syscall"
 
@@ -10,6 +9,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/mergefs/mergefs/backing"
+	"github.com/mergefs/mergefs/internal/event"
 )
 
 // recordHandle is one open handle on a record: the record as it was at open
@@ -35,13 +35,14 @@ type recordHandle struct {
 	// oversized: a write past the size limit was refused since the last commit.
 	oversized bool
 	dirty     bool // not yet committed
-	// base is the version the writer read (nil with event.NoBase: no base).
-	base     *version
-	baseFrom event.Base
-	writers  map[procKey]struct{} // processes that wrote since the last commit
-	readers  map[uint32]struct{}  // threads already remembered as readers of view
-	lastTID  uint32               // last writing thread and its process, to skip /proc
-	lastProc procKey
+	// atOpen is the record as this handle opened it (or last committed it): a candidate for the
+	// base of its commit, of the kind atOpenFrom (Handle without O_TRUNC, else Fallback).
+	atOpen     *version
+	atOpenFrom event.Base
+	writers    map[procKey]struct{} // processes that wrote since the last commit
+	readers    map[uint32]struct{}  // threads already remembered as readers of view
+	lastTID    uint32               // last writing thread and its process, to skip /proc
+	lastProc   procKey
 	// expect is the identity of the record this handle is on (backing.Commit.Expect); 0 while the
 	// handle's record is new and not committed yet.
 	expect uint64
@@ -91,11 +92,9 @@ var (
 	_ gofs.FileReleaser = (*recordHandle)(nil)
 )
 
-// openRecordHandle chooses the base as docs/design.md says: a non-truncating
-// writable open of an existing record reads its base at open; a truncating
-// (or creating) one uses what its thread, else its process, last read, and
-// failing that the record at this open. expect is the identity of the record
-// opened, 0 for a new one.
+// openRecordHandle opens a handle on the record current (exists: it is there; expect: its identity,
+// 0 for a new record). The base of the handle's commits is chosen at each commit, from what was
+// written (FS.chooseBase).
 func (fsys *FS) openRecordHandle(target recordTarget, record string, expect uint64, flags uint32, c caller, current []byte, exists bool, create newRecord) *recordHandle {
 	h := &recordHandle{
 		fsys:    fsys,
@@ -109,27 +108,15 @@ func (fsys *FS) openRecordHandle(target recordTarget, record string, expect uint
 		readers: make(map[uint32]struct{}),
 	}
 	if exists {
-		h.view = fsys.reads.share(record, current)
+		h.view = fsys.history.share(expect, current)
+		h.atOpen, h.atOpenFrom = h.view, event.Handle
 	}
 	writable := flags&syscall.O_ACCMODE != syscall.O_RDONLY
-	switch {
-	case !writable:
-	case flags&syscall.O_TRUNC == 0 && exists:
-		h.base, h.baseFrom = h.view, event.Handle
-	default:
-		h.base, h.baseFrom = fsys.reads.lookup(record, c.thread, c.proc)
-		if h.base == nil && exists {
-			h.base, h.baseFrom = h.view, event.Fallback
-		}
-	}
 	if writable && flags&syscall.O_TRUNC != 0 {
+		h.atOpenFrom = event.Fallback
 		// A rewrite is usually about as long as what was read: one
 		// allocation instead of growing by doubling under the writes.
-		sizeHint := len(current)
-		if h.base != nil {
-			sizeHint = len(h.base.data)
-		}
-		h.content = make([]byte, 0, min(sizeHint, fsys.maxRecordSize()))
+		h.content = make([]byte, 0, min(len(current), fsys.maxRecordSize()))
 		// The truncation alone makes no writer: a shell's "> r.json"
 		// dup2()s (a FLUSH) before it writes, and closing a rewrite that
 		// wrote nothing leaves the record as it is rather than empty.
@@ -204,7 +191,7 @@ func (h *recordHandle) rememberReader(ctx context.Context) {
 	}
 	h.readers[fc.Pid] = struct{}{}
 	c := h.fsys.callerOf(ctx)
-	h.fsys.reads.remember(h.record, c.thread, c.proc, h.view)
+	h.fsys.history.read(h.expect, c.thread, c.proc, h.view)
 }
 
 func (h *recordHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
@@ -371,8 +358,8 @@ func (h *recordHandle) Release(ctx context.Context) syscall.Errno {
 }
 
 // commitLocked merges the handle's content into the record. On success the
-// committed content becomes both the handle's view and its base, and what
-// the writer now believes the record to be.
+// committed content becomes the handle's view, a candidate for its next
+// commit's base, and what the writer now believes the record to be.
 func (h *recordHandle) commitLocked(c caller, trigger event.Trigger, sync bool) syscall.Errno {
 	mine := h.data()
 	if mine == nil {
@@ -385,8 +372,7 @@ func (h *recordHandle) commitLocked(c caller, trigger event.Trigger, sync bool) 
 		newID:     h.target.newID(),
 		writer:    c,
 		trigger:   trigger,
-		base:      h.base,
-		baseFrom:  h.baseFrom,
+		bases:     h.fsys.history.candidates(h.expect, c.thread, c.proc, h.atOpen, h.atOpenFrom),
 		mine:      mine,
 		sync:      sync,
 		create:    h.create,
@@ -406,8 +392,8 @@ func (h *recordHandle) commitLocked(c caller, trigger event.Trigger, sync bool) 
 	}
 	committed := &version{data: mine}
 	h.view, h.content, h.written = committed, nil, false
-	h.base, h.baseFrom = committed, event.Handle
+	h.atOpen, h.atOpenFrom = committed, event.OwnCommit
 	clear(h.readers)
-	h.fsys.reads.remember(h.record, c.thread, c.proc, committed)
+	h.fsys.history.committed(h.expect, c.thread, c.proc, committed)
 	return 0
 }

@@ -79,6 +79,17 @@ type Entry struct {
 	Outcome string `json:"outcome"`
 	// Conflicts is how many conflicting keys the commit had in all.
 	Conflicts int `json:"conflicts"`
+	// BaseFrom says where the commit's base came from (thread, process, own-commit,
+	// other-process, handle, fallback, none), BaseDistance how many values the
+	// written content differs from it in, RunnerUp the same for the nearest
+	// other candidate (-1: none), and Ambiguous that RunnerUp was within one of
+	// BaseDistance: the writer may have started from another version. A commit
+	// with an ambiguous base and no conflict gets a line of its own, with an
+	// empty key and reason "ambiguous base".
+	BaseFrom     string `json:"base_from"`
+	BaseDistance int    `json:"base_distance"`
+	RunnerUp     int    `json:"runner_up"`
+	Ambiguous    bool   `json:"ambiguous,omitempty"`
 }
 
 // Writer identifies the process whose commit met the conflict.
@@ -172,14 +183,19 @@ func (j *Journal) Stats() Stats {
 	}
 }
 
-// Commit queues one line per conflict of ev. The values are copied (cut to
-// MaxValue) because the event's slices belong to the commit path.
+// Commit queues one line per conflict of ev, or one line for a commit whose
+// base was ambiguous. The values are copied (cut to MaxValue) because the
+// event's slices belong to the commit path.
 func (j *Journal) Commit(ev event.Commit) {
-	if len(ev.Conflicts) == 0 {
+	conflicts := ev.Conflicts
+	if len(conflicts) == 0 && ev.Ambiguous {
+		conflicts = []merge.Conflict{{Reason: "ambiguous base"}}
+	}
+	if len(conflicts) == 0 {
 		return
 	}
-	n := min(len(ev.Conflicts), j.opts.MaxPerCommit)
-	if over := len(ev.Conflicts) - n; over > 0 {
+	n := min(len(conflicts), j.opts.MaxPerCommit)
+	if over := len(conflicts) - n; over > 0 {
 		j.dropped.Add(uint64(over))
 	}
 	j.mu.RLock()
@@ -195,7 +211,7 @@ func (j *Journal) Commit(ev event.Commit) {
 	}
 	entries := make([]Entry, n)
 	now := j.now().UTC()
-	for i, c := range ev.Conflicts[:n] {
+	for i, c := range conflicts[:n] {
 		entries[i] = j.entry(now, ev, c)
 	}
 	select {
@@ -208,14 +224,18 @@ func (j *Journal) Commit(ev event.Commit) {
 
 func (j *Journal) entry(now time.Time, ev event.Commit, c merge.Conflict) Entry {
 	e := Entry{
-		Time:      now,
-		Record:    ev.Record,
-		Key:       pointer(c.Path),
-		Reason:    c.Reason,
-		Writer:    Writer{PID: ev.Writer.PID, TID: ev.Writer.TID, UID: ev.Writer.UID, Comm: ev.Writer.Comm},
-		Trigger:   ev.Trigger.String(),
-		Outcome:   string(ev.Outcome),
-		Conflicts: len(ev.Conflicts),
+		Time:         now,
+		Record:       ev.Record,
+		Key:          pointer(c.Path),
+		Reason:       c.Reason,
+		Writer:       Writer{PID: ev.Writer.PID, TID: ev.Writer.TID, UID: ev.Writer.UID, Comm: ev.Writer.Comm},
+		Trigger:      ev.Trigger.String(),
+		Outcome:      string(ev.Outcome),
+		Conflicts:    len(ev.Conflicts),
+		BaseFrom:     ev.Base.String(),
+		BaseDistance: ev.BaseDistance,
+		RunnerUp:     ev.RunnerUp,
+		Ambiguous:    ev.Ambiguous,
 	}
 	e.Base, e.BaseBytes = j.cut(c.Base)
 	e.Mine, e.MineBytes = j.cut(c.Mine)

@@ -343,3 +343,30 @@ func TestOpenErrors(t *testing.T) {
 		t.Errorf("Open of a directory: %v, want a journal error", err)
 	}
 }
+
+func TestAmbiguousBaseGetsALineOfItsOwn(t *testing.T) {
+	dir := t.TempDir()
+	j, err := Open(filepath.Join(dir, "conflicts.jsonl"), Options{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := commitEvent("users/3.json")
+	ev.Base, ev.BaseDistance, ev.RunnerUp, ev.Ambiguous = event.Process, 1, 2, true
+	j.Commit(ev)
+	ev = commitEvent("users/4.json", merge.Conflict{Path: []string{"n"}, Base: []byte(`0`), Mine: []byte(`1`), Theirs: []byte(`2`)})
+	ev.Base, ev.BaseDistance, ev.RunnerUp = event.Thread, 1, 5
+	j.Commit(ev)
+	j.Close()
+	lines := readLines(t, filepath.Join(dir, "conflicts.jsonl"))
+	if len(lines) != 2 {
+		t.Fatalf("%d lines, want the ambiguous commit's and the conflict's", len(lines))
+	}
+	a, c := lines[0], lines[1]
+	if a.Record != "users/3.json" || a.Key != "" || a.Reason != "ambiguous base" || !a.Ambiguous || a.Conflicts != 0 ||
+		a.BaseFrom != "process" || a.BaseDistance != 1 || a.RunnerUp != 2 {
+		t.Errorf("ambiguous line: %+v", a)
+	}
+	if c.Ambiguous || c.BaseFrom != "thread" || c.BaseDistance != 1 || c.RunnerUp != 5 || c.Conflicts != 1 {
+		t.Errorf("conflict line: %+v", c)
+	}
+}

@@ -1,11 +1,11 @@
 package main
 
 import (
-	"github.com/mergefs/mergefs/internal/event"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	mergefs "github.com/mergefs/mergefs/fs"
+	"github.com/mergefs/mergefs/internal/event"
 	"github.com/mergefs/mergefs/journal"
 )
 
@@ -18,6 +18,9 @@ const (
 	metricRejected       = "mergefs_rejected_commits_total"
 	metricFailed         = "mergefs_failed_commits_total"
 	metricFallbacks      = "mergefs_base_fallbacks_total"
+	metricBases          = "mergefs_bases_total"
+	metricAmbiguous      = "mergefs_ambiguous_bases_total"
+	metricBaseDistance   = "mergefs_base_distance"
 	metricOpenRecords    = "mergefs_open_record_handles"
 	metricReadVersions   = "mergefs_read_versions"
 	metricReadBytes      = "mergefs_read_versions_bytes"
@@ -39,6 +42,7 @@ type metrics struct {
 	registry       *prometheus.Registry
 	commitDuration *prometheus.HistogramVec
 	lockWait       prometheus.Histogram
+	baseDistance   prometheus.Histogram
 }
 
 func newMetrics() *metrics {
@@ -56,7 +60,12 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(10e-6, 3, 12),
 		}),
 	}
-	m.registry.MustRegister(m.commitDuration, m.lockWait,
+	m.baseDistance = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    metricBaseDistance,
+		Help:    "Values the written content differs in from the base chosen for it (commits with a chosen base).",
+		Buckets: []float64{0, 1, 2, 4, 8, 16, 64, 256, 1024},
+	})
+	m.registry.MustRegister(m.commitDuration, m.lockWait, m.baseDistance,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -66,6 +75,9 @@ func newMetrics() *metrics {
 func (m *metrics) Commit(ev event.Commit) {
 	m.commitDuration.WithLabelValues(string(ev.Outcome)).Observe(ev.Duration.Seconds())
 	m.lockWait.Observe(ev.LockWait.Seconds())
+	if ev.Base != event.NoBase {
+		m.baseDistance.Observe(float64(ev.BaseDistance))
+	}
 }
 
 // register adds the mount's counters, read when scraped.
@@ -121,6 +133,8 @@ var statDescs = []statDesc{
 		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.Failed) }),
 	newStatDesc(metricFallbacks, "Commits whose base was the record at the writing open (no read of it was known).", prometheus.CounterValue,
 		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.BaseFallbacks) }),
+	newStatDesc(metricAmbiguous, "Commits whose runner-up base candidate was within one change of the chosen one (journaled).", prometheus.CounterValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.AmbiguousBases) }),
 	newStatDesc(metricOpenRecords, "Record handles open now.", prometheus.GaugeValue,
 		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.OpenRecords) }),
 	newStatDesc(metricReadVersions, "Read versions tracked to choose merge bases.", prometheus.GaugeValue,
@@ -139,16 +153,23 @@ var statDescs = []statDesc{
 		func(_ mergefs.Stats, j journal.Stats) float64 { return float64(j.WriteErrors) }),
 }
 
+// basesDesc counts commits by where their base came from (event.Base).
+var basesDesc = prometheus.NewDesc(metricBases, "Commits by where their base came from: thread, process, own-commit, other-process, handle, fallback, none.", []string{"from"}, nil)
+
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range statDescs {
 		ch <- d.desc
 	}
+	ch <- basesDesc
 }
 
 func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	s, j := c.fsys(), c.journal()
 	for _, d := range statDescs {
 		ch <- prometheus.MustNewConstMetric(d.desc, d.kind, d.value(s, j))
+	}
+	for _, b := range event.Bases {
+		ch <- prometheus.MustNewConstMetric(basesDesc, prometheus.CounterValue, float64(s.Bases[b]), b.String())
 	}
 }
 

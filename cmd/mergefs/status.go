@@ -168,6 +168,10 @@ func printStatus(w io.Writer, mf map[string]*dto.MetricFamily, now time.Time) {
 	row("rejected", value(mf, metricRejected), "commits refused: invalid JSON or reject policy (close got EIO)")
 	row("failed", value(mf, metricFailed), "commits the backing store failed")
 	row("base fallbacks", value(mf, metricFallbacks), "commits with no known read; base was the record at open")
+	row("ambiguous", value(mf, metricAmbiguous), "commits whose next-best base was within one change (journaled)")
+	if bases := labelled(mf[metricBases], "from"); len(bases) > 0 {
+		fmt.Fprintf(w, "  %-15s %s\n", "bases from", bases)
+	}
 	row("open records", value(mf, metricOpenRecords), "record handles open now")
 	row("read versions", value(mf, metricReadVersions), fmt.Sprintf("tracked to choose bases (%s, %.0f evicted)",
 		humanBytes(value(mf, metricReadBytes)), value(mf, metricReadsEvicted)))
@@ -180,6 +184,22 @@ func printStatus(w io.Writer, mf map[string]*dto.MetricFamily, now time.Time) {
 			fmt.Fprintf(w, "  %-15s mean %s, p99 %s over %d commits\n", h.label, seconds(s.mean), s.p99, s.count)
 		}
 	}
+}
+
+// labelled lists a labelled counter's non-zero values as "label=value ...", in the exporter's order.
+func labelled(f *dto.MetricFamily, label string) string {
+	var parts []string
+	for _, m := range f.GetMetric() {
+		if m.GetCounter().GetValue() == 0 {
+			continue
+		}
+		for _, l := range m.GetLabel() {
+			if l.GetName() == label {
+				parts = append(parts, fmt.Sprintf("%s=%.0f", l.GetValue(), m.GetCounter().GetValue()))
+			}
+		}
+	}
+	return strings.Join(parts, " ")
 }
 
 func first(f *dto.MetricFamily) *dto.Metric {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"github.com/mergefs/mergefs/internal/event"
 	"io"
 	"log/slog"
 	"net"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/mergefs/mergefs/backing"
 	mergefs "github.com/mergefs/mergefs/fs"
+	"github.com/mergefs/mergefs/internal/event"
 	"github.com/mergefs/mergefs/journal"
 	"github.com/mergefs/mergefs/merge"
 )

@@ -62,23 +62,32 @@ func (t Trigger) String() string {
 // Base says where a commit's base (the version the writer read) came from.
 type Base uint8
 
-// Where a base came from.
+// Where a base came from: the kind of the candidate chosen (docs/design.md, "The base of a commit").
 const (
-	NoBase   Base = iota // nothing read: a new record, or a union with the record
-	Handle               // the content at open of the writing handle (opened without O_TRUNC)
-	Thread               // what the writing thread last read
-	Process              // what the writing process last read
-	Fallback             // nothing read recently: the record at the writing open (counted, logged)
+	NoBase       Base = iota // no candidate: a new record, or a union with the record
+	Thread                   // what the writing thread last read
+	Process                  // a version the writing process read
+	OwnCommit                // what the writing process last committed
+	OtherProcess             // a version another process read
+	Handle                   // the content at open of the writing handle (opened without O_TRUNC)
+	Fallback                 // the record at the writing open, which no one read: counted and logged
 )
+
+// Bases lists every Base, for metrics.
+var Bases = []Base{NoBase, Thread, Process, OwnCommit, OtherProcess, Handle, Fallback}
 
 func (b Base) String() string {
 	switch b {
-	case Handle:
-		return "handle"
 	case Thread:
 		return "thread"
 	case Process:
 		return "process"
+	case OwnCommit:
+		return "own-commit"
+	case OtherProcess:
+		return "other-process"
+	case Handle:
+		return "handle"
 	case Fallback:
 		return "fallback"
 	}
@@ -95,17 +104,23 @@ type Writer struct {
 
 // Commit describes one commit attempt.
 type Commit struct {
-	Record    string
-	Writer    Writer
-	Trigger   Trigger
-	Base      Base
-	Outcome   Outcome
-	Merged    bool // the record had changed since the writer's base
-	Changed   int  // key-level changes applied
-	Conflicts []merge.Conflict
-	Duration  time.Duration
-	LockWait  time.Duration
-	Err       error
+	Record  string
+	Writer  Writer
+	Trigger Trigger
+	Base    Base
+	// BaseDistance is how many values mine differs from the chosen base in; RunnerUp the same for
+	// the nearest candidate with other content (-1: none); Ambiguous that RunnerUp is within one of
+	// BaseDistance. Candidates is how many versions were considered.
+	BaseDistance, RunnerUp int
+	Ambiguous              bool
+	Candidates             int
+	Outcome                Outcome
+	Merged                 bool // the record had changed since the writer's base
+	Changed                int  // key-level changes applied
+	Conflicts              []merge.Conflict
+	Duration               time.Duration
+	LockWait               time.Duration
+	Err                    error
 }
 
 // Observer receives commit events. Called on the commit path after the commit: it must be quick and

@@ -1,0 +1,57 @@
+package fs
+
+import (
+	"errors"
+
+	"github.com/mergefs/mergefs/internal/event"
+	"github.com/mergefs/mergefs/merge"
+)
+
+// baseChoice is the base a commit merges from, and how it was chosen.
+type baseChoice struct {
+	base      *version // nil: none (a new record, or no candidate is a valid document)
+	from      event.Base
+	distance  int
+	runnerUp  int // -1: no other content
+	ambiguous bool
+}
+
+// chooseBase validates mine and chooses, among the commit's candidates, the version mine differs
+// least from (merge.ChooseBase: changed values under JSON equality; ties go to the writing thread's
+// last read, then the process's, then the newest). Summaries of candidates are made once per
+// version and kept with it. An invalid mine is an *merge.InputError for "mine".
+func (fsys *FS) chooseBase(req commitRequest) (baseChoice, error) {
+	none := baseChoice{runnerUp: -1}
+	doc, err := merge.ParseDocument(req.mine, fsys.mergeOpts)
+	if err != nil {
+		if inputErr, ok := errors.AsType[*merge.InputError](err); ok {
+			inputErr.Input = "mine"
+		}
+		return none, err
+	}
+	if len(req.bases) == 0 {
+		return none, nil
+	}
+	cands := make([]merge.Candidate, len(req.bases))
+	var hint, prev *merge.Summary
+	for i, c := range req.bases {
+		made := c.v.summary.Load() == nil
+		s := c.v.summaryOf(fsys.mergeOpts, prev)
+		if made {
+			fsys.history.recharge(c.v)
+		}
+		if s != nil {
+			prev = s
+			if hint == nil || c.threadLast {
+				hint = s
+			}
+		}
+		cands[i] = merge.Candidate{Summary: s, ThreadLastRead: c.threadLast, ProcessLastRead: c.procLast, Seq: c.v.seq}
+	}
+	ch := merge.ChooseBase(doc.SummaryReusing(hint), cands)
+	if ch.Index < 0 {
+		return none, nil
+	}
+	chosen := req.bases[ch.Index]
+	return baseChoice{base: chosen.v, from: chosen.from, distance: ch.Distance, runnerUp: ch.RunnerUp, ambiguous: ch.Ambiguous}, nil
+}

@@ -1,0 +1,138 @@
+package fs
+
+import (
+	"strconv"
+	"syscall"
+	"testing"
+
+	"github.com/mergefs/mergefs/internal/event"
+	"github.com/mergefs/mergefs/merge"
+)
+
+// rmw is one whole-record read-modify-write's two halves, as a request does them: read (a handle
+// opened, read and closed), then later write (a handle opened O_TRUNC, written, closed).
+func (f *testFS) readRecord(t *testing.T, tk task) string {
+	t.Helper()
+	h := f.open(t, tk, "r.json", syscall.O_RDONLY)
+	defer closeHandle(tk, h)
+	return readAll(t, tk, h)
+}
+
+func (f *testFS) writeRecord(t *testing.T, tk task, content string) {
+	t.Helper()
+	h := f.open(t, tk, "r.json", syscall.O_WRONLY|syscall.O_TRUNC)
+	write(t, tk, h, content, 0)
+	if errno := closeHandle(tk, h); errno != 0 {
+		t.Fatalf("close: %v", errno)
+	}
+}
+
+// One thread interleaves two requests (an event loop): request A reads, request B reads, B writes,
+// then A writes what it built from its own read. Its base is the version A's content came from, not
+// the thread's last read (B's commit, which A's write would otherwise revert).
+func TestBaseOfInterleavedRequestsOnOneThread(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a":0,"b":0}`)
+	loop := self()
+	f.readRecord(t, loop)                   // request A reads {"a":0,"b":0}
+	f.readRecord(t, loop)                   // request B reads the same
+	f.writeRecord(t, loop, `{"a":0,"b":1}`) // B writes
+	f.readRecord(t, loop)                   // the loop reads again (another request)
+	f.writeRecord(t, loop, `{"a":1,"b":0}`) // A writes from its old read
+	if got := f.get(t, "r.json"); got["a"] != 1.0 || got["b"] != 1.0 {
+		t.Fatalf("record = %v, want both requests' changes", got)
+	}
+}
+
+// A thread pool: the read of request A happens on thread 1, its write on thread 2, which meanwhile
+// served request B (read and written). Both survive.
+func TestBaseAcrossThreadsOfAPool(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a":0,"b":0}`)
+	t1, t2 := self(), task(otherThread(t))
+	f.readRecord(t, t1)                   // A's read on thread 1
+	f.readRecord(t, t2)                   // B's read on thread 2
+	f.writeRecord(t, t2, `{"a":0,"b":1}`) // B's write on thread 2
+	f.writeRecord(t, t2, `{"a":1,"b":0}`) // A's write lands on thread 2
+	if got := f.get(t, "r.json"); got["a"] != 1.0 || got["b"] != 1.0 {
+		t.Fatalf("record = %v, want both requests' changes", got)
+	}
+	if st := f.Stats(); st.Bases[event.Process] == 0 {
+		t.Errorf("A's base was not the process's read: bases %v", st.Bases)
+	}
+}
+
+// A tool pipeline (cp r.json /tmp/x; edit; cp /tmp/x r.json): one process reads, another writes. The
+// record changed meanwhile; the change survives the round trip.
+func TestBaseReadByAnotherProcess(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a":0,"b":0,"c":0}`)
+	reader, writer := self(), task(startSleeper(t))
+	f.readRecord(t, reader)
+	f.put(t, "r.json", `{"a":0,"b":5,"c":0}`) // a change by someone else meanwhile
+	f.readRecord(t, task(startSleeper(t)))    // which a third process reads
+	f.writeRecord(t, writer, `{"a":1,"b":0,"c":0}`)
+	if got := f.get(t, "r.json"); got["a"] != 1.0 || got["b"] != 5.0 {
+		t.Fatalf("record = %v, want a=1 from the copy and b=5 kept", got)
+	}
+	if st := f.Stats(); st.Bases[event.OtherProcess] != 1 || st.BaseFallbacks != 0 {
+		t.Errorf("bases %v, fallbacks %d; want the other process's read", st.Bases, st.BaseFallbacks)
+	}
+}
+
+// An editor (vim) reads the record, another process changes it, then the editor opens it for
+// writing without O_TRUNC, truncates it and writes: its base is what it read, not the record at
+// its writing open.
+func TestBaseOfAnEditorsWrite(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a":0,"b":0}`)
+	editor := self()
+	f.readRecord(t, editor)
+	f.put(t, "r.json", `{"a":0,"b":3}`)
+	h := f.open(t, editor, "r.json", syscall.O_WRONLY)
+	if errno := h.truncate(editor.ctx(), 0); errno != 0 {
+		t.Fatal(errno)
+	}
+	write(t, editor, h, `{"a":1,"b":0}`, 0)
+	if errno := h.Fsync(editor.ctx(), 0); errno != 0 {
+		t.Fatal(errno)
+	}
+	closeHandle(editor, h)
+	if got := f.get(t, "r.json"); got["a"] != 1.0 || got["b"] != 3.0 {
+		t.Fatalf("record = %v, want a=1 from the editor and b=3 kept", got)
+	}
+}
+
+// A slow request reads, others commit many versions, then it writes: its own read is still there.
+func TestSlowRequestFindsItsOwnRead(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"slow":0,"fast":0}`)
+	slow, fast := self(), task(startSleeper(t))
+	f.readRecord(t, slow)
+	for i := 1; i <= 3*maxRecent; i++ {
+		f.readRecord(t, fast)
+		f.writeRecord(t, fast, `{"slow":0,"fast":`+strconv.Itoa(i)+`}`)
+	}
+	f.writeRecord(t, slow, `{"slow":1,"fast":0}`)
+	if got := f.get(t, "r.json"); got["slow"] != 1.0 || got["fast"] != float64(3*maxRecent) {
+		t.Fatalf("record = %v, want slow=1 and fast=%d", got, 3*maxRecent)
+	}
+}
+
+// A commit whose next-best candidate is within one change of the chosen one is counted as ambiguous.
+func TestAmbiguousBaseIsCounted(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a":0,"b":0}`)
+	w, other := self(), task(startSleeper(t))
+	f.readRecord(t, w)
+	f.put(t, "r.json", `{"a":0,"b":1}`)
+	f.readRecord(t, other)
+	// One change from the writer's read, two from the other read: ambiguous.
+	f.writeRecord(t, w, `{"a":1,"b":0}`)
+	if st := f.Stats(); st.AmbiguousBases != 1 {
+		t.Fatalf("ambiguous bases %d, want 1", st.AmbiguousBases)
+	}
+	if got := f.get(t, "r.json"); got["a"] != 1.0 || got["b"] != 1.0 {
+		t.Fatalf("record = %v", got)
+	}
+}

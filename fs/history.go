@@ -1,0 +1,367 @@
+package fs
+
+import (
+	"bytes"
+	"container/list"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mergefs/mergefs/internal/event"
+	"github.com/mergefs/mergefs/merge"
+)
+
+// version is one immutable content of a record, as mergefs served it to a reader or committed it.
+// Handles and the history share it without copying.
+type version struct {
+	data []byte
+	// seq orders versions by when mergefs first knew them (larger is newer).
+	seq uint64
+	// summary is made on first need (a commit choosing its base) and kept: merge.Summary, or nil
+	// for content that is not a valid document (never a base).
+	summary atomic.Pointer[summarized]
+
+	// Guarded by history.mu: how many places of the history hold it, and what it is charged.
+	refs    int
+	charged int64
+}
+
+type summarized struct{ s *merge.Summary }
+
+// summaryOf returns v's summary, making it (reusing hint's unchanged subtrees) if it has none.
+func (v *version) summaryOf(opts merge.Options, hint *merge.Summary) *merge.Summary {
+	if s := v.summary.Load(); s != nil {
+		return s.s
+	}
+	var s *merge.Summary
+	if doc, err := merge.ParseDocument(v.data, opts); err == nil {
+		s = doc.SummaryReusing(hint)
+	}
+	v.summary.CompareAndSwap(nil, &summarized{s: s})
+	return v.summary.Load().s
+}
+
+// Bounds of what the history keeps of one record (besides --read-memory and --read-age): the newest
+// distinct versions served or committed by anyone, and per process the last versions it read, so
+// that a slow request finds its own read however many versions others made since.
+const (
+	maxRecent      = 16
+	maxProcReads   = 4
+	maxProcThreads = 64
+)
+
+// The memory bound covers what the history holds, not only the versions' bytes: a version costs its
+// struct, bytes and summary; an entry (a record, a process, a thread) its structs and map slots.
+const (
+	versionBytes = 64
+	recordBytes  = 256
+	procBytes    = 192
+	threadBytes  = 48
+)
+
+// history remembers, per record (by identity), the versions of it that mergefs served to readers
+// and committed: the candidates for a commit's base (docs/design.md, "The base of a commit"). It is
+// bounded by age (--read-age) and memory (--read-memory); the least recently used records go first.
+type history struct {
+	maxBytes int64
+	maxAge   time.Duration
+	now      func() time.Time
+
+	mu      sync.Mutex
+	records map[uint64]*recordReads
+	lru     list.List // of *recordReads, least recently touched first
+	bytes   int64
+	seq     uint64
+	evicted uint64
+}
+
+type recordReads struct {
+	id      uint64
+	recent  []seen // newest last
+	procs   map[procKey]*procReads
+	touched time.Time
+	elem    *list.Element
+	cost    int64 // entries charged (record, processes, threads)
+}
+
+type procReads struct {
+	reads     []seen // newest last
+	threads   map[procKey]seen
+	committed seen // what this process last wrote (not the merged result); v nil if nothing
+	touched   time.Time
+}
+
+// seen is a version and when it was served.
+type seen struct {
+	v  *version
+	at time.Time
+}
+
+func newHistory(maxBytes int64, maxAge time.Duration, now func() time.Time) *history {
+	return &history{maxBytes: maxBytes, maxAge: maxAge, now: now, records: make(map[uint64]*recordReads)}
+}
+
+// share returns the record's newest known version if it holds exactly data, else a new version of
+// data: a hundred processes reading an unchanged record then hold one copy of it, not a hundred.
+func (h *history) share(id uint64, data []byte) *version {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r := h.records[id]; r != nil && len(r.recent) > 0 {
+		if v := r.recent[len(r.recent)-1].v; bytes.Equal(v.data, data) {
+			return v
+		}
+	}
+	h.seq++
+	return &version{data: data, seq: h.seq}
+}
+
+// read records that thread (of proc) was served v of record id.
+func (h *history) read(id uint64, thread, proc procKey, v *version) {
+	h.note(id, thread, proc, v, false)
+}
+
+// committed records that thread (of proc) committed v, what it wrote, to record id: it knows that
+// content, and others will read it next.
+func (h *history) committed(id uint64, thread, proc procKey, v *version) {
+	h.note(id, thread, proc, v, true)
+}
+
+func (h *history) note(id uint64, thread, proc procKey, v *version, wrote bool) {
+	if id == 0 || v == nil || h.maxBytes <= 0 || h.cost(v)+recordBytes+procBytes+threadBytes > h.maxBytes {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := h.now()
+	if v.seq == 0 {
+		h.seq++
+		v.seq = h.seq
+	}
+	r := h.record(id, now)
+	r.recent = h.pushSeen(r.recent, seen{v, now}, maxRecent)
+	p := r.procs[proc]
+	if p == nil {
+		p = &procReads{threads: make(map[procKey]seen)}
+		r.procs[proc] = p
+		h.charge(r, procBytes)
+	}
+	p.touched = now
+	if wrote {
+		h.hold(v)
+		if p.committed.v != nil {
+			h.release(p.committed.v)
+		}
+		p.committed = seen{v, now}
+	} else {
+		p.reads = h.pushSeen(p.reads, seen{v, now}, maxProcReads)
+	}
+	if old, ok := p.threads[thread]; ok {
+		h.hold(v)
+		h.release(old.v)
+		p.threads[thread] = seen{v, now}
+	} else if len(p.threads) < maxProcThreads {
+		h.charge(r, threadBytes)
+		h.hold(v)
+		p.threads[thread] = seen{v, now}
+	}
+	h.expire(now)
+}
+
+// record returns the history of record id, made if new, as the most recently used.
+func (h *history) record(id uint64, now time.Time) *recordReads {
+	r := h.records[id]
+	if r == nil {
+		r = &recordReads{id: id, procs: make(map[procKey]*procReads)}
+		r.elem = h.lru.PushBack(r)
+		h.records[id] = r
+		h.charge(r, recordBytes)
+	} else {
+		h.lru.MoveToBack(r.elem)
+	}
+	r.touched = now
+	return r
+}
+
+// pushSeen adds s as the newest of list (moving v if it is there), keeping at most limit.
+func (h *history) pushSeen(list []seen, s seen, limit int) []seen {
+	for i, x := range list {
+		if x.v == s.v {
+			list = append(list[:i], list[i+1:]...)
+			h.release(x.v)
+			break
+		}
+	}
+	if len(list) == limit {
+		h.release(list[0].v)
+		list = append(list[:0], list[1:]...)
+	}
+	h.hold(s.v)
+	return append(list, s)
+}
+
+func (h *history) cost(v *version) int64 {
+	c := versionBytes + int64(cap(v.data))
+	if s := v.summary.Load(); s != nil && s.s != nil {
+		c += int64(s.s.Bytes())
+	}
+	return c
+}
+
+func (h *history) hold(v *version) {
+	if v.refs == 0 {
+		v.charged = h.cost(v)
+		h.bytes += v.charged
+	}
+	v.refs++
+}
+
+func (h *history) release(v *version) {
+	v.refs--
+	if v.refs == 0 {
+		h.bytes -= v.charged
+		v.charged = 0
+	}
+}
+
+// recharge accounts for a summary made after v was charged.
+func (h *history) recharge(v *version) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if v.refs > 0 {
+		c := h.cost(v)
+		h.bytes += c - v.charged
+		v.charged = c
+		h.expire(h.now())
+	}
+}
+
+func (h *history) charge(r *recordReads, n int64) {
+	r.cost += n
+	h.bytes += n
+}
+
+// expire drops records not touched within maxAge, then the least recently used ones until within
+// maxBytes, and prunes what is older than maxAge within the newest record touched.
+func (h *history) expire(now time.Time) {
+	for front := h.lru.Front(); front != nil; front = h.lru.Front() {
+		r := front.Value.(*recordReads)
+		if now.Sub(r.touched) <= h.maxAge && h.bytes <= h.maxBytes {
+			break
+		}
+		h.drop(r)
+		h.evicted++
+	}
+}
+
+func (h *history) drop(r *recordReads) {
+	h.lru.Remove(r.elem)
+	delete(h.records, r.id)
+	for _, s := range r.recent {
+		h.release(s.v)
+	}
+	for _, p := range r.procs {
+		for _, s := range p.reads {
+			h.release(s.v)
+		}
+		for _, s := range p.threads {
+			h.release(s.v)
+		}
+		if p.committed.v != nil {
+			h.release(p.committed.v)
+		}
+	}
+	h.bytes -= r.cost
+}
+
+// forget drops what anyone read of record id: after an unlink an old read must not become the base
+// of an unrelated record (identities are not reused, so this only frees memory early).
+func (h *history) forget(id uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r := h.records[id]; r != nil {
+		h.drop(r)
+	}
+}
+
+// candidate is a version a commit's base may be.
+type candidate struct {
+	v          *version
+	from       event.Base
+	threadLast bool // the writing thread's last read
+	procLast   bool // the writing process's last read (or write)
+}
+
+// candidates are the versions of record id that the writing thread's base may be: what any process
+// was served within maxAge (the newest few, and the writing process's own last few), and what the
+// writing process last committed. atOpen is the record as the writing handle opened it (nil if it
+// did not exist), a candidate too.
+func (h *history) candidates(id uint64, thread, proc procKey, atOpen *version, from event.Base) []candidate {
+	var out []candidate
+	add := func(v *version, from event.Base) *candidate {
+		for i := range out {
+			if out[i].v == v {
+				return &out[i]
+			}
+		}
+		out = append(out, candidate{v: v, from: from})
+		return &out[len(out)-1]
+	}
+	h.mu.Lock()
+	if r := h.records[id]; r != nil {
+		now := h.now()
+		fresh := func(s seen) bool { return s.v != nil && now.Sub(s.at) <= h.maxAge }
+		if p := r.procs[proc]; p != nil {
+			var last *version
+			if n := len(p.reads); n > 0 && fresh(p.reads[n-1]) {
+				last = p.reads[n-1].v
+			}
+			if fresh(p.committed) && (last == nil || p.committed.v.seq > last.seq) {
+				last = p.committed.v
+			}
+			if s := p.threads[thread]; fresh(s) {
+				add(s.v, event.Thread).threadLast = true
+			}
+			if fresh(p.committed) {
+				add(p.committed.v, event.OwnCommit)
+			}
+			for i := len(p.reads) - 1; i >= 0; i-- {
+				if fresh(p.reads[i]) {
+					add(p.reads[i].v, event.Process)
+				}
+			}
+			if last != nil {
+				add(last, event.Process).procLast = true
+			}
+		}
+		for i := len(r.recent) - 1; i >= 0; i-- {
+			if fresh(r.recent[i]) {
+				add(r.recent[i].v, event.OtherProcess)
+			}
+		}
+	}
+	h.mu.Unlock()
+	if atOpen != nil {
+		add(atOpen, from)
+	}
+	return out
+}
+
+type historyStats struct {
+	Records  int
+	Versions int // version references held (a version held by several entries counts for each)
+	Bytes    int64
+	Evicted  uint64
+}
+
+func (h *history) stats() historyStats {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := historyStats{Records: len(h.records), Bytes: h.bytes, Evicted: h.evicted}
+	for _, r := range h.records {
+		st.Versions += len(r.recent)
+		for _, p := range r.procs {
+			st.Versions += len(p.reads)
+		}
+	}
+	return st
+}
