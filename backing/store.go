@@ -28,6 +28,9 @@ type Options struct {
 	// MaxRecordSize bounds what Read, ReadAt and a commit read of a record (theirs, a rename source):
 	// a larger file is refused with EFBIG without being read. 0: no bound.
 	MaxRecordSize int64
+	// MaxReading bounds the bytes of records being read at once (by Read, ReadAt and commits): past
+	// it reads wait for others to end. 0: no bound.
+	MaxReading int64
 	// Fence says whether commits check the lock file's fences (fence.go): by default on a network
 	// filesystem.
 	Fence FenceMode
@@ -50,6 +53,7 @@ type Store struct {
 	fenceBuf  []byte // guarded by fenceMu
 	fsyncMode FsyncPolicy
 	maxSize   int64
+	reading   *readGate
 	log       *slog.Logger
 	slots     slotLocks
 	recovered int
@@ -97,7 +101,7 @@ func open(rootFD int, label string, opts Options) (*Store, error) {
 		sysx.Close(rootFD)
 		return nil, &fs.PathError{Op: "open backing store", Path: label, Err: err}
 	}
-	s := &Store{rootFD: rootFD, rootIno: st.Ino, lockFD: -1, fenceFD: -1, fsyncMode: opts.Fsync, maxSize: opts.MaxRecordSize, log: opts.Logger}
+	s := &Store{rootFD: rootFD, rootIno: st.Ino, lockFD: -1, fenceFD: -1, fsyncMode: opts.Fsync, maxSize: opts.MaxRecordSize, reading: newReadGate(opts.MaxReading), log: opts.Logger}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -380,7 +384,9 @@ func (s *Store) readOpened(fd int) (current, error) {
 	if limit <= 0 {
 		limit = -1
 	}
+	s.reading.enter(st.Size)
 	data, err := sysx.ReadAll(fd, st.Size, limit)
+	s.reading.leave(st.Size)
 	if err != nil {
 		return current{}, err
 	}

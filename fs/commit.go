@@ -9,8 +9,6 @@ import (
 	"hash/fnv"
 	iofs "io/fs"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -38,7 +36,7 @@ type commitRequest struct {
 	sync         bool
 	create       newRecord
 	source       *backing.Source // rename commits: the file renamed onto record
-	oversized    bool            // the writer wrote past the size limit
+	refused      string          // why writes were refused: the content is not what the writer meant
 }
 
 // logConflictLimit bounds the conflicting paths named in one log line; the
@@ -91,11 +89,10 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 		return result.Merged, nil
 	}
 	var err error
-	if req.oversized {
-		// The writes past the limit were refused, so what is buffered is
-		// a prefix of what the writer meant: never a record.
-		err = &merge.InputError{Input: "mine", Offset: -1,
-			Reason: fmt.Sprintf("writes past the record size limit (%d bytes) were refused", fsys.maxRecordSize())}
+	if req.refused != "" {
+		// Writes were refused, so what is buffered is not what the writer
+		// meant (a prefix, a hole): never a record.
+		err = &merge.InputError{Input: "mine", Offset: -1, Reason: req.refused}
 	} else if choice, err = fsys.chooseBase(req); err != nil {
 		// mine is not a valid record: rejected below, before any lock.
 	} else if loc, errno := req.target.locate(); errno != 0 {
@@ -256,28 +253,10 @@ func conflictAttrs(conflicts []merge.Conflict) []any {
 	return []any{"conflicts", len(conflicts), "paths", paths}
 }
 
-// saveRejected keeps refused content for inspection and returns where, or
-// why it could not. The state directory is root's alone (mergefs mount
-// makes it so), so a path inside it cannot be redirected by a user.
+// saveRejected keeps refused content for inspection (within the rejected/ bounds) and returns where,
+// or why it could not.
 func (fsys *FS) saveRejected(req commitRequest) string {
-	if fsys.rejectedDir == "" {
-		return "not saved: no state directory"
-	}
-	if err := os.MkdirAll(fsys.rejectedDir, 0o700); err != nil {
-		return fmt.Sprintf("not saved: %v", err)
-	}
-	dst := filepath.Join(fsys.rejectedDir, rejectedName(fsys.now(), req.writer.proc.pid, req.record))
-	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
-	if err == nil {
-		_, err = f.Write(req.mine)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err != nil {
-		return fmt.Sprintf("not saved: %v", err)
-	}
-	return dst
+	return fsys.rejected.save(fsys.now(), req.writer.proc.pid, req.record, req.mine)
 }
 
 // maxRejectedRecordName bounds the record's part of a rejected file's name, so that the whole name

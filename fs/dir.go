@@ -19,6 +19,7 @@ import (
 type dirHandle struct {
 	fsys *FS
 	fd   int
+	uid  uint32 // the opener, whose descriptors the budget counts
 	buf  []byte
 	// pending entries of buf[off:n]
 	off, n int
@@ -38,18 +39,23 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 		return nil, 0, errno
 	}
 	defer closeDir()
+	c := n.fsys.callerOf(ctx)
+	if errno := n.fsys.holdFile(c); errno != 0 {
+		return nil, 0, errno
+	}
 	// Reopened through /proc, not as "." in it: reading a directory takes read permission on it, and
 	// a lookup of "." would take search permission as well.
 	var fd int
-	err := sysx.AsUser(n.fsys.callerOf(ctx).cred(), func() error {
+	err := sysx.AsUser(c.cred(), func() error {
 		var err error
 		fd, err = sysx.Reopen(dir.FD, unix.O_RDONLY|unix.O_DIRECTORY)
 		return err
 	})
 	if err != nil {
+		n.fsys.budget.closeFile(c.uid)
 		return nil, 0, errnoOf(err)
 	}
-	return &dirHandle{fsys: n.fsys, fd: fd, buf: make([]byte, 16<<10)}, 0, 0
+	return &dirHandle{fsys: n.fsys, fd: fd, uid: c.uid, buf: make([]byte, 16<<10)}, 0, 0
 }
 
 func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
@@ -107,4 +113,5 @@ func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 
 func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {
 	sysx.Close(d.fd)
+	d.fsys.budget.closeFile(d.uid)
 }

@@ -15,7 +15,9 @@ import (
 // file, opened as the caller. Unlike go-fuse's LoopbackFile it passes no ioctl through (the daemon's
 // capabilities would apply to it), and metadata changes go through the node's Setattr, as the caller.
 type passthroughFile struct {
-	fd int
+	fd   int
+	fsys *FS
+	uid  uint32 // the opener, whose descriptors the budget counts
 }
 
 var (
@@ -59,6 +61,7 @@ func (f *passthroughFile) Fsync(ctx context.Context, flags uint32) syscall.Errno
 
 func (f *passthroughFile) Release(ctx context.Context) syscall.Errno {
 	sysx.Close(f.fd)
+	f.fsys.budget.closeFile(f.uid)
 	return 0
 }
 

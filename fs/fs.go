@@ -47,6 +47,11 @@ type Config struct {
 	ReadMemory int64
 	ReadAge    time.Duration
 
+	// Limits bound what one user, and the mount, can make the daemon hold (zero: unbounded).
+	Limits Limits
+	// Rejected bounds what is kept of refused content in StateDir/rejected.
+	Rejected RejectedLimits
+
 	Logger   *slog.Logger
 	Observer event.Observer
 }
@@ -59,17 +64,18 @@ const (
 
 // FS is the state of one mount shared by all its nodes.
 type FS struct {
-	store       *backing.Store
-	rootFD      int
-	rootDev     uint64
-	patterns    []string
-	mergeOpts   merge.Options
-	rejectedDir string
-	log         *slog.Logger
-	observer    event.Observer
+	store     *backing.Store
+	rootFD    int
+	rootDev   uint64
+	patterns  []string
+	mergeOpts merge.Options
+	rejected  *rejectedStore
+	log       *slog.Logger
+	observer  event.Observer
 
 	callers *callerResolver
 	history *history
+	budget  *budget
 
 	// requests carries what go-fuse's node API leaves out of a request, from rawFS to the node
 	// method, keyed by the request's cancel channel: whether a GETATTR named a file handle, and the
@@ -81,6 +87,9 @@ type FS struct {
 
 	// staleOpens remembers when each thread last had an OPEN answered with ESTALE (see staleOpen).
 	staleOpens sync.Map // uint32 -> time.Time
+
+	// limitLogged rate-limits the log lines of refusals by the limits (warnLimit).
+	limitLogged sync.Map // limitLogKey -> time.Time
 
 	// linkWarned remembers records found with several hard links, to log each once.
 	linkWarned sync.Map // string -> struct{}
@@ -138,9 +147,10 @@ func New(cfg Config) (*FS, gofs.InodeEmbedder, error) {
 		now:       time.Now,
 	}
 	if cfg.StateDir != "" {
-		fsys.rejectedDir = path.Join(cfg.StateDir, "rejected")
+		fsys.rejected = &rejectedStore{dir: path.Join(cfg.StateDir, "rejected"), limits: cfg.Rejected}
 	}
 	fsys.history = newHistory(cfg.ReadMemory, cfg.ReadAge, fsys.now)
+	fsys.budget = newBudget(cfg.Limits)
 	root := &node{fsys: fsys, id: st.identity()}
 	return fsys, root, nil
 }
@@ -305,6 +315,9 @@ type Stats struct {
 	ReadBytes      int64  // memory charged to the read history: distinct versions, summaries, entries
 	ReadsEvicted   uint64 // records whose read history was dropped by age or memory
 	RecoveredFiles int    // temporary files removed at start
+	// Limits is the use of the limits and their refusals; RejectedDir what rejected/ holds.
+	Limits      LimitStats
+	RejectedDir RejectedStats
 }
 
 type counters struct {
@@ -340,6 +353,8 @@ func (fsys *FS) Stats() Stats {
 		ReadBytes:      rs.Bytes,
 		ReadsEvicted:   rs.Evicted,
 		RecoveredFiles: fsys.store.Recovered(),
+		Limits:         fsys.budget.stats(),
+		RejectedDir:    fsys.rejected.stats(),
 	}
 }
 

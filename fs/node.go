@@ -570,27 +570,33 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		return nil, 0, n.fsys.staleOpen(c, errno)
 	}
 	defer loc.close()
+	if errno := n.fsys.holdFile(c); errno != 0 {
+		return nil, 0, errno
+	}
 	var fd int
 	err := sysx.AsUser(c.cred(), func() error {
 		var err error
 		fd, err = openatStale(loc.dir.FD, loc.name, int(flags)&openFlags)
 		return err
 	})
+	if err == nil {
+		if st, serr := statx(fd, ""); serr != nil || st.identity() != n.id {
+			sysx.Close(fd)
+			err = syscall.ESTALE
+		}
+	}
 	if err != nil {
+		n.fsys.budget.closeFile(c.uid)
 		return nil, 0, n.fsys.staleOpen(c, staleIfGone(err))
 	}
-	st, err := statx(fd, "")
-	if err != nil || st.identity() != n.id {
-		sysx.Close(fd)
-		return nil, 0, n.fsys.staleOpen(c, syscall.ESTALE)
-	}
+	f := &passthroughFile{fd: fd, fsys: n.fsys, uid: c.uid}
 	if flags&syscall.O_TRUNC != 0 {
 		if err := unix.Ftruncate(fd, 0); err != nil {
-			sysx.Close(fd)
+			f.Release(ctx)
 			return nil, 0, errnoOf(err)
 		}
 	}
-	return &passthroughFile{fd: fd}, 0, 0
+	return f, 0, 0
 }
 
 func (n *node) openRecord(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
@@ -627,7 +633,10 @@ func (n *node) openRecord(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	if exists {
 		expect = sn.Identity.ID
 	}
-	h := n.fsys.openRecordHandle(n, record, expect, flags, c, sn.Data, exists, n.newRecordAttrs(c, 0o644))
+	h, errno := n.fsys.openRecordHandle(n, record, expect, flags, c, sn.Data, exists, n.newRecordAttrs(c, 0o644))
+	if errno != 0 {
+		return nil, 0, errno
+	}
 	return h, fuse.FOPEN_DIRECT_IO, 0
 }
 
@@ -688,7 +697,10 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	inode := n.NewInode(ctx, child, child.stableAttr(syscall.S_IFREG))
 	target := inode.Operations().(*node)
 	target.last.Store(&place{parent: n, name: name})
-	h := n.fsys.openRecordHandle(target, record, expect, flags, c, sn.Data, exists, n.newRecordAttrs(c, mode))
+	h, errno := n.fsys.openRecordHandle(target, record, expect, flags, c, sn.Data, exists, n.newRecordAttrs(c, mode))
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
 	if h.written {
 		out.Attr.Size = uint64(len(h.content))
 	}
@@ -698,6 +710,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 }
 
 func (n *node) createOther(ctx context.Context, dir backing.Dir, name string, c caller, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	if errno := n.fsys.holdFile(c); errno != 0 {
+		return nil, nil, 0, errno
+	}
 	var fd int
 	err := sysx.AsUser(c.cred(), func() error {
 		var err error
@@ -705,19 +720,21 @@ func (n *node) createOther(ctx context.Context, dir backing.Dir, name string, c 
 		return err
 	})
 	if err != nil {
+		n.fsys.budget.closeFile(c.uid)
 		return nil, nil, 0, errnoOf(err)
 	}
+	f := &passthroughFile{fd: fd, fsys: n.fsys, uid: c.uid}
 	st, err := statx(fd, "")
 	if err != nil {
-		sysx.Close(fd)
+		f.Release(ctx)
 		return nil, nil, 0, errnoOf(err)
 	}
 	inode, errno := n.register(ctx, dir, name, &st, out)
 	if errno != 0 {
-		sysx.Close(fd)
+		f.Release(ctx)
 		return nil, nil, 0, errno
 	}
-	return inode, &passthroughFile{fd: fd}, 0, 0
+	return inode, f, 0, 0
 }
 
 func (n *node) createExclusiveRecord(ctx context.Context, dir backing.Dir, name string, c caller, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
@@ -730,7 +747,10 @@ func (n *node) createExclusiveRecord(ctx context.Context, dir backing.Dir, name 
 	child.last.Store(&place{parent: n, name: name})
 	inode := n.NewInode(ctx, child, child.stableAttr(syscall.S_IFREG))
 	p, _ := n.relPath()
-	h := n.fsys.openRecordHandle(inode.Operations().(*node), joinPath(p, name), id.ID, flags&^syscall.O_TRUNC, c, nil, false, n.newRecordAttrs(c, mode))
+	h, errno := n.fsys.openRecordHandle(inode.Operations().(*node), joinPath(p, name), id.ID, flags&^syscall.O_TRUNC, c, nil, false, n.newRecordAttrs(c, mode))
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
 	fillAttr(&out.Attr, &st)
 	out.Ino = id.ID
 	out.SetAttrTimeout(0)

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"syscall"
 
@@ -32,9 +33,13 @@ type recordHandle struct {
 	view    *version
 	content []byte
 	written bool // content, not view, holds the handle's data
-	// oversized: a write past the size limit was refused since the last commit.
-	oversized bool
-	dirty     bool // not yet committed
+	// refused says why a write was refused since the last commit (past the size limit, or the
+	// budget): what is buffered is then not what the writer meant, and the commit fails.
+	refused string
+	// charged is what content's capacity is charged to the opener's budget; view is charged as a
+	// snapshot while it is not nil.
+	charged int64
+	dirty   bool // not yet committed
 	// atOpen is the record as this handle opened it (or last committed it): a candidate for the
 	// base of its commit, of the kind atOpenFrom (Handle without O_TRUNC, else Fallback).
 	atOpen     *version
@@ -95,7 +100,9 @@ var (
 // openRecordHandle opens a handle on the record current (exists: it is there; expect: its identity,
 // 0 for a new record). The base of the handle's commits is chosen at each commit, from what was
 // written (FS.chooseBase).
-func (fsys *FS) openRecordHandle(target recordTarget, record string, expect uint64, flags uint32, c caller, current []byte, exists bool, create newRecord) *recordHandle {
+//
+// The snapshot counts against the opener's budget: past it the open fails with ENOMEM.
+func (fsys *FS) openRecordHandle(target recordTarget, record string, expect uint64, flags uint32, c caller, current []byte, exists bool, create newRecord) (*recordHandle, syscall.Errno) {
 	h := &recordHandle{
 		fsys:    fsys,
 		target:  target,
@@ -108,7 +115,13 @@ func (fsys *FS) openRecordHandle(target recordTarget, record string, expect uint
 		readers: make(map[uint32]struct{}),
 	}
 	if exists {
-		h.view = fsys.history.share(expect, current)
+		view := fsys.history.share(expect, current)
+		if errno := fsys.budget.holdSnapshot(c.uid, view, false); errno != 0 {
+			fsys.warnLimit("snapshots", c, "record open refused (ENOMEM): the user's or the mount's budget for record content is used up (--max-buffered)",
+				"record", record, "size", len(current), "limit", limitName(errno))
+			return nil, syscall.ENOMEM
+		}
+		h.view = view
 		h.atOpen, h.atOpenFrom = h.view, event.Handle
 	}
 	writable := flags&syscall.O_ACCMODE != syscall.O_RDONLY
@@ -116,7 +129,12 @@ func (fsys *FS) openRecordHandle(target recordTarget, record string, expect uint
 		h.atOpenFrom = event.Fallback
 		// A rewrite is usually about as long as what was read: one
 		// allocation instead of growing by doubling under the writes.
-		h.content = make([]byte, 0, min(len(current), fsys.maxRecordSize()))
+		hint := min(len(current), fsys.maxRecordSize())
+		if fsys.budget.charge(c.uid, int64(hint), false) != 0 {
+			hint = 0
+		}
+		h.charged = int64(hint)
+		h.content = make([]byte, 0, hint)
 		// The truncation alone makes no writer: a shell's "> r.json"
 		// dup2()s (a FLUSH) before it writes, and closing a rewrite that
 		// wrote nothing leaves the record as it is rather than empty.
@@ -124,7 +142,7 @@ func (fsys *FS) openRecordHandle(target recordTarget, record string, expect uint
 	}
 	h.lastTID, h.lastProc = c.thread.pid, c.proc
 	fsys.addOpen(h)
-	return h
+	return h, 0
 }
 
 // data is what the handle reads now; call with h.mu held.
@@ -202,10 +220,13 @@ func (h *recordHandle) Write(ctx context.Context, data []byte, off int64) (uint3
 	}
 	end := off + int64(len(data))
 	if off < 0 || end > int64(h.fsys.maxRecordSize()) {
-		h.refuseOversize(ctx)
+		h.refuse(ctx, syscall.EFBIG)
 		return 0, syscall.EFBIG
 	}
-	h.setLen(max(int(end), len(h.data())))
+	if errno := h.setLen(max(int(end), len(h.data()))); errno != 0 {
+		h.refuse(ctx, errno)
+		return 0, errno
+	}
 	copy(h.content[off:], data)
 	h.markWriter(ctx)
 	return uint32(len(data)), 0
@@ -216,41 +237,92 @@ func (h *recordHandle) truncate(ctx context.Context, size uint64) syscall.Errno 
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if size > uint64(h.fsys.maxRecordSize()) {
-		h.refuseOversize(ctx)
+		h.refuse(ctx, syscall.EFBIG)
 		return syscall.EFBIG
 	}
-	h.setLen(int(size))
+	if errno := h.setLen(int(size)); errno != 0 {
+		h.refuse(ctx, errno)
+		return errno
+	}
 	h.markWriter(ctx)
 	return 0
 }
 
 // setLen gives the handle a private copy of its data, n bytes long; bytes
-// past the old end read as zeros, as in a sparse file.
-func (h *recordHandle) setLen(n int) {
+// past the old end read as zeros, as in a sparse file. Growing the copy is
+// charged to the opener's budget: past it, nothing changes and the errno
+// (EDQUOT, ENOSPC) says which bound.
+func (h *recordHandle) setLen(n int) syscall.Errno {
 	if !h.written {
 		src := h.data()
-		h.content = make([]byte, len(src), max(len(src), n))
+		capacity := max(len(src), n)
+		if errno := h.grow(int64(capacity)); errno != 0 {
+			return errno
+		}
+		h.content = make([]byte, len(src), capacity)
 		copy(h.content, src)
 		h.written = true
 	}
 	old := len(h.content)
 	if n <= old {
 		h.content = h.content[:n]
-		return
+		return 0
 	}
 	if n > cap(h.content) {
-		grown := make([]byte, old, max(n, 2*cap(h.content)))
+		capacity := max(n, 2*cap(h.content))
+		if h.grow(int64(capacity)) != 0 {
+			// Not the doubling, then: exactly what is needed.
+			capacity = n
+			if errno := h.grow(int64(capacity)); errno != 0 {
+				return errno
+			}
+		}
+		grown := make([]byte, old, capacity)
 		copy(grown, h.content)
 		h.content = grown
 	}
 	h.content = h.content[:n]
 	clear(h.content[old:])
+	return 0
 }
 
-// refuseOversize marks the handle's content as cut short: its commit fails
-// (EIO at close) instead of committing a prefix or silently nothing.
-func (h *recordHandle) refuseOversize(ctx context.Context) {
-	h.oversized = true
+// grow charges the opener's budget for content of capacity bytes.
+func (h *recordHandle) grow(capacity int64) syscall.Errno {
+	if capacity <= h.charged {
+		return 0
+	}
+	if errno := h.fsys.budget.charge(h.opener.uid, capacity-h.charged, false); errno != 0 {
+		return errno
+	}
+	h.charged = capacity
+	return 0
+}
+
+// uncharge releases what content is charged, as it is dropped.
+func (h *recordHandle) uncharge() {
+	h.fsys.budget.release(h.opener.uid, h.charged)
+	h.charged = 0
+}
+
+// refuse marks the handle's content as not what the writer meant (a write
+// past the size limit or the budget was refused): its commit fails (EIO at
+// close) instead of committing a prefix or silently nothing.
+func (h *recordHandle) refuse(ctx context.Context, errno syscall.Errno) {
+	if errno != syscall.EFBIG {
+		h.fsys.budget.refusedBuf.Add(1)
+		h.fsys.warnLimit("buffers", h.opener, "write to a record refused ("+errno.Error()+"): the user's or the mount's budget for record content is used up",
+			"record", h.record, "limit", limitName(errno))
+	}
+	if h.refused == "" {
+		switch errno {
+		case syscall.EFBIG:
+			h.refused = fmt.Sprintf("writes past the record size limit (%d bytes) were refused", h.fsys.maxRecordSize())
+		case syscall.EDQUOT:
+			h.refused = "writes past the user's share of the buffer budget (--max-buffered-per-user) were refused"
+		default:
+			h.refused = "writes past the mount's buffer budget (--max-buffered) were refused"
+		}
+	}
 	h.markWriter(ctx)
 }
 
@@ -346,6 +418,8 @@ func (h *recordHandle) Release(ctx context.Context) syscall.Errno {
 	h.fsys.removeOpen(h)
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.uncharge()
+	h.fsys.budget.dropSnapshot(h.opener.uid, h.view)
 	switch {
 	case h.dirty && len(h.writers) == 0:
 		h.fsys.log.Warn("record opened for rewriting (O_TRUNC) and closed without a write; the record is unchanged",
@@ -366,22 +440,22 @@ func (h *recordHandle) commitLocked(c caller, trigger event.Trigger, sync bool) 
 		mine = []byte{}
 	}
 	errno, final, res := h.fsys.commitResult(commitRequest{
-		target:    h.target,
-		record:    h.record,
-		expect:    h.expect,
-		newID:     h.target.newID(),
-		writer:    c,
-		trigger:   trigger,
-		bases:     h.fsys.history.candidates(h.expect, c.thread, c.proc, h.atOpen, h.atOpenFrom),
-		mine:      mine,
-		sync:      sync,
-		create:    h.create,
-		oversized: h.oversized,
+		target:  h.target,
+		record:  h.record,
+		expect:  h.expect,
+		newID:   h.target.newID(),
+		writer:  c,
+		trigger: trigger,
+		bases:   h.fsys.history.candidates(h.expect, c.thread, c.proc, h.atOpen, h.atOpenFrom),
+		mine:    mine,
+		sync:    sync,
+		create:  h.create,
+		refused: h.refused,
 	})
 	if errno != 0 && !final {
 		return errno
 	}
-	h.dirty, h.oversized = false, false
+	h.dirty, h.refused = false, ""
 	clear(h.writers)
 	if errno != 0 {
 		return errno
@@ -391,6 +465,10 @@ func (h *recordHandle) commitLocked(c caller, trigger event.Trigger, sync bool) 
 		h.target.adopt(res.Identity.ID)
 	}
 	committed := &version{data: mine}
+	// The content the handle held becomes its snapshot: charged as one now.
+	h.fsys.budget.holdSnapshot(h.opener.uid, committed, true)
+	h.fsys.budget.dropSnapshot(h.opener.uid, h.view)
+	h.uncharge()
 	h.view, h.content, h.written = committed, nil, false
 	h.atOpen, h.atOpenFrom = committed, event.OwnCommit
 	clear(h.readers)

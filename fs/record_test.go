@@ -94,7 +94,11 @@ func (f *testFS) open(t testing.TB, tk task, name string, flags uint32) *recordH
 		expect = sn.Identity.ID
 	}
 	c := f.callerOf(tk.ctx())
-	return f.openRecordHandle(target, name, expect, flags, c, sn.Data, exists, newRecord{mode: 0o644})
+	h, errno := f.openRecordHandle(target, name, expect, flags, c, sn.Data, exists, newRecord{mode: 0o644})
+	if errno != 0 {
+		t.Fatalf("open %s: %v", name, errno)
+	}
+	return h
 }
 
 func readAll(t *testing.T, tk task, h *recordHandle) string {

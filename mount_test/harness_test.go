@@ -167,6 +167,8 @@ type daemonSpec struct {
 	// stderr the moment it sees the ready line; start then returns at once,
 	// without checking the mount, which may already be going away.
 	signalAtReady syscall.Signal
+	// wrap is a command the daemon is run under (like prlimit ... --), which must exec it.
+	wrap []string
 }
 
 // mountMergefs starts `mergefs mount` on backing at mountpoint with a private
@@ -236,9 +238,10 @@ func (h *harness) start(spec daemonSpec, backing, mountpoint string) (*daemon, e
 		t.Logf("stale %s mount at %s: clearing it", m.FSType, mountpoint)
 		detach(t, m)
 	}
+	argv := append(append([]string(nil), spec.wrap...), spec.argv...)
 	d := &daemon{
 		kind: spec.kind, backing: backing, mountpoint: mountpoint,
-		cmd: exec.Command(spec.argv[0], spec.argv[1:]...), log: &syncBuffer{}, exited: make(chan struct{}),
+		cmd: exec.Command(argv[0], argv[1:]...), log: &syncBuffer{}, exited: make(chan struct{}),
 		signalledAtReady: spec.signalAtReady != 0,
 	}
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

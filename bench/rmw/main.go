@@ -51,6 +51,8 @@ func main() {
 			err = runWorker(os.Args[2:])
 		case "reader":
 			err = runReader(os.Args[2:])
+		case "hog":
+			err = runHog(os.Args[2:])
 		default:
 			os.Exit(runDriver(os.Args[1:]))
 		}
@@ -144,7 +146,9 @@ func runDriver(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	if cfg.memory {
-		err = runMemory(ctx, cfg, self)
+		if err = runBudget(ctx, cfg, self); err == nil {
+			err = runMemory(ctx, cfg, self)
+		}
 	} else {
 		err = runMatrix(ctx, cfg, self)
 	}

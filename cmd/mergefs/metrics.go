@@ -32,6 +32,13 @@ const (
 	metricCommitSeconds  = "mergefs_commit_duration_seconds"
 	metricLockWait       = "mergefs_commit_lock_wait_seconds"
 	metricMountInfo      = "mergefs_mount_info"
+	metricBuffered       = "mergefs_buffered_bytes"
+	metricBufferedLimit  = "mergefs_buffered_limit_bytes"
+	metricOpenFiles      = "mergefs_open_files"
+	metricOpenFilesLimit = "mergefs_open_files_limit"
+	metricLimitRefusals  = "mergefs_limit_refusals_total"
+	metricRejectedBytes  = "mergefs_rejected_dir_bytes"
+	metricRejectedDrop   = "mergefs_rejected_dir_dropped_total"
 	metricStartTime      = "process_start_time_seconds"
 )
 
@@ -145,6 +152,18 @@ var statDescs = []statDesc{
 		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.ReadsEvicted) }),
 	newStatDesc(metricRecovered, "Temporary files of a crashed daemon removed at start.", prometheus.GaugeValue,
 		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.RecoveredFiles) }),
+	newStatDesc(metricBuffered, "Record content held for open handles now (snapshots and buffered writes).", prometheus.GaugeValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.Limits.Buffered) }),
+	newStatDesc(metricBufferedLimit, "The bound on mergefs_buffered_bytes (--max-buffered).", prometheus.GaugeValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.Limits.MaxBuffered) }),
+	newStatDesc(metricOpenFiles, "Descriptors held for open files and directories that are not records.", prometheus.GaugeValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.Limits.OpenFiles) }),
+	newStatDesc(metricOpenFilesLimit, "The bound on mergefs_open_files (the descriptor limit less a reserve; 0: none).", prometheus.GaugeValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.Limits.MaxOpen) }),
+	newStatDesc(metricRejectedBytes, "Bytes of refused content kept in <state-dir>/rejected.", prometheus.GaugeValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.RejectedDir.Bytes) }),
+	newStatDesc(metricRejectedDrop, "Refused contents removed from or not kept in <state-dir>/rejected by its bounds.", prometheus.CounterValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.RejectedDir.Dropped) }),
 	newStatDesc(metricJournalWritten, "Conflict lines written to the journal.", prometheus.CounterValue,
 		func(_ mergefs.Stats, j journal.Stats) float64 { return float64(j.Written) }),
 	newStatDesc(metricJournalDropped, "Conflict lines not journaled (queue full, per-commit bound).", prometheus.CounterValue,
@@ -156,11 +175,16 @@ var statDescs = []statDesc{
 // basesDesc counts commits by where their base came from (event.Base).
 var basesDesc = prometheus.NewDesc(metricBases, "Commits by where their base came from: thread, process, own-commit, other-process, handle, fallback, none.", []string{"from"}, nil)
 
+// refusalsDesc counts operations refused by a limit: writes past the buffer budget (ENOSPC or
+// EDQUOT), record opens past it (ENOMEM), opens past the descriptor shares (EMFILE).
+var refusalsDesc = prometheus.NewDesc(metricLimitRefusals, "Operations refused by a limit, by kind: write (ENOSPC/EDQUOT), snapshot (ENOMEM at open), files (EMFILE).", []string{"kind"}, nil)
+
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range statDescs {
 		ch <- d.desc
 	}
 	ch <- basesDesc
+	ch <- refusalsDesc
 }
 
 func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
@@ -170,6 +194,12 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, b := range event.Bases {
 		ch <- prometheus.MustNewConstMetric(basesDesc, prometheus.CounterValue, float64(s.Bases[b]), b.String())
+	}
+	for _, r := range []struct {
+		kind string
+		n    uint64
+	}{{"write", s.Limits.RefusedWrites}, {"snapshot", s.Limits.RefusedSnapshots}, {"files", s.Limits.RefusedFiles}} {
+		ch <- prometheus.MustNewConstMetric(refusalsDesc, prometheus.CounterValue, float64(r.n), r.kind)
 	}
 }
 

@@ -62,6 +62,7 @@ type mountConfig struct {
 	metricsAddr    string
 	backing, mount string
 	inPlace        bool
+	limits         limitFlags
 }
 
 func mountFlags(cfg *mountConfig, stderr io.Writer) *flag.FlagSet {
@@ -81,6 +82,7 @@ func mountFlags(cfg *mountConfig, stderr io.Writer) *flag.FlagSet {
 	fl.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text or json")
 	fl.BoolVar(&cfg.debugFUSE, "debug-fuse", false, "log every FUSE request (very verbose)")
 	fl.StringVar(&cfg.metricsAddr, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (like 127.0.0.1:9464); empty: only on the status socket")
+	cfg.limits.register(fl)
 	// Usage is printed by runMount, once: to stdout when asked for, else to
 	// stderr after the flag package's error.
 	fl.Usage = func() {}
@@ -147,6 +149,9 @@ func serve(cfg mountConfig, stderr io.Writer) error {
 	if err := checkCanMount(); err != nil {
 		return err
 	}
+	if set.limits, set.rejected, err = cfg.limits.parse(raiseFileLimit(set.logger)); err != nil {
+		return err
+	}
 	dirs, err := resolveMountDirs(cfg, set.logger)
 	if err != nil {
 		return err
@@ -170,7 +175,7 @@ func serve(cfg mountConfig, stderr io.Writer) error {
 		return err
 	}
 	defer stopProfile()
-	setMemoryLimit(set.readMemory, set.logger)
+	setMemoryLimit(set.readMemory, set.limits.MaxBuffered, set.logger)
 	// Signals are caught before the mount exists: one that arrives as it
 	// becomes ready must unmount it, not kill the daemon and leave it.
 	sigs := make(chan os.Signal, 1)
@@ -196,6 +201,8 @@ type mountSettings struct {
 	fence      backing.FenceMode
 	maxSize    int64
 	readMemory int64
+	limits     mergefs.Limits
+	rejected   mergefs.RejectedLimits
 }
 
 // parseMountSettings checks the flags that need no filesystem, in the order
@@ -345,7 +352,9 @@ func openBacking(dir string, set mountSettings) (*backingDir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open backing directory: %w", err)
 	}
-	store, err := backing.OpenFD(dirFD, backing.Options{Fsync: set.fsync, Fence: set.fence, Logger: set.logger, MaxRecordSize: set.maxSize})
+	store, err := backing.OpenFD(dirFD, backing.Options{Fsync: set.fsync, Fence: set.fence, Logger: set.logger, MaxRecordSize: set.maxSize,
+		// Records being read for opens and commits count against half the buffer budget before it sees them.
+		MaxReading: set.limits.MaxBuffered / 2})
 	if err != nil {
 		return nil, fmt.Errorf("open backing store: %w", err)
 	}
@@ -370,6 +379,8 @@ func buildFilesystem(cfg mountConfig, set mountSettings, dirs mountDirs, bk *bac
 		StateDir:       dirs.state,
 		ReadMemory:     set.readMemory,
 		ReadAge:        cfg.readAge,
+		Limits:         set.limits,
+		Rejected:       set.rejected,
 		Logger:         set.logger,
 		Observer:       ops.observer(),
 	})
@@ -422,18 +433,19 @@ func waitForShutdown(server *fuse.Server, sigs <-chan os.Signal, mountDir string
 }
 
 // memoryHeadroom is what the daemon may use beyond its read-tracking bound
-// before the Go runtime collects garbage harder: buffers of open handles,
-// commits in flight, the runtime itself.
-const memoryHeadroom = 192 << 20
+// and buffer budget before the Go runtime collects garbage harder: commits in
+// flight, records being read, the runtime itself.
+const memoryHeadroom = 128 << 20
 
 // setMemoryLimit gives the Go runtime a soft memory limit of the read
-// tracking bound plus headroom, unless GOMEMLIMIT says otherwise. Without
-// one the heap may grow to twice the live data before a collection.
-func setMemoryLimit(readMemory int64, logger *slog.Logger) {
+// tracking bound and the buffer budget plus headroom, unless GOMEMLIMIT says
+// otherwise. Without one the heap may grow to twice the live data before a
+// collection.
+func setMemoryLimit(readMemory, maxBuffered int64, logger *slog.Logger) {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return
 	}
-	limit := readMemory + memoryHeadroom
+	limit := readMemory + maxBuffered + memoryHeadroom
 	debug.SetMemoryLimit(limit)
 	logger.Debug("soft memory limit set", "bytes", limit)
 }

@@ -175,6 +175,19 @@ func printStatus(w io.Writer, mf map[string]*dto.MetricFamily, now time.Time) {
 	row("open records", value(mf, metricOpenRecords), "record handles open now")
 	row("read versions", value(mf, metricReadVersions), fmt.Sprintf("tracked to choose bases (%s, %.0f evicted)",
 		humanBytes(value(mf, metricReadBytes)), value(mf, metricReadsEvicted)))
+	if limit := value(mf, metricBufferedLimit); limit > 0 {
+		fmt.Fprintf(w, "  %-15s %s of %s  record content held for open handles\n", "buffered",
+			humanBytes(value(mf, metricBuffered)), humanBytes(limit))
+	}
+	if limit := value(mf, metricOpenFilesLimit); limit > 0 {
+		fmt.Fprintf(w, "  %-15s %.0f of %.0f  descriptors held for open files and directories\n", "open files",
+			value(mf, metricOpenFiles), limit)
+	}
+	if refusals := labelled(mf[metricLimitRefusals], "kind"); refusals != "" {
+		fmt.Fprintf(w, "  %-15s %s  (see the daemon's log)\n", "limit refusals", refusals)
+	}
+	row("rejected dir", value(mf, metricRejectedBytes), fmt.Sprintf("bytes kept in <state-dir>/rejected (%.0f dropped by its bounds)",
+		value(mf, metricRejectedDrop)))
 
 	for _, h := range []struct{ label, name string }{
 		{"commit time", metricCommitSeconds},

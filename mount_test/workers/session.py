@@ -19,6 +19,9 @@ Reads one JSON command per line on stdin and answers one JSON line on stdout:
   {"op": "listxattr", "path": P}                -> {"names": [...]}
   {"op": "cat", "path": P}                      -> {"data": text}
   {"op": "umask", "mask": M}
+  {"op": "fill", "fd": N, "size": S}            -> {"n": S}   writes S bytes of "x" from offset 0, 64 KiB at a time
+  {"op": "flood", "path": P, "count": C}        -> {"opened": n, "stopped": errno or 0}
+        opens P read-only up to C times, stopping at the first error, and keeps the descriptors open
   {"op": "mmap", "fd": N, "shared": bool, "write": bool}  -> {"data": text}
         maps the file (MAP_SHARED or MAP_PRIVATE; writable or read-only) and reads it through the map
 Any failing call answers {"errno": E, "error": name}.
@@ -32,6 +35,9 @@ import sys
 def stat_result(st):
     return {"uid": st.st_uid, "gid": st.st_gid, "mode": st.st_mode & 0o7777, "size": st.st_size,
             "ino": str(st.st_ino), "nlink": st.st_nlink, "type": st.st_mode & 0o170000}
+
+
+FLOOD = []  # descriptors "flood" keeps open
 
 
 def run(cmd):
@@ -122,6 +128,21 @@ def run(cmd):
             return {"data": m[:].decode("utf-8", "replace")}
         finally:
             m.close()
+    if op == "fill":
+        chunk = b"x" * (1 << 16)
+        off = 0
+        while off < cmd["size"]:
+            off += os.pwrite(cmd["fd"], chunk[: min(len(chunk), cmd["size"] - off)], off)
+        return {"n": off}
+    if op == "flood":
+        opened = 0
+        try:
+            while opened < cmd["count"]:
+                FLOOD.append(os.open(cmd["path"], os.O_RDONLY))
+                opened += 1
+        except OSError as e:
+            return {"opened": opened, "stopped": e.errno}
+        return {"opened": opened, "stopped": 0}
     if op == "umask":
         os.umask(cmd["mask"])
         return {}
