@@ -116,7 +116,7 @@ func encodingJSONMerge(base, mine, theirs []byte) []byte {
 		}
 		return v
 	}
-	merged, _ := modelMerge(decode(base), decode(mine), decode(theirs))
+	merged, _, _ := modelMerge(decode(base), decode(mine), decode(theirs))
 	return mustMarshal(merged)
 }
 

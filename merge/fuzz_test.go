@@ -133,7 +133,10 @@ func FuzzMerge(f *testing.F) {
 		if !okm || !okt || !okg {
 			return
 		}
-		want, conflicts := modelMerge(bv, mv, tv)
+		want, conflicts, judged := modelMerge(bv, mv, tv)
+		if !judged {
+			return
+		}
 		if !oracleValuesEqual(got, want) {
 			t.Fatalf("merged %s, the model says %s", res.Merged, mustMarshal(want))
 		}
@@ -141,74 +144,6 @@ func FuzzMerge(f *testing.F) {
 			t.Fatalf("%d conflicts %q, the model says %d", len(res.Conflicts), conflictSummary(res.Conflicts), conflicts)
 		}
 	})
-}
-
-// modelMerge is the merge rules of DESIGN.md §2 written directly on decoded
-// values; it returns the merged value and the number of conflicts.
-func modelMerge(base, mine, theirs any) (any, int) {
-	conflicts := 0
-	var value func(b, m, t any) any
-	value = func(b, m, t any) any {
-		if oracleValuesEqual(b, m) {
-			return t
-		}
-		bm, okb := b.(map[string]any)
-		mm, okm := m.(map[string]any)
-		tm, okt := t.(map[string]any)
-		if okb && okm && okt {
-			out := make(map[string]any, len(tm))
-			for k, v := range tm {
-				out[k] = v
-			}
-			keys := map[string]bool{}
-			for k := range bm {
-				keys[k] = true
-			}
-			for k := range mm {
-				keys[k] = true
-			}
-			for k := range keys {
-				bv, inB := bm[k]
-				mv, inM := mm[k]
-				tv, inT := tm[k]
-				switch {
-				case inB && inM && inT:
-					out[k] = value(bv, mv, tv)
-				case inB && inM: // theirs deleted
-					if !oracleValuesEqual(bv, mv) {
-						conflicts++
-						out[k] = mv
-					}
-				case inB: // mine deleted
-					if inT && !oracleValuesEqual(bv, tv) {
-						conflicts++
-					}
-					delete(out, k)
-				case inT: // added in mine and in theirs
-					_, mObj := mv.(map[string]any)
-					_, tObj := tv.(map[string]any)
-					if mObj && tObj {
-						out[k] = value(map[string]any{}, mv, tv)
-					} else if !oracleValuesEqual(mv, tv) {
-						conflicts++
-						out[k] = mv
-					}
-				default:
-					out[k] = mv
-				}
-			}
-			return out
-		}
-		if oracleValuesEqual(m, t) {
-			return t
-		}
-		if !oracleValuesEqual(b, t) {
-			conflicts++
-		}
-		return m
-	}
-	merged := value(base, mine, theirs)
-	return merged, conflicts
 }
 
 func mustMarshal(v any) []byte {

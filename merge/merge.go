@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 )
 
 // Policy says how a conflict is resolved.
@@ -65,12 +66,28 @@ const (
 	maxDepthLimit = 100_000
 )
 
+// DefaultMaxArrayCost is the bound on the work of one array's element
+// diff when Options.MaxArrayCost is 0: about 30 ms on a 2 GHz core.
+const DefaultMaxArrayCost = 1 << 22
+
 // Options configure Merge. The zero value is writer-wins with the default
-// limits.
+// limits and no rules.
 type Options struct {
 	Policy   Policy
 	MaxSize  int // largest input document in bytes; 0 means DefaultMaxSize
 	MaxDepth int // deepest nesting of arrays and objects; 0 means DefaultMaxDepth
+	// Rules, when not nil, choose the strategy at matching positions of
+	// the record named Record (its path relative to the mount, matched
+	// against each rule's records glob).
+	Rules  *Rules
+	Record string
+	// MaxArrayCost bounds the work of the element diff of one array (steps
+	// of the diff, about (n+m)·d for n and m elements and d differences);
+	// past it, or past 1024 differences, the array is merged as one value
+	// and a conflict says why. The whole merge gets four times this
+	// budget for all its arrays. 0 means DefaultMaxArrayCost; negative
+	// merges every array as one value.
+	MaxArrayCost int
 }
 
 // Inputs are the three versions of a record.
@@ -82,31 +99,78 @@ type Inputs struct {
 	HasTheirs bool // false: no record exists now
 }
 
-// Conflict is one key changed differently in mine and in theirs, or a
+// Conflict is one position changed differently in mine and in theirs, or a
 // whole-document clash.
 type Conflict struct {
-	// Path is the key path from the top-level object (keys unescaped);
-	// empty for a whole-document conflict.
+	// Path is the position from the top-level value: object keys
+	// (unescaped) and array indices (in decimal); empty for a
+	// whole-document conflict. An index is the element's position in
+	// theirs, or in mine for an element that theirs does not have.
 	Path []string
+	// ArrayIndex marks the steps of Path that are array indices: Path[i]
+	// is an index where ArrayIndex[i] is true. nil when no step is.
+	ArrayIndex []bool
 	// Base, Mine and Theirs are the raw values as found in each input, nil
-	// where the key is absent. For a "theirs invalid" conflict Theirs is the
-	// whole invalid input, which is not JSON.
+	// where the key or element is absent. For a "theirs invalid" conflict
+	// Theirs is the whole invalid input, which is not JSON. For a run of
+	// array elements (a Reason that starts with "elements") each is a JSON
+	// array of the elements of the run on that side, and Path names the
+	// run's first index in theirs.
 	Base, Mine, Theirs []byte
 	Reason             string
+	// Strategy is the strategy that applied at Path: a rule's, or
+	// StrategySequence or StrategyKeyed for arrays merged by element,
+	// StrategyAtomic for an array too large to merge by element; empty
+	// for object members and scalars without a rule.
+	Strategy Strategy
+}
+
+// IsIndex reports whether Path[i] is an array index.
+func (c *Conflict) IsIndex(i int) bool {
+	return i < len(c.ArrayIndex) && c.ArrayIndex[i]
+}
+
+// Pointer returns Path as a JSON Pointer (RFC 6901); "" for the whole
+// document. Keys and indices are written alike, as the RFC does: the
+// document tells them apart.
+func (c *Conflict) Pointer() string {
+	var b strings.Builder
+	for _, k := range c.Path {
+		b.WriteByte('/')
+		for i := 0; i < len(k); i++ {
+			switch k[i] {
+			case '~':
+				b.WriteString("~0")
+			case '/':
+				b.WriteString("~1")
+			default:
+				b.WriteByte(k[i])
+			}
+		}
+	}
+	return b.String()
 }
 
 // Result is the outcome of a merge. Merged and the byte slices in Conflicts
 // never share memory with the inputs.
 type Result struct {
 	Merged []byte // the document to write; nil when rejected
-	// Changed counts the key-level changes applied from base->mine onto
-	// theirs; 0 means Merged is byte-identical to theirs.
+	// Changed counts the changes applied from base->mine onto theirs (a
+	// member or element set, added or deleted, a value computed by a
+	// rule); 0 means Merged is byte-identical to theirs.
 	Changed   int
 	Conflicts []Conflict
+	// Merges counts, per strategy, the positions that both mine and theirs
+	// changed and that the strategy merged without any conflict: arrays
+	// merged by element (StrategySequence, StrategyKeyed) and values
+	// merged by a rule. Plain object members are not counted. nil when
+	// there are none.
+	Merges map[Strategy]int
 }
 
-// ErrRejected is returned with policy Reject when there are conflicts;
-// Result.Conflicts lists them.
+// ErrRejected is returned with policy Reject when there are conflicts, and
+// with any policy when a conflict is at a position whose rule is
+// StrategyReject; Result.Conflicts lists them.
 var ErrRejected = errors.New("merge rejected: conflicting changes")
 
 // InputError says which input is not one valid JSON document and why.
@@ -131,6 +195,10 @@ const (
 	reasonTheirsDeleted = "modified in mine, deleted in theirs"
 	reasonRecordDeleted = "modified in mine, record deleted"
 	reasonTheirsInvalid = "theirs invalid: "
+	// Runs of array elements (see Conflict).
+	reasonRunBoth          = "elements modified in both"
+	reasonRunMineDeleted   = "elements deleted in mine, modified in theirs"
+	reasonRunTheirsDeleted = "elements modified in mine, deleted in theirs"
 )
 
 // Merge applies the changes from in.Base to in.Mine onto in.Theirs.
@@ -191,7 +259,7 @@ func Merge(in Inputs, opts Options) (Result, error) {
 		}
 		return finish(Result{Merged: bytes.Clone(in.Mine), Changed: 1, Conflicts: []Conflict{c}}, opts.Policy)
 	}
-	return finish(mergeDocuments(base, mine, theirs), opts.Policy)
+	return finish(mergeDocuments(base, mine, theirs, opts), opts.Policy)
 }
 
 func limits(opts Options) (maxSize, maxDepth int, err error) {
@@ -225,12 +293,22 @@ func load(name string, data []byte, maxSize, maxDepth int, s *scratch) (*tree, e
 	return t, nil
 }
 
-func emptyObject() *tree {
-	return &tree{data: []byte("{}"), root: value{kind: kindObject, end: 2}}
+// standIn returns a tree holding only text: an empty object, an empty
+// array or 0, standing in for the base of a position that mine and theirs
+// both added.
+func standIn(text string, k kind) *tree {
+	return &tree{data: []byte(text), root: value{kind: k, end: int32(len(text))}, full: true, standIn: true}
 }
 
 func finish(res Result, policy Policy) (Result, error) {
-	if policy == Reject && len(res.Conflicts) > 0 {
+	if len(res.Conflicts) == 0 {
+		return res, nil
+	}
+	fatal := policy == Reject
+	for i := range res.Conflicts {
+		fatal = fatal || res.Conflicts[i].Strategy == StrategyReject
+	}
+	if fatal {
 		return Result{Conflicts: res.Conflicts}, ErrRejected
 	}
 	return res, nil
@@ -238,8 +316,16 @@ func finish(res Result, policy Policy) (Result, error) {
 
 // mergeDocuments merges valid documents; a nil base means the writer read
 // nothing.
-func mergeDocuments(base, mine, theirs *tree) Result {
-	m := &merger{mine: mine, theirs: theirs, empty: emptyObject()}
+func mergeDocuments(base, mine, theirs *tree, opts Options) Result {
+	m := &merger{mine: mine, theirs: theirs, empty: standIn("{}", kindObject)}
+	m.arrayCost = opts.MaxArrayCost
+	if m.arrayCost == 0 {
+		m.arrayCost = DefaultMaxArrayCost
+	}
+	m.arrayBudget = 4 * int64(m.arrayCost)
+	if opts.Rules != nil {
+		m.setRules(opts.Rules.forRecord(opts.Record))
+	}
 	if base == nil {
 		// Two creators: a union of both, as if both had started from {}.
 		base = m.empty
@@ -247,13 +333,17 @@ func mergeDocuments(base, mine, theirs *tree) Result {
 	if base == mine {
 		return Result{Merged: bytes.Clone(theirs.data)} // the same bytes
 	}
-	if base.root.kind == kindObject && mine.root.kind == kindObject && theirs.root.kind == kindObject {
+	if r := m.lookup(); r != nil {
+		m.valueRule(r, base, &base.root, &mine.root, &theirs.root)
+	} else if base.root.kind == kindObject && mine.root.kind == kindObject && theirs.root.kind == kindObject {
 		m.object(base, &base.root, &mine.root, &theirs.root)
 	} else if !equal(base, &base.root, mine, &mine.root) {
-		m.value(base, &base.root, &mine.root, &theirs.root)
+		// A top level that is not an object is one value (arrays too).
+		m.atomic(base, &base.root, &mine.root, &theirs.root, "")
 	}
-	if len(m.edits) == 0 {
-		return Result{Merged: bytes.Clone(theirs.data), Conflicts: m.conflicts}
+	res := Result{Merged: bytes.Clone(theirs.data), Changed: m.changed, Conflicts: m.conflicts, Merges: m.merges}
+	if len(m.edits) > 0 {
+		res.Merged = m.splice()
 	}
-	return Result{Merged: m.splice(), Changed: m.changed, Conflicts: m.conflicts}
+	return res
 }
