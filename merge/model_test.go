@@ -312,7 +312,7 @@ func (md *model) sequence(b, m, t []any) any {
 			d := (h.oe - h.os) - (h.be - h.bs)
 			if find(i) == root {
 				inside[h.side] += d
-			} else if h.bs <= g.S {
+			} else if h.bs < g.S || (h.bs == g.S && h.bs == h.be && g.S < g.E) {
 				before[h.side] += d
 			}
 		}
