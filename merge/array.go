@@ -345,7 +345,7 @@ func (m *merger) sequenceGroup(s *arraySides, o *seqOut, S, E, MS, ME, TS, TE in
 				m.replace(&s.ti[TS+p], &s.mi[MS+p])
 			default:
 				m.pushIndex(TS + p)
-				m.value(s.bt, &s.bi[S+p], &s.mi[MS+p], &s.ti[TS+p])
+				m.element(s.bt, &s.bi[S+p], &s.mi[MS+p], &s.ti[TS+p])
 				m.pop()
 			}
 		}
@@ -378,6 +378,23 @@ func (m *merger) sequenceGroup(s *arraySides, o *seqOut, S, E, MS, ME, TS, TE in
 	}
 	m.pop()
 	m.takeMine(s, o, TS, TE, MS, ME)
+}
+
+// element merges an element of a sequence that both sides changed in
+// place: by its rule, as an object or array, else as one value whose
+// conflict is the sequence's.
+func (m *merger) element(bt *tree, b, mv, t *value) {
+	if m.rules != nil {
+		if r := m.lookup(); r != nil {
+			m.valueRule(r, bt, b, mv, t)
+			return
+		}
+	}
+	if b.kind == mv.kind && b.kind == t.kind && (b.kind == kindObject || b.kind == kindArray) {
+		m.valueDefault(bt, b, mv, t)
+		return
+	}
+	m.atomic(bt, b, mv, t, StrategySequence)
 }
 
 // joinElements writes items of t as a JSON array.

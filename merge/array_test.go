@@ -268,7 +268,7 @@ func TestArrayConflictPath(t *testing.T) {
 		c.IsIndex(0) || !c.IsIndex(1) || c.IsIndex(2) || !c.IsIndex(3) || c.IsIndex(4) {
 		t.Errorf("path %q, indices %v", c.Path, c.ArrayIndex)
 	}
-	if c.Pointer() != "/0/0/a/1" || c.Strategy != "" || string(c.Base) != "2" || string(c.Mine) != "3" || string(c.Theirs) != "4" {
+	if c.Pointer() != "/0/0/a/1" || c.Strategy != StrategySequence || string(c.Base) != "2" || string(c.Mine) != "3" || string(c.Theirs) != "4" {
 		t.Errorf("conflict %+v", c)
 	}
 	// A run: values are arrays of the run's elements.

@@ -118,10 +118,12 @@ type Conflict struct {
 	// run's first index in theirs.
 	Base, Mine, Theirs []byte
 	Reason             string
-	// Strategy is the strategy that applied at Path: a rule's, or
-	// StrategySequence or StrategyKeyed for arrays merged by element,
-	// StrategyAtomic for an array too large to merge by element; empty
-	// for object members and scalars without a rule.
+	// Strategy is the strategy that applied at Path: the rule's where a
+	// rule matches; StrategySequence or StrategyKeyed where the element
+	// merge of an array decided (an element or a run changed on both
+	// sides, deleted on one and changed on the other); StrategyAtomic for
+	// an array too large to merge by element; empty for object members
+	// without a rule.
 	Strategy Strategy
 }
 
