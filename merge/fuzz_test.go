@@ -36,6 +36,19 @@ func addMergeSeeds(f *testing.F) {
 			`{"b":2,"a":0,"c":3,"e":5,"\u0064":4,"g":7,"h":8,"i":{"y":2,"x":0,"z":3,"u":4,"v":5,"w":6,"t":8,"r":9,"q":1},"j":1}`,
 			`{"i":{"x":1,"y":2,"z":3,"u":4,"v":5,"w":6,"s":7,"t":8,"r":9},"h":8,"g":7,"f":6,"e":5,"d":4,"c":3,"b":2,"a":1.0}`},
 	}
+	// Arrays: both sides insert, delete and change elements, of scalars,
+	// objects with and without ids, nested arrays.
+	seeds = append(seeds, [][3]string{
+		{`{"l":[1,2,3]}`, `{"l":[1,5,3,4]}`, `{"l":[0,1,2,3,6]}`},
+		{`{"l":[1,2,3]}`, `{"l":[1,3]}`, "{\"l\": [\n  1,\n  9,\n  3\n]}"},
+		{`{"l":[{"id":1,"a":0},{"id":2}]}`, `{"l":[{"id":1,"a":1},{"id":3}]}`, `{"l":[{"id":2,"b":1},{"id":1,"a":0},{"id":4}]}`},
+		{`{"l":[{"_id":"x","v":[1]}]}`, `{"l":[{"_id":"x","v":[1,2]}]}`, `{"l":[{"_id":"x","v":[0,1]},{"_id":"y"}]}`},
+		{`{"l":[[1],[2]]}`, `{"l":[[1,3],[2]]}`, `{"l":[[0,1],[2],[]]}`},
+		{`{"l":[{"a":1},{"b":1}]}`, `{"l":[{"a":2},{"b":1}]}`, `{"l":[{"a":1},{"b":2}]}`},
+		{`{"l":[1,1,1]}`, `{"l":[1,1]}`, `{"l":[1,1,1,1]}`},
+		{`{}`, `{"l":["a","b"]}`, `{"l":["b","c"]}`},
+		{`{"l":[{"id":1},{"id":1}]}`, `{"l":[{"id":1},{"id":1},{"id":2}]}`, `{"l":[{"id":1}]}`},
+	}...)
 	for _, s := range seeds {
 		f.Add([]byte(s[0]), []byte(s[1]), []byte(s[2]), uint8(fuzzHasBase|fuzzHasTheirs))
 	}
@@ -162,6 +175,7 @@ func FuzzCommute(f *testing.F) {
 	f.Add([]byte(`{"a":1,"b":2}`), []byte(`{"a":null,"z":1}`), []byte(`{"b":null,"y":{"\u0041":1}}`))
 	f.Add([]byte("{\n  \"x\": 1.0,\n  \"é\": \"\\u00e9\"\n}\n"), []byte(`{"\u00e9":"e"}`), []byte(`{"x":1}`))
 	f.Add([]byte(`{}`), []byte(`{"a.b":1}`), []byte(`{"a":{"b":1}}`))
+	f.Add([]byte(`{"l":[1,2],"k":[{"id":1}]}`), []byte(`{"l":[1,2,3]}`), []byte(`{"k":[{"id":1},{"id":2}]}`))
 	f.Fuzz(func(t *testing.T, base, x, y []byte) {
 		if _, err := parse(base, fuzzMaxDepth); err != nil {
 			return

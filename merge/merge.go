@@ -346,6 +346,11 @@ func mergeDocuments(base, mine, theirs *tree, opts Options) Result {
 	res := Result{Merged: bytes.Clone(theirs.data), Changed: m.changed, Conflicts: m.conflicts, Merges: m.merges}
 	if len(m.edits) > 0 {
 		res.Merged = m.splice()
+		if bytes.Equal(res.Merged, theirs.data) {
+			// Changes that cancel out: an element deleted and the same
+			// bytes inserted where it was.
+			res.Changed = 0
+		}
 	}
 	return res
 }
