@@ -20,7 +20,8 @@ type insert struct {
 }
 
 // arraySides are three arrays being merged by element: their items (in
-// full trees) and the class of each item.
+// full trees) and the class of each item, found when first needed (-1:
+// not yet).
 type arraySides struct {
 	bt, mt, tt *tree
 	b, mv, t   *value
@@ -29,32 +30,67 @@ type arraySides struct {
 	in         *interner
 }
 
+// Sides, for classes.
+const (
+	sideBase = iota
+	sideMine
+	sideTheirs
+)
+
+// classes returns the classes of the elements [lo, hi) of one side.
+func (s *arraySides) classes(side int, lo, hi int32) []int32 {
+	cls, t, items := s.B, s.bt, s.bi
+	switch side {
+	case sideMine:
+		cls, t, items = s.M, s.mt, s.mi
+	case sideTheirs:
+		cls, t, items = s.T, s.tt, s.ti
+	}
+	for i := lo; i < hi; i++ {
+		if cls[i] < 0 {
+			cls[i] = s.in.class(t, &items[i])
+		}
+	}
+	return cls[lo:hi]
+}
+
+func (s *arraySides) cb(i int32) int32 { return s.classes(sideBase, i, i+1)[0] }
+func (s *arraySides) cm(i int32) int32 { return s.classes(sideMine, i, i+1)[0] }
+func (s *arraySides) ct(i int32) int32 { return s.classes(sideTheirs, i, i+1)[0] }
+
 // array merges arrays b (in bt), mv (mine) and t (theirs), where mine
 // differs from base. strategy is "" (the default: by identity when every
 // element has one, else as a sequence), StrategySequence, StrategyKeyed
 // (by key) or StrategySet.
 func (m *merger) array(bt *tree, b, mv, t *value, strategy Strategy, key string) {
-	if !bt.standIn && equal(bt, b, m.theirs, t) {
+	switch {
+	case bt.standIn && mv.count == 0:
+		return // nothing added
+	case bytes.Equal(bt.raw(b), m.mine.raw(mv)):
+		return // unchanged by mine
+	case bytes.Equal(bt.raw(b), m.theirs.raw(t)):
 		m.replace(t, mv) // theirs left it as it was: mine's, exactly
 		return
 	}
-	if bt.standIn && mv.count == 0 {
-		return // nothing added
-	}
-	if equal(m.mine, mv, m.theirs, t) {
-		return // the same change on both sides
-	}
-	if m.arrayCost < 0 {
-		m.atomic(bt, b, mv, t, "")
-		return
-	}
 	// Work in full trees of the three arrays, which hold every element
-	// and member under them.
+	// and member under them: comparing them costs no parsing again.
 	bt, b = expandValue(bt, b)
 	mineTree, theirsTree := m.mine, m.theirs
 	m.mine, mv = expandValue(m.mine, mv)
 	m.theirs, t = expandValue(m.theirs, t)
 	defer func() { m.mine, m.theirs = mineTree, theirsTree }()
+	switch {
+	case !bt.standIn && equal(bt, b, m.mine, mv):
+		return
+	case !bt.standIn && equal(bt, b, m.theirs, t):
+		m.replace(t, mv)
+		return
+	case equal(m.mine, mv, m.theirs, t):
+		return // the same change on both sides
+	case m.arrayCost < 0:
+		m.atomic(bt, b, mv, t, "")
+		return
+	}
 
 	if !m.seeded {
 		m.seed, m.seeded = maphash.MakeSeed(), true
@@ -63,10 +99,15 @@ func (m *merger) array(bt *tree, b, mv, t *value, strategy Strategy, key string)
 	s.bi, _ = bt.arrayItems(b)
 	s.mi, _ = m.mine.arrayItems(mv)
 	s.ti, _ = m.theirs.arrayItems(t)
-	s.in = newInterner(m.seed, len(s.bi)+len(s.mi)+len(s.ti))
-	s.B = s.in.classes(bt, s.bi)
-	s.M = s.in.classes(m.mine, s.mi)
-	s.T = s.in.classes(m.theirs, s.ti)
+	s.in = newInterner(m.seed)
+	unknown := func(n int) []int32 {
+		c := make([]int32, n)
+		for i := range c {
+			c[i] = -1
+		}
+		return c
+	}
+	s.B, s.M, s.T = unknown(len(s.bi)), unknown(len(s.mi)), unknown(len(s.ti))
 
 	before := len(m.conflicts)
 	switch strategy {
@@ -75,7 +116,8 @@ func (m *merger) array(bt *tree, b, mv, t *value, strategy Strategy, key string)
 		m.merged(StrategySet, before)
 		return
 	case StrategyKeyed:
-		ids, ok := s.identities([]byte(key))
+		pre, suf := s.commonEnds()
+		ids, ok := s.identities([]byte(key), pre, suf)
 		if !ok {
 			m.conflict(fmt.Sprintf("keyed: not every element is an object with a unique scalar %q", key),
 				StrategyKeyed, bt, b, mv, t)
@@ -128,11 +170,15 @@ func (s *arraySides) identity() (ids [3][]int32, ok bool) {
 	if len(s.bi)+len(s.mi)+len(s.ti) == 0 {
 		return ids, false
 	}
+	pre, suf := s.commonEnds()
 	for _, key := range identityKeys {
 		every := true
 		for side, items := range [3][]value{s.bi, s.mi, s.ti} {
 			t := [3]*tree{s.bt, s.mt, s.tt}[side]
 			for i := range items {
+				if side != sideBase && (i < pre || i >= len(items)-suf) {
+					continue // as in base
+				}
 				if items[i].kind != kindObject {
 					return ids, false
 				}
@@ -142,36 +188,71 @@ func (s *arraySides) identity() (ids [3][]int32, ok bool) {
 			}
 		}
 		if every {
-			return s.identities(key)
+			return s.identities(key, pre, suf)
 		}
 	}
 	return ids, false
 }
 
+// commonEnds returns how many elements the three arrays have alike, byte
+// for byte, at the start and at the end (not overlapping).
+func (s *arraySides) commonEnds() (pre, suf int) {
+	n := min(len(s.bi), len(s.mi), len(s.ti))
+	same := func(i, j, k int) bool {
+		b := s.bt.raw(&s.bi[i])
+		return bytes.Equal(b, s.mt.raw(&s.mi[j])) && bytes.Equal(b, s.tt.raw(&s.ti[k]))
+	}
+	for pre < n && same(pre, pre, pre) {
+		pre++
+	}
+	for suf < n-pre && same(len(s.bi)-1-suf, len(s.mi)-1-suf, len(s.ti)-1-suf) {
+		suf++
+	}
+	return pre, suf
+}
+
 // identities returns the class of the value of member key of every
 // element of the three arrays; ok is false unless every element is an
-// object with that member, a scalar, unique within its array.
-func (s *arraySides) identities(key []byte) (ids [3][]int32, ok bool) {
-	var seen []int32 // class -> 1 + side that last had it
+// object with that member, a scalar, unique within its array. The first
+// pre and the last suf elements of mine and theirs are base's, byte for
+// byte: their identities are base's.
+func (s *arraySides) identities(key []byte, pre, suf int) (ids [3][]int32, ok bool) {
+	var seen []int32 // class -> 1 + the side that last had it
+	mark := func(c int32, side int) bool {
+		for int(c) >= len(seen) {
+			seen = append(seen, 0)
+		}
+		if seen[c] == int32(side)+1 {
+			return false // not unique
+		}
+		seen[c] = int32(side) + 1
+		return true
+	}
+	nb := len(s.bi)
 	for side, items := range [3][]value{s.bi, s.mi, s.ti} {
 		t := [3]*tree{s.bt, s.mt, s.tt}[side]
-		ids[side] = make([]int32, len(items))
+		n := len(items)
+		ids[side] = make([]int32, n)
 		for i := range items {
-			if items[i].kind != kindObject {
+			var c int32
+			switch {
+			case side != sideBase && i < pre:
+				c = ids[sideBase][i]
+			case side != sideBase && i >= n-suf:
+				c = ids[sideBase][nb-(n-i)]
+			default:
+				if items[i].kind != kindObject {
+					return ids, false
+				}
+				id := memberValue(t, &items[i], key)
+				if id == nil || id.kind == kindObject || id.kind == kindArray {
+					return ids, false
+				}
+				c = s.in.class(t, id)
+			}
+			if !mark(c, side) {
 				return ids, false
 			}
-			id := memberValue(t, &items[i], key)
-			if id == nil || id.kind == kindObject || id.kind == kindArray {
-				return ids, false
-			}
-			c := s.in.class(t, id)
-			for int(c) >= len(seen) {
-				seen = append(seen, 0)
-			}
-			if seen[c] == int32(side)+1 {
-				return ids, false // not unique
-			}
-			seen[c] = int32(side) + 1
 			ids[side][i] = c
 		}
 	}
@@ -182,12 +263,12 @@ func (s *arraySides) identities(key []byte) (ids [3][]int32, ok bool) {
 // (see the package comment). It returns why it could not, or "".
 func (m *merger) sequenceMerge(s *arraySides) string {
 	limit := min(int64(m.arrayCost), m.arrayBudget)
-	dm, used, ok := diffClasses(s.B, s.M, limit, maxArrayEdits)
+	dm, used, ok := s.diff(sideMine, s.mt, s.mi, limit)
 	m.arrayBudget -= used
 	if ok {
 		limit = min(int64(m.arrayCost), m.arrayBudget)
 		var dt []hunk
-		dt, used, ok = diffClasses(s.B, s.T, limit, maxArrayEdits)
+		dt, used, ok = s.diff(sideTheirs, s.tt, s.ti, limit)
 		m.arrayBudget -= used
 		if ok {
 			m.sequenceHunks(s, dm, dt)
@@ -198,6 +279,29 @@ func (m *merger) sequenceMerge(s *arraySides) string {
 		return fmt.Sprintf("%d+%d+%d elements, the diff took more than %d steps", len(s.B), len(s.M), len(s.T), limit)
 	}
 	return fmt.Sprintf("%d+%d+%d elements, more than %d differences", len(s.B), len(s.M), len(s.T), maxArrayEdits)
+}
+
+// diff returns the hunks that turn base's elements into side's. The
+// elements that both have alike, byte for byte, at the start and at the
+// end (usually nearly all) are left out before any is classified.
+func (s *arraySides) diff(side int, t *tree, items []value, limit int64) ([]hunk, int64, bool) {
+	nb, n := len(s.bi), len(items)
+	same := func(i, j int) bool { return bytes.Equal(s.bt.raw(&s.bi[i]), t.raw(&items[j])) }
+	pre := 0
+	for pre < nb && pre < n && same(pre, pre) {
+		pre++
+	}
+	suf := 0
+	for suf < nb-pre && suf < n-pre && same(nb-1-suf, n-1-suf) {
+		suf++
+	}
+	hunks, used, ok := diffClasses(s.classes(sideBase, int32(pre), int32(nb-suf)),
+		s.classes(side, int32(pre), int32(n-suf)), limit, maxArrayEdits)
+	for i := range hunks {
+		h := &hunks[i]
+		h.as, h.ae, h.bs, h.be = h.as+int32(pre), h.ae+int32(pre), h.bs+int32(pre), h.be+int32(pre)
+	}
+	return hunks, used + int64(pre+suf), ok
 }
 
 // hunksInteract reports whether two changes to base, one from each side,
@@ -312,7 +416,7 @@ func (m *merger) takeMine(s *arraySides, o *seqOut, TS, TE, MS, ME int32) {
 	n := min(TE-TS, ME-MS)
 	for p := range n {
 		o.keepTo(TS + p + 1)
-		if s.T[TS+p] != s.M[MS+p] {
+		if s.ct(TS+p) != s.cm(MS+p) {
 			m.replace(&s.ti[TS+p], &s.mi[MS+p])
 		}
 	}
@@ -340,8 +444,8 @@ func (m *merger) sequenceGroup(s *arraySides, o *seqOut, S, E, MS, ME, TS, TE in
 		for p := range E - S {
 			o.keepTo(TS + p + 1)
 			switch {
-			case s.M[MS+p] == s.B[S+p]:
-			case s.T[TS+p] == s.B[S+p]:
+			case s.cm(MS+p) == s.cb(S+p):
+			case s.ct(TS+p) == s.cb(S+p):
 				m.replace(&s.ti[TS+p], &s.mi[MS+p])
 			default:
 				m.pushIndex(TS + p)
@@ -350,7 +454,7 @@ func (m *merger) sequenceGroup(s *arraySides, o *seqOut, S, E, MS, ME, TS, TE in
 			}
 		}
 		return
-	case slices.Equal(s.M[MS:ME], s.T[TS:TE]):
+	case slices.Equal(s.classes(sideMine, MS, ME), s.classes(sideTheirs, TS, TE)):
 		o.keepTo(TE) // the same change on both sides
 		return
 	}
@@ -414,7 +518,7 @@ func joinElements(t *tree, items []value) []byte {
 // own, then mine's.
 func (m *merger) unionInsert(s *arraySides, o *seqOut, MS, ME, TS, TE int32) {
 	limit := min(int64(m.arrayCost), m.arrayBudget)
-	hunks, used, ok := diffClasses(s.T[TS:TE], s.M[MS:ME], limit, maxArrayEdits)
+	hunks, used, ok := diffClasses(s.classes(sideTheirs, TS, TE), s.classes(sideMine, MS, ME), limit, maxArrayEdits)
 	m.arrayBudget -= used
 	if !ok { // nothing in common, as far as this can tell
 		hunks = []hunk{{0, TE - TS, 0, ME - MS}}
@@ -455,13 +559,13 @@ func (m *merger) keyedMerge(s *arraySides, ids [3][]int32) {
 		bIdx, mIdx := posB[id], posM[id]
 		switch {
 		case bIdx >= 0 && mIdx >= 0:
-			if s.M[mIdx] != s.B[bIdx] {
+			if !equal(s.mt, &s.mi[mIdx], s.bt, &s.bi[bIdx]) {
 				m.pushIndex(int32(k))
 				m.value(s.bt, &s.bi[bIdx], &s.mi[mIdx], &s.ti[k])
 				m.pop()
 			}
 		case bIdx >= 0: // deleted in mine
-			if s.T[k] != s.B[bIdx] {
+			if !equal(s.tt, &s.ti[k], s.bt, &s.bi[bIdx]) {
 				m.pushIndex(int32(k))
 				m.conflict(reasonMineDeleted, StrategyKeyed, s.bt, &s.bi[bIdx], nil, &s.ti[k])
 				m.pop()
@@ -469,7 +573,7 @@ func (m *merger) keyedMerge(s *arraySides, ids [3][]int32) {
 			kept[k] = false
 			m.changed++
 		case mIdx >= 0: // added on both sides
-			if s.M[mIdx] != s.T[k] {
+			if !equal(s.mt, &s.mi[mIdx], s.tt, &s.ti[k]) {
 				m.pushIndex(int32(k))
 				var r *Rule
 				if m.rules != nil {
@@ -492,7 +596,7 @@ func (m *merger) keyedMerge(s *arraySides, ids [3][]int32) {
 			continue
 		}
 		if bIdx := posB[id]; bIdx >= 0 { // deleted in theirs
-			if s.M[j] == s.B[bIdx] {
+			if equal(s.mt, &s.mi[j], s.bt, &s.bi[bIdx]) {
 				continue
 			}
 			m.pushIndex(int32(j))
@@ -522,6 +626,9 @@ func (m *merger) keyedMerge(s *arraySides, ids [3][]int32) {
 // setMerge merges the arrays of s as sets of values: theirs without the
 // values mine removed, then the values mine added that theirs lacks.
 func (m *merger) setMerge(s *arraySides) {
+	s.classes(sideBase, 0, int32(len(s.bi)))
+	s.classes(sideMine, 0, int32(len(s.mi)))
+	s.classes(sideTheirs, 0, int32(len(s.ti)))
 	nc := len(s.in.reps)
 	inB, inM, inT := make([]bool, nc), make([]bool, nc), make([]bool, nc)
 	for _, c := range s.B {

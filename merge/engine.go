@@ -164,11 +164,17 @@ func (m *merger) member(bt *tree, bm, mm *member, mIdx int32, tIndex *objectInde
 			m.valueRule(r, bt, &bm.value, &mm.value, &tm.value)
 			return
 		}
-		if tm != nil && bm.value.kind == kindObject && mm.value.kind == kindObject && tm.value.kind == kindObject {
+		if tm != nil && bm.value.kind == mm.value.kind && bm.value.kind == tm.value.kind {
 			// Merging finds any change inside; comparing first would walk
-			// the same members twice.
-			m.object(bt, &bm.value, &mm.value, &tm.value)
-			return
+			// the same members twice (and parse arrays again).
+			switch bm.value.kind {
+			case kindObject:
+				m.object(bt, &bm.value, &mm.value, &tm.value)
+				return
+			case kindArray:
+				m.array(bt, &bm.value, &mm.value, &tm.value, "", "")
+				return
+			}
 		}
 		if equal(bt, &bm.value, m.mine, &mm.value) {
 			return // unchanged by mine: theirs' value stands

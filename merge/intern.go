@@ -12,8 +12,11 @@ import (
 // so that a hash collision can never make two values the same. Values
 // must be in full trees (see expand).
 type interner struct {
-	seed  maphash.Seed
-	heads map[uint64]int32 // hash -> first class with it
+	seed maphash.Seed
+	// slots is an open-addressed hash table of the classes: class+1, 0
+	// for an empty slot; its size is a power of two, at least twice the
+	// number of classes.
+	slots []int32
 	reps  []classRep
 	buf   []byte // scratch for decoded strings and numbers
 }
@@ -22,40 +25,42 @@ type classRep struct {
 	t    *tree
 	v    *value
 	hash uint64
-	next int32 // next class with the same hash; -1: none
 }
 
-func newInterner(seed maphash.Seed, n int) *interner {
-	return &interner{seed: seed, heads: make(map[uint64]int32, n), reps: make([]classRep, 0, n)}
+func newInterner(seed maphash.Seed) *interner {
+	return &interner{seed: seed, slots: make([]int32, 64)}
 }
 
 // class returns the class of value v of t.
 func (in *interner) class(t *tree, v *value) int32 {
 	h := in.hash(t, v)
-	head, ok := in.heads[h]
-	if ok {
-		for c := head; c >= 0; c = in.reps[c].next {
-			r := &in.reps[c]
-			if equal(r.t, r.v, t, v) {
-				return c
-			}
+	mask := uint64(len(in.slots) - 1)
+	j := h & mask
+	for ; in.slots[j] != 0; j = (j + 1) & mask {
+		c := in.slots[j] - 1
+		if r := &in.reps[c]; r.hash == h && equal(r.t, r.v, t, v) {
+			return c
 		}
-	} else {
-		head = -1
 	}
 	c := int32(len(in.reps))
-	in.reps = append(in.reps, classRep{t: t, v: v, hash: h, next: head})
-	in.heads[h] = c
+	in.reps = append(in.reps, classRep{t: t, v: v, hash: h})
+	in.slots[j] = c + 1
+	if 2*len(in.reps) > len(in.slots) {
+		in.grow()
+	}
 	return c
 }
 
-// classes returns the classes of items of t.
-func (in *interner) classes(t *tree, items []value) []int32 {
-	out := make([]int32, len(items))
-	for i := range items {
-		out[i] = in.class(t, &items[i])
+func (in *interner) grow() {
+	in.slots = make([]int32, 2*len(in.slots))
+	mask := uint64(len(in.slots) - 1)
+	for c := range in.reps {
+		j := in.reps[c].hash & mask
+		for in.slots[j] != 0 {
+			j = (j + 1) & mask
+		}
+		in.slots[j] = int32(c) + 1
 	}
-	return out
 }
 
 func mix(a, b uint64) uint64 {
@@ -88,7 +93,11 @@ func (in *interner) hash(t *tree, v *value) uint64 {
 	case kindTrue:
 		return hashTrue
 	case kindNumber:
-		d := parseDecimal(t.raw(v))
+		raw := t.raw(v)
+		if h, ok := in.integerHash(raw); ok {
+			return h
+		}
+		d := parseDecimal(raw)
 		if d.zero() {
 			return hashZero
 		}
@@ -113,6 +122,44 @@ func (in *interner) hash(t *tree, v *value) uint64 {
 		}
 		in.buf = b
 		return mix(hashNumber, maphash.Bytes(in.seed, b))
+	}
+	return in.hashContainer(t, v)
+}
+
+// integerHash is hash for a number written as an integer (the usual
+// case), without parsing it as a decimal: the same canonical form, digits
+// without trailing zeros and the exponent of the first one.
+func (in *interner) integerHash(raw []byte) (uint64, bool) {
+	digits := raw
+	if digits[0] == '-' {
+		digits = digits[1:]
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+	}
+	if digits[0] == '0' {
+		return hashZero, true // validated: "0" or "-0"
+	}
+	sig := len(digits)
+	for digits[sig-1] == '0' {
+		sig--
+	}
+	b := in.buf[:0]
+	if raw[0] == '-' {
+		b = append(b, '-')
+	}
+	b = append(b, digits[:sig]...)
+	b = append(b, 'e')
+	b = strconv.AppendInt(b, int64(len(digits)), 10)
+	in.buf = b
+	return mix(hashNumber, maphash.Bytes(in.seed, b)), true
+}
+
+// hashContainer is hash for strings, arrays and objects.
+func (in *interner) hashContainer(t *tree, v *value) uint64 {
+	switch v.kind {
 	case kindString:
 		body := t.data[v.start+1 : v.end-1]
 		if v.escaped {

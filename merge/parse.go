@@ -131,9 +131,11 @@ func (t *tree) expand(v *value) *tree {
 	}
 	seg := t.data[v.start:v.end]
 	n := min(bytes.Count(seg, []byte{':'}), len(seg)/5)
-	nt := &tree{data: t.data, members: make([]member, 0, n), full: true}
+	// Every element but the last of each array is followed by a comma.
+	items := min(bytes.Count(seg, []byte{','})+1, len(seg)/2)
+	nt := &tree{data: t.data, members: make([]member, 0, n), full: true, items: make([]value, 0, items)}
 	p := &parser{t: nt, data: t.data, pos: int(v.start), maxDepth: maxDepthLimit, store: true, full: true,
-		arena: nt.members[:n], stackTop: n, scratch: &scratch{}}
+		arena: nt.members[:n], stackTop: n, scratch: &scratch{}, itemStack: make([]value, 0, items)}
 	p.value(0, &nt.root)
 	if p.err != nil {
 		panic("merge: a validated value does not parse again: " + p.err.reason)
