@@ -670,6 +670,7 @@ func (m *merger) emitArray(s *arraySides, kept []bool, ins []insert) {
 	if len(ins) == 0 && !slices.Contains(kept, false) {
 		return
 	}
+	m.mayCancel = true
 	slices.SortStableFunc(ins, func(a, b insert) int { return cmp.Compare(a.after, b.after) })
 	data, ti := m.theirs.data, s.ti
 	open, closing := s.t.start, s.t.end-1

@@ -39,6 +39,9 @@ type merger struct {
 	// left of the whole merge's (see Options.MaxArrayCost).
 	arrayCost   int
 	arrayBudget int64
+	// mayCancel: edits were recorded that can together leave theirs as
+	// it was (an element deleted and the same bytes inserted in its place).
+	mayCancel bool
 }
 
 // step is one step of merger.path: an object member's decoded key, or an

@@ -1,11 +1,56 @@
 // Package merge is a 3-way merge of JSON documents on bytes.
 //
 // A writer read base, wrote mine, and the record is now theirs: Merge applies
-// only what changed from base to mine onto theirs. Objects merge key by key,
-// recursively; arrays and scalars are single values. "Changed" means not
+// only what changed from base to mine onto theirs. "Changed" means not
 // JSON-equal: numbers compare by exact decimal value, strings after
-// unescaping, and key order and whitespace never count. Untouched bytes of
-// theirs are kept exactly; edits are spliced into theirs in one pass.
+// unescaping, and key order and whitespace never count. A change on one side
+// only is always taken as it is. Untouched bytes of theirs are kept exactly;
+// edits are spliced into theirs in one pass, and what is added takes the
+// layout of its neighbours in theirs.
+//
+// Objects merge key by key, recursively: a key added, deleted or set in mine
+// is added, deleted or set in theirs. The same key changed differently on
+// both sides (set and set, set and deleted) is a conflict.
+//
+// Arrays merge by element. An array that one side left as it was becomes the
+// other side's, exactly. When both changed it:
+//
+//   - By default the elements merge as a 3-way diff (diff3 at element
+//     granularity, elements compared under JSON equality): each side's
+//     changes are the hunks of a shortest edit script from base (Myers);
+//     changes of one side that touch no change of the other apply as they
+//     are; where both sides insert at the same place, both insertions are
+//     kept, theirs first, and what both inserted (their longest common
+//     subsequence) once; a region that both changed element for element
+//     merges element by element, objects and arrays recursively; any
+//     other region changed on both sides (differently) is a conflict. An
+//     insertion at either end of a region the other side replaced does not
+//     touch it: [1,2,3] becoming [1,3] and [1,2,"x",3] gives [1,"x",3].
+//   - When every element, in all three versions, is an object with a scalar
+//     member under the same key, unique within each array (the first of
+//     "id", "_id", "uuid" and "key" that every element has), the elements
+//     merge by that identity: one present in all three merges as an object;
+//     one deleted on one side is deleted, unless the other changed it (a
+//     conflict); one added on both sides merges as a union. The order is
+//     theirs', with each element that mine adds after the element that
+//     precedes it in mine (and after those that theirs added there).
+//   - An element diff that would take more than Options.MaxArrayCost steps,
+//     or find more than 1024 differences, makes the array one value again,
+//     reported as a conflict (strategy atomic) that says why, so that a
+//     100,000-element array costs a few parses of it however it changed.
+//
+// Arrays added by both sides merge as if both had started from []. A top-level
+// value that is not an object (array or scalar) is one value.
+//
+// Rules (ParseRules, Options.Rules) choose another strategy for matching
+// positions of matching records: counter, max, min, set, keyed (by a named
+// key), sequence, atomic or reject; see Strategy. A rule-resolved merge is
+// not a conflict and is counted in Result.Merges; a value that does not fit
+// the strategy (a counter that is not a number) is a conflict.
+//
+// A conflict (see Conflict) is resolved by the policy: WriterWins takes
+// mine's side, Reject refuses the merge. A conflict at a position whose
+// rule is reject refuses it under either policy.
 //
 // Every input is validated by the package's own parser (RFC 8259, UTF-8,
 // no duplicate keys, bounded size and depth) before anything walks it, so
@@ -346,7 +391,7 @@ func mergeDocuments(base, mine, theirs *tree, opts Options) Result {
 	res := Result{Merged: bytes.Clone(theirs.data), Changed: m.changed, Conflicts: m.conflicts, Merges: m.merges}
 	if len(m.edits) > 0 {
 		res.Merged = m.splice()
-		if bytes.Equal(res.Merged, theirs.data) {
+		if m.mayCancel && bytes.Equal(res.Merged, theirs.data) {
 			// Changes that cancel out: an element deleted and the same
 			// bytes inserted where it was.
 			res.Changed = 0
