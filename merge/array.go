@@ -87,8 +87,8 @@ func (m *merger) array(bt *tree, b, mv, t *value, strategy Strategy, key string)
 		return
 	case equal(m.mine, mv, m.theirs, t):
 		return // the same change on both sides
-	case m.arrayCost < 0:
-		m.atomic(bt, b, mv, t, "")
+	case m.arrayCost < 0 && (strategy == "" || strategy == StrategySequence):
+		m.atomic(bt, b, mv, t, strategy)
 		return
 	}
 
@@ -262,29 +262,23 @@ func (s *arraySides) identities(key []byte, pre, suf int) (ids [3][]int32, ok bo
 // sequenceMerge merges the arrays of s as a 3-way diff of their elements
 // (see the package comment). It returns why it could not, or "".
 func (m *merger) sequenceMerge(s *arraySides) string {
-	limit := min(int64(m.arrayCost), m.arrayBudget)
-	dm, used, ok := s.diff(sideMine, s.mt, s.mi, limit)
-	m.arrayBudget -= used
-	if ok {
-		limit = min(int64(m.arrayCost), m.arrayBudget)
-		var dt []hunk
-		dt, used, ok = s.diff(sideTheirs, s.tt, s.ti, limit)
-		m.arrayBudget -= used
-		if ok {
-			m.sequenceHunks(s, dm, dt)
-			return ""
-		}
+	dm, why := s.diff(m, sideMine, s.mt, s.mi)
+	if why != "" {
+		return why
 	}
-	if used > limit {
-		return fmt.Sprintf("%d+%d+%d elements, the diff took more than %d steps", len(s.B), len(s.M), len(s.T), limit)
+	dt, why := s.diff(m, sideTheirs, s.tt, s.ti)
+	if why != "" {
+		return why
 	}
-	return fmt.Sprintf("%d+%d+%d elements, more than %d differences", len(s.B), len(s.M), len(s.T), maxArrayEdits)
+	m.sequenceHunks(s, dm, dt)
+	return ""
 }
 
-// diff returns the hunks that turn base's elements into side's. The
-// elements that both have alike, byte for byte, at the start and at the
-// end (usually nearly all) are left out before any is classified.
-func (s *arraySides) diff(side int, t *tree, items []value, limit int64) ([]hunk, int64, bool) {
+// diff returns the hunks that turn base's elements into side's, or why
+// it gave up, spending m's budget. The elements that both have alike, byte
+// for byte, at the start and at the end (usually nearly all) are left out
+// before any is classified.
+func (s *arraySides) diff(m *merger, side int, t *tree, items []value) ([]hunk, string) {
 	nb, n := len(s.bi), len(items)
 	same := func(i, j int) bool { return bytes.Equal(s.bt.raw(&s.bi[i]), t.raw(&items[j])) }
 	pre := 0
@@ -295,13 +289,21 @@ func (s *arraySides) diff(side int, t *tree, items []value, limit int64) ([]hunk
 	for suf < nb-pre && suf < n-pre && same(nb-1-suf, n-1-suf) {
 		suf++
 	}
+	limit := min(int64(m.arrayCost), m.arrayBudget)
 	hunks, used, ok := diffClasses(s.classes(sideBase, int32(pre), int32(nb-suf)),
 		s.classes(side, int32(pre), int32(n-suf)), limit, maxArrayEdits)
+	m.arrayBudget -= used
+	switch {
+	case !ok && used > limit:
+		return nil, fmt.Sprintf("%d and %d elements, the diff took more than %d steps", nb, n, limit)
+	case !ok:
+		return nil, fmt.Sprintf("%d and %d elements, more than %d differences", nb, n, maxArrayEdits)
+	}
 	for i := range hunks {
 		h := &hunks[i]
 		h.as, h.ae, h.bs, h.be = h.as+int32(pre), h.ae+int32(pre), h.bs+int32(pre), h.be+int32(pre)
 	}
-	return hunks, used + int64(pre+suf), ok
+	return hunks, ""
 }
 
 // hunksInteract reports whether two changes to base, one from each side,

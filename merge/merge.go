@@ -131,7 +131,8 @@ type Options struct {
 	// past it, or past 1024 differences, the array is merged as one value
 	// and a conflict says why. The whole merge gets four times this
 	// budget for all its arrays. 0 means DefaultMaxArrayCost; negative
-	// merges every array as one value.
+	// merges arrays as one value (as before arrays merged by element),
+	// but where a rule says set or keyed.
 	MaxArrayCost int
 }
 
