@@ -279,6 +279,12 @@ func TestRulesAtDepth(t *testing.T) {
 	if got := conflictSummary(res.Conflicts); !slices.Contains(got, "n: modified in both") {
 		t.Errorf("record without the rule: conflicts %q", got)
 	}
+	// Counters at positions of an array without identities.
+	rules = mustRules(t, `{"rules":[{"path":"/hits/*","strategy":"counter"}]}`)
+	res, err = Merge(inputs(`{"hits":[1,2,3]}`, `{"hits":[1,3,3]}`, `{"hits":[1,4,3]}`), Options{Rules: rules})
+	if err != nil || string(res.Merged) != `{"hits":[1,5,3]}` || len(res.Conflicts) != 0 || res.Merges[StrategyCounter] != 1 {
+		t.Errorf("counter in a sequence: %v %s %q %v", err, res.Merged, conflictSummary(res.Conflicts), res.Merges)
+	}
 	// The whole document (a top-level array) under a rule.
 	rules = mustRules(t, `{"rules":[{"path":"","strategy":"set"}]}`)
 	res, err = Merge(inputs(`[1]`, `[1,2]`, `[1,3]`), Options{Rules: rules})
