@@ -389,8 +389,10 @@ func mergeDocuments(base, mine, theirs *tree, opts Options) Result {
 		// A top level that is not an object is one value (arrays too).
 		m.atomic(base, &base.root, &mine.root, &theirs.root, "")
 	}
-	res := Result{Merged: bytes.Clone(theirs.data), Changed: m.changed, Conflicts: m.conflicts, Merges: m.merges}
-	if len(m.edits) > 0 {
+	res := Result{Changed: m.changed, Conflicts: m.conflicts, Merges: m.merges}
+	if len(m.edits) == 0 {
+		res.Merged = bytes.Clone(theirs.data)
+	} else {
 		res.Merged = m.splice()
 		if m.mayCancel && bytes.Equal(res.Merged, theirs.data) {
 			// Changes that cancel out: an element deleted and the same
