@@ -32,6 +32,10 @@ func diffClasses(a, b []int32, budget int64, maxEdits int) (hunks []hunk, used i
 		}
 		return []hunk{{int32(pre), int32(pre + len(a)), int32(pre), int32(pre + len(b))}}, used, true
 	}
+	if len(a)+len(b) > maxEdits && editsAtLeast(a, b) > maxEdits {
+		// Hopeless (most elements changed): say so without searching.
+		return nil, used + int64(len(a)+len(b)), false
+	}
 	matches, steps, ok := myers(a, b, budget-used, maxEdits)
 	used += steps
 	if !ok {
@@ -49,6 +53,31 @@ func diffClasses(a, b []int32, budget int64, maxEdits int) (hunks []hunk, used i
 		hunks = append(hunks, hunk{int32(pre) + x, int32(pre + len(a)), int32(pre) + y, int32(pre + len(b))})
 	}
 	return hunks, used, true
+}
+
+// editsAtLeast is a lower bound of the edits from a to b: the elements
+// that one has more often than the other must be inserted or deleted.
+// Classes are small non-negative numbers (see interner).
+func editsAtLeast(a, b []int32) int {
+	top := int32(0)
+	for _, c := range a {
+		if c < 0 {
+			return 0
+		}
+		top = max(top, c)
+	}
+	counts := make([]int32, top+1)
+	for _, c := range a {
+		counts[c]++
+	}
+	common := 0
+	for _, c := range b {
+		if c >= 0 && c <= top && counts[c] > 0 {
+			counts[c]--
+			common++
+		}
+	}
+	return len(a) + len(b) - 2*common
 }
 
 // run is a run of n matching elements at a[x:] and b[y:].

@@ -69,6 +69,9 @@ func TestDiffClasses(t *testing.T) {
 		if want := len(a) + len(b) - 2*lcsLength(a, b); edits != want {
 			t.Fatalf("case %d: %d edits, the shortest has %d: %v -> %v: %v", n, edits, want, a, b, hunks)
 		}
+		if lb := editsAtLeast(a, b); lb > edits || editsAtLeast(b, a) != lb {
+			t.Fatalf("case %d: lower bound %d of %d edits: %v -> %v", n, lb, edits, a, b)
+		}
 	}
 }
 
