@@ -63,7 +63,7 @@ func (in *interner) grow() {
 	}
 }
 
-func mix(a, b uint64) uint64 {
+func mixClass(a, b uint64) uint64 {
 	h := (a ^ b) * 0x9E3779B97F4A7C15
 	h ^= h >> 31
 	h *= 0xD6E8FEB86659FD93
@@ -73,25 +73,25 @@ func mix(a, b uint64) uint64 {
 
 // Distinct starting points for the hashes of each kind.
 const (
-	hashNull uint64 = 0x6a09e667f3bcc908 + iota
-	hashFalse
-	hashTrue
-	hashNumber
-	hashString
-	hashArray
-	hashObject
-	hashZero
+	classNull uint64 = 0x6a09e667f3bcc908 + iota
+	classFalse
+	classTrue
+	classNumber
+	classString
+	classArray
+	classObject
+	classZero
 )
 
 // hash returns a hash of v that every value equal to it shares.
 func (in *interner) hash(t *tree, v *value) uint64 {
 	switch v.kind {
 	case kindNull:
-		return hashNull
+		return classNull
 	case kindFalse:
-		return hashFalse
+		return classFalse
 	case kindTrue:
-		return hashTrue
+		return classTrue
 	case kindNumber:
 		raw := t.raw(v)
 		if h, ok := in.integerHash(raw); ok {
@@ -99,7 +99,7 @@ func (in *interner) hash(t *tree, v *value) uint64 {
 		}
 		d := parseDecimal(raw)
 		if d.zero() {
-			return hashZero
+			return classZero
 		}
 		b := in.buf[:0]
 		if d.neg {
@@ -121,7 +121,7 @@ func (in *interner) hash(t *tree, v *value) uint64 {
 			b = append(b, d.exponent()...)
 		}
 		in.buf = b
-		return mix(hashNumber, maphash.Bytes(in.seed, b))
+		return mixClass(classNumber, maphash.Bytes(in.seed, b))
 	}
 	return in.hashContainer(t, v)
 }
@@ -140,7 +140,7 @@ func (in *interner) integerHash(raw []byte) (uint64, bool) {
 		}
 	}
 	if digits[0] == '0' {
-		return hashZero, true // validated: "0" or "-0"
+		return classZero, true // validated: "0" or "-0"
 	}
 	sig := len(digits)
 	for digits[sig-1] == '0' {
@@ -154,7 +154,7 @@ func (in *interner) integerHash(raw []byte) (uint64, bool) {
 	b = append(b, 'e')
 	b = strconv.AppendInt(b, int64(len(digits)), 10)
 	in.buf = b
-	return mix(hashNumber, maphash.Bytes(in.seed, b)), true
+	return mixClass(classNumber, maphash.Bytes(in.seed, b)), true
 }
 
 // hashContainer is hash for strings, arrays and objects.
@@ -166,12 +166,12 @@ func (in *interner) hashContainer(t *tree, v *value) uint64 {
 			in.buf = appendUnescaped(in.buf[:0], body)
 			body = in.buf
 		}
-		return mix(hashString, maphash.Bytes(in.seed, body))
+		return mixClass(classString, maphash.Bytes(in.seed, body))
 	case kindArray:
 		items, it := t.arrayItems(v)
-		h := mix(hashArray, uint64(len(items)))
+		h := mixClass(classArray, uint64(len(items)))
 		for i := range items {
-			h = mix(h, in.hash(it, &items[i]))
+			h = mixClass(h, in.hash(it, &items[i]))
 		}
 		return h
 	default: // object: members in any order
@@ -179,8 +179,8 @@ func (in *interner) hashContainer(t *tree, v *value) uint64 {
 		for i := v.first; i < v.first+v.count; i++ {
 			mb := &t.members[i]
 			k := maphash.Bytes(in.seed, t.key(mb))
-			sum += mix(k, in.hash(t, &mb.value))
+			sum += mixClass(k, in.hash(t, &mb.value))
 		}
-		return mix(hashObject, sum+uint64(v.count))
+		return mixClass(classObject, sum+uint64(v.count))
 	}
 }
