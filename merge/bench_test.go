@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -116,7 +117,7 @@ func encodingJSONMerge(base, mine, theirs []byte) []byte {
 		}
 		return v
 	}
-	merged, _ := modelMerge(decode(base), decode(mine), decode(theirs))
+	merged, _, _ := modelMerge(decode(base), decode(mine), decode(theirs))
 	return mustMarshal(merged)
 }
 
@@ -314,4 +315,118 @@ func TestProfileRecordMerge(t *testing.T) {
 			t.Fatalf("merged is not both counters changed")
 		}
 	}
+}
+
+// arrayRecord is {"id": 7, "items": [...]} with n elements: numbers, or
+// objects with ids when keyed; change gives the text of element i (or ""
+// to drop it) and extra elements go at the end.
+func arrayRecord(n int, keyed bool, change func(i int) string, extra ...string) []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"id": 7, "name": "Zo\u00eb", "items": [`)
+	first := true
+	add := func(s string) {
+		if !first {
+			b.WriteString(", ")
+		}
+		first = false
+		b.WriteString(s)
+	}
+	for i := range n {
+		s := ""
+		if change != nil {
+			s = change(i)
+		}
+		if s == "" {
+			s = strconv.Itoa(i * 3)
+			if keyed {
+				s = fmt.Sprintf(`{"id": %d, "sku": "s%d", "qty": 1}`, i, i)
+			}
+		} else if s == "-" {
+			continue
+		}
+		add(s)
+	}
+	for _, e := range extra {
+		add(e)
+	}
+	b.WriteString("]}\n")
+	return b.Bytes()
+}
+
+// arrayBenchCases are merges of one large array changed on both sides.
+func arrayBenchCases(n int) []struct {
+	name                string
+	base, mine, theirs  []byte
+	conflicts, elements bool // want a (fallback) conflict; want the array merged by element
+} {
+	every := func(k, offset int, text func(i int) string) func(i int) string {
+		return func(i int) string {
+			if i%k == offset {
+				return text(i)
+			}
+			return ""
+		}
+	}
+	neg := func(i int) string { return strconv.Itoa(-i - 1) }
+	type c = struct {
+		name                string
+		base, mine, theirs  []byte
+		conflicts, elements bool
+	}
+	base := arrayRecord(n, false, nil)
+	keyedBase := arrayRecord(n, true, nil)
+	return []c{
+		{"append", base, arrayRecord(n, false, nil, "-1"), arrayRecord(n, false, nil, "-2"), false, true},
+		{"middle", base, arrayRecord(n, false, every(n, n/2, neg)), arrayRecord(n, false, nil, "-2"), false, true},
+		{"scattered-100", base, arrayRecord(n, false, every(n/100, 0, neg)), arrayRecord(n, false, every(n/100, n/200, neg)), false, true},
+		{"fallback", base, arrayRecord(n, false, every(max(1, n/2000), 0, neg)), arrayRecord(n, false, nil, "-2"), true, false},
+		{"keyed-middle", keyedBase, arrayRecord(n, true, every(n, n/2, func(i int) string {
+			return fmt.Sprintf(`{"id": %d, "sku": "s%d", "qty": 2}`, i, i)
+		})), arrayRecord(n, true, nil, `{"id": -1, "sku": "new", "qty": 1}`), false, true},
+	}
+}
+
+func TestArrayBenchCases(t *testing.T) {
+	for _, tc := range arrayBenchCases(10_000) {
+		res, err := Merge(Inputs{Base: tc.base, HasBase: true, Mine: tc.mine, Theirs: tc.theirs, HasTheirs: true}, Options{})
+		if err != nil || (len(res.Conflicts) > 0) != tc.conflicts || (res.Merges[StrategySequence]+res.Merges[StrategyKeyed] > 0) != tc.elements {
+			t.Errorf("%s: err %v, conflicts %q, merges %v", tc.name, err, conflictSummary(res.Conflicts), res.Merges)
+		}
+	}
+}
+
+// BenchmarkMergeArray merges records whose one large array both sides
+// changed: appends on both sides, one change in the middle against an
+// append, 100 scattered changes on each side, 2,000 changes (or all
+// elements) against an append (past the diff bound: the array falls back
+// to one value), and a keyed array of objects, one changed against an
+// append.
+func BenchmarkMergeArray(b *testing.B) {
+	for _, n := range []int{1000, 100_000} {
+		for _, tc := range arrayBenchCases(n) {
+			in := Inputs{Base: tc.base, HasBase: true, Mine: tc.mine, Theirs: tc.theirs, HasTheirs: true}
+			b.Run(fmt.Sprintf("%d/%s", n, tc.name), func(b *testing.B) {
+				b.SetBytes(int64(len(tc.base) + len(tc.mine) + len(tc.theirs)))
+				b.ReportAllocs()
+				cpu0 := processCPU()
+				for b.Loop() {
+					if _, err := Merge(in, Options{}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				// The machine is shared: CPU time says more than wall time.
+				b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+			})
+		}
+	}
+}
+
+// processCPU is the CPU time the process has used (all threads, GC
+// included), in nanoseconds.
+func processCPU() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }

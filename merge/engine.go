@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"hash/maphash"
 	"slices"
+	"strconv"
+	"strings"
 )
 
 // edit replaces theirs' bytes [start, end) with text.
@@ -20,32 +22,77 @@ type merger struct {
 	edits        []edit
 	changed      int
 	conflicts    []Conflict
-	path         [][]byte // decoded keys from the top-level object down
-	deleted      []bool   // scratch, one per member of the object being finished
+	path         []step // from the top-level value down
+	deleted      []bool // scratch, one per member of the object being finished
 	// Stacks, one region per object being merged: hash tables of base's and
 	// theirs' objects, and which of base's members mine has.
 	slots    []int32
 	baseSeen []bool
 	seed     maphash.Seed
 	seeded   bool
+
+	rules    []*Rule // the rules for this record, first match first
+	maxRule  int     // the most steps of any of rules
+	merges   map[Strategy]int
+	emptyArr *tree // [] standing in for the base of arrays added on both sides
+	// arrayCost bounds one array's element diff; arrayBudget is what is
+	// left of the whole merge's (see Options.MaxArrayCost).
+	arrayCost   int
+	arrayBudget int64
+	// mayCancel: edits were recorded that can together leave theirs as
+	// it was (an element deleted and the same bytes inserted in its place).
+	mayCancel bool
 }
+
+// step is one step of merger.path: an object member's decoded key, or an
+// array element's index.
+type step struct {
+	key   []byte
+	index int32 // >= 0: an array element; -1: an object member
+}
+
+// push and pop move m.path down to a member or element and back.
+func (m *merger) pushKey(key []byte) { m.path = append(m.path, step{key: key, index: -1}) }
+func (m *merger) pushIndex(i int32)  { m.path = append(m.path, step{index: i}) }
+func (m *merger) pop()               { m.path = m.path[:len(m.path)-1] }
 
 // value merges one position where all three sides have a value and mine
 // differs from base; bt is the tree that holds b.
 func (m *merger) value(bt *tree, b, mv, t *value) {
+	if m.rules != nil {
+		if r := m.lookup(); r != nil {
+			m.valueRule(r, bt, b, mv, t)
+			return
+		}
+	}
+	m.valueDefault(bt, b, mv, t)
+}
+
+// valueDefault is value without rules.
+func (m *merger) valueDefault(bt *tree, b, mv, t *value) {
 	if b.kind == kindObject && mv.kind == kindObject && t.kind == kindObject {
 		m.object(bt, b, mv, t)
 		return
 	}
+	if b.kind == kindArray && mv.kind == kindArray && t.kind == kindArray {
+		m.array(bt, b, mv, t, "", "")
+		return
+	}
+	m.atomic(bt, b, mv, t, "")
+}
+
+// atomic merges a position as one value: mine's, unless theirs changed it
+// too, to something else, which is a conflict.
+func (m *merger) atomic(bt *tree, b, mv, t *value, strategy Strategy) {
 	if equal(m.mine, mv, m.theirs, t) {
 		return // the same change on both sides
 	}
 	if !equal(bt, b, m.theirs, t) {
 		reason := reasonBoth
-		if bt == m.empty {
+		if bt.standIn {
 			reason = reasonAddedBoth
 		}
-		m.conflict(reason, bt, b, mv, t)
+		m.conflict(reason, strategy, bt, b, mv, t)
 	}
 	m.replace(t, mv)
 }
@@ -70,22 +117,25 @@ func (m *merger) object(bt *tree, b, mv, t *value) {
 			bm = &bt.members[i]
 			m.baseSeen[seenMark+int(i-b.first)] = true
 		}
-		m.path = append(m.path, key)
+		m.pushKey(key)
 		m.member(bt, bm, mm, mIdx, &tIndex, mIdx-mv.first, &deleted, &added)
-		m.path = m.path[:len(m.path)-1]
+		m.pop()
 	}
 	for bIdx := b.first; bIdx < b.first+b.count; bIdx++ {
 		if !m.baseSeen[seenMark+int(bIdx-b.first)] {
 			bm := &bt.members[bIdx]
-			m.path = append(m.path, bt.key(bm))
+			m.pushKey(bt.key(bm))
 			m.member(bt, bm, nil, -1, &tIndex, bIdx-b.first, &deleted, &added)
-			m.path = m.path[:len(m.path)-1]
+			m.pop()
 		}
 	}
 	m.slots, m.baseSeen = m.slots[:slotsMark], m.baseSeen[:seenMark]
 	if len(m.conflicts)-firstConflict > 1 {
+		// Every conflict found here is below one of the members, so
+		// ordering by the member's key orders them by path.
+		d := len(m.path)
 		slices.SortStableFunc(m.conflicts[firstConflict:], func(a, b Conflict) int {
-			return slices.Compare(a.Path, b.Path)
+			return strings.Compare(a.Path[d], b.Path[d])
 		})
 	}
 	if len(deleted) > 0 || len(added) > 0 {
@@ -103,34 +153,48 @@ func (m *merger) member(bt *tree, bm, mm *member, mIdx int32, tIndex *objectInde
 		return // the usual case: untouched, theirs' value stands
 	}
 	var tm *member
-	tIdx := m.find(tIndex, m.path[len(m.path)-1], tGuess)
+	tIdx := m.find(tIndex, m.path[len(m.path)-1].key, tGuess)
 	if tIdx >= 0 {
 		tm = &m.theirs.members[tIdx]
 	}
+	var r *Rule
+	if m.rules != nil {
+		r = m.lookup()
+	}
 	switch {
 	case bm != nil && mm != nil: // in base and mine, changed bytes
-		if tm != nil && bm.value.kind == kindObject && mm.value.kind == kindObject && tm.value.kind == kindObject {
-			// Merging finds any change inside; comparing first would walk
-			// the same members twice.
-			m.object(bt, &bm.value, &mm.value, &tm.value)
+		if tm != nil && r != nil {
+			m.valueRule(r, bt, &bm.value, &mm.value, &tm.value)
 			return
+		}
+		if tm != nil && bm.value.kind == mm.value.kind && bm.value.kind == tm.value.kind {
+			// Merging finds any change inside; comparing first would walk
+			// the same members twice (and parse arrays again).
+			switch bm.value.kind {
+			case kindObject:
+				m.object(bt, &bm.value, &mm.value, &tm.value)
+				return
+			case kindArray:
+				m.array(bt, &bm.value, &mm.value, &tm.value, "", "")
+				return
+			}
 		}
 		if equal(bt, &bm.value, m.mine, &mm.value) {
 			return // unchanged by mine: theirs' value stands
 		}
 		if tm == nil {
-			m.conflict(reasonTheirsDeleted, bt, &bm.value, &mm.value, nil)
+			m.conflict(reasonTheirsDeleted, r.strategy(), bt, &bm.value, &mm.value, nil)
 			*added = append(*added, mIdx)
 			m.changed++
 			return
 		}
-		m.value(bt, &bm.value, &mm.value, &tm.value)
+		m.valueDefault(bt, &bm.value, &mm.value, &tm.value)
 	case bm != nil: // deleted in mine
 		if tm == nil {
 			return // deleted on both sides
 		}
 		if !equal(bt, &bm.value, m.theirs, &tm.value) {
-			m.conflict(reasonMineDeleted, bt, &bm.value, nil, &tm.value)
+			m.conflict(reasonMineDeleted, r.strategy(), bt, &bm.value, nil, &tm.value)
 		}
 		*deleted = append(*deleted, tIdx)
 		m.changed++
@@ -140,13 +204,35 @@ func (m *merger) member(bt *tree, bm, mm *member, mIdx int32, tIndex *objectInde
 			m.changed++
 			return
 		}
-		if mm.value.kind == kindObject && tm.value.kind == kindObject {
-			m.object(m.empty, &m.empty.root, &mm.value, &tm.value) // a union, as if both had started from {}
-		} else if !equal(m.mine, &mm.value, m.theirs, &tm.value) {
-			m.conflict(reasonAddedBoth, m.empty, nil, &mm.value, &tm.value)
-			m.replace(&tm.value, &mm.value)
-		}
+		m.addedBoth(r, &mm.value, &tm.value)
 	}
+}
+
+// addedBoth merges a position that mine and theirs both added, as if both
+// had started from an empty value: objects and arrays merge as a union,
+// counters add up (see valueRule).
+func (m *merger) addedBoth(r *Rule, mv, t *value) {
+	if r != nil {
+		m.valueRule(r, m.empty, &m.empty.root, mv, t)
+		return
+	}
+	switch {
+	case mv.kind == kindObject && t.kind == kindObject:
+		m.object(m.empty, &m.empty.root, mv, t) // a union, as if both had started from {}
+	case mv.kind == kindArray && t.kind == kindArray:
+		ea := m.emptyArray()
+		m.array(ea, &ea.root, mv, t, "", "")
+	case !equal(m.mine, mv, m.theirs, t):
+		m.conflict(reasonAddedBoth, "", m.empty, nil, mv, t)
+		m.replace(t, mv)
+	}
+}
+
+func (m *merger) emptyArray() *tree {
+	if m.emptyArr == nil {
+		m.emptyArr = standIn("[]", kindArray)
+	}
+	return m.emptyArr
 }
 
 // objectIndex finds the members of one object by decoded key. Most
@@ -309,12 +395,9 @@ func (m *merger) replace(t, mv *value) {
 }
 
 // conflict records a conflict at m.path; nil marks a side without the key.
-func (m *merger) conflict(reason string, bt *tree, b, mv, t *value) {
-	c := Conflict{Reason: reason, Path: make([]string, len(m.path))}
-	for i, k := range m.path {
-		c.Path[i] = string(k)
-	}
-	if b != nil && bt != m.empty {
+func (m *merger) conflict(reason string, strategy Strategy, bt *tree, b, mv, t *value) {
+	c := m.newConflict(reason, strategy)
+	if b != nil && !bt.standIn {
 		c.Base = bytes.Clone(bt.raw(b))
 	}
 	if mv != nil {
@@ -324,6 +407,35 @@ func (m *merger) conflict(reason string, bt *tree, b, mv, t *value) {
 		c.Theirs = bytes.Clone(m.theirs.raw(t))
 	}
 	m.conflicts = append(m.conflicts, c)
+}
+
+// newConflict returns a conflict at m.path without values.
+func (m *merger) newConflict(reason string, strategy Strategy) Conflict {
+	c := Conflict{Reason: reason, Strategy: strategy, Path: make([]string, len(m.path))}
+	for i, s := range m.path {
+		if s.index < 0 {
+			c.Path[i] = string(s.key)
+			continue
+		}
+		c.Path[i] = strconv.Itoa(int(s.index))
+		if c.ArrayIndex == nil {
+			c.ArrayIndex = make([]bool, len(m.path))
+		}
+		c.ArrayIndex[i] = true
+	}
+	return c
+}
+
+// merged counts a position that both sides changed and that strategy
+// merged; conflictsBefore is len(m.conflicts) when it began.
+func (m *merger) merged(strategy Strategy, conflictsBefore int) {
+	if len(m.conflicts) > conflictsBefore {
+		return
+	}
+	if m.merges == nil {
+		m.merges = make(map[Strategy]int)
+	}
+	m.merges[strategy]++
 }
 
 // splice applies the edits to theirs in one copy.

@@ -30,9 +30,10 @@ func equal(ta *tree, a *value, tb *tree, b *value) bool {
 		if a.count != b.count {
 			return false
 		}
-		ea, eb := ta.elements(a), tb.elements(b)
-		for i := range ea.items {
-			if !equal(ea, &ea.items[i], eb, &eb.items[i]) {
+		ia, ea := ta.arrayItems(a)
+		ib, eb := tb.arrayItems(b)
+		for i := range ia {
+			if !equal(ea, &ia[i], eb, &ib[i]) {
 				return false
 			}
 		}

@@ -1,11 +1,56 @@
 // Package merge is a 3-way merge of JSON documents on bytes.
 //
 // A writer read base, wrote mine, and the record is now theirs: Merge applies
-// only what changed from base to mine onto theirs. Objects merge key by key,
-// recursively; arrays and scalars are single values. "Changed" means not
+// only what changed from base to mine onto theirs. "Changed" means not
 // JSON-equal: numbers compare by exact decimal value, strings after
-// unescaping, and key order and whitespace never count. Untouched bytes of
-// theirs are kept exactly; edits are spliced into theirs in one pass.
+// unescaping, and key order and whitespace never count. A change on one side
+// only is always taken as it is. Untouched bytes of theirs are kept exactly;
+// edits are spliced into theirs in one pass, and what is added takes the
+// layout of its neighbours in theirs.
+//
+// Objects merge key by key, recursively: a key added, deleted or set in mine
+// is added, deleted or set in theirs. The same key changed differently on
+// both sides (set and set, set and deleted) is a conflict.
+//
+// Arrays merge by element. An array that one side left as it was becomes the
+// other side's, exactly. When both changed it:
+//
+//   - By default the elements merge as a 3-way diff (diff3 at element
+//     granularity, elements compared under JSON equality): each side's
+//     changes are the hunks of a shortest edit script from base (Myers);
+//     changes of one side that touch no change of the other apply as they
+//     are; where both sides insert at the same place, both insertions are
+//     kept, theirs first, and what both inserted (their longest common
+//     subsequence) once; a region that both changed element for element
+//     merges element by element, objects and arrays recursively; any
+//     other region changed on both sides (differently) is a conflict. An
+//     insertion at either end of a region the other side replaced does not
+//     touch it: [1,2,3] becoming [1,3] and [1,2,"x",3] gives [1,"x",3].
+//   - When every element, in all three versions, is an object with a scalar
+//     member under the same key, unique within each array (the first of
+//     "id", "_id", "uuid" and "key" that every element has), the elements
+//     merge by that identity: one present in all three merges as an object;
+//     one deleted on one side is deleted, unless the other changed it (a
+//     conflict); one added on both sides merges as a union. The order is
+//     theirs', with each element that mine adds after the element that
+//     precedes it in mine (and after those that theirs added there).
+//   - An element diff that would take more than Options.MaxArrayCost steps,
+//     or find more than 1024 differences, makes the array one value again,
+//     reported as a conflict (strategy atomic) that says why, so that a
+//     100,000-element array costs a few parses of it however it changed.
+//
+// Arrays added by both sides merge as if both had started from []. A top-level
+// value that is not an object (array or scalar) is one value.
+//
+// Rules (ParseRules, Options.Rules) choose another strategy for matching
+// positions of matching records: counter, max, min, set, keyed (by a named
+// key), sequence, atomic or reject; see Strategy. A rule-resolved merge is
+// not a conflict and is counted in Result.Merges; a value that does not fit
+// the strategy (a counter that is not a number) is a conflict.
+//
+// A conflict (see Conflict) is resolved by the policy: WriterWins takes
+// mine's side, Reject refuses the merge. A conflict at a position whose
+// rule is reject refuses it under either policy.
 //
 // Every input is validated by the package's own parser (RFC 8259, UTF-8,
 // no duplicate keys, bounded size and depth) before anything walks it, so
@@ -17,6 +62,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 )
 
 // Policy says how a conflict is resolved.
@@ -65,12 +111,29 @@ const (
 	maxDepthLimit = 100_000
 )
 
+// DefaultMaxArrayCost is the bound on the work of one array's element
+// diff when Options.MaxArrayCost is 0: about 30 ms on a 2 GHz core.
+const DefaultMaxArrayCost = 1 << 22
+
 // Options configure Merge. The zero value is writer-wins with the default
-// limits.
+// limits and no rules.
 type Options struct {
 	Policy   Policy
 	MaxSize  int // largest input document in bytes; 0 means DefaultMaxSize
 	MaxDepth int // deepest nesting of arrays and objects; 0 means DefaultMaxDepth
+	// Rules, when not nil, choose the strategy at matching positions of
+	// the record named Record (its path relative to the mount, matched
+	// against each rule's records glob).
+	Rules  *Rules
+	Record string
+	// MaxArrayCost bounds the work of the element diff of one array (steps
+	// of the diff, about (n+m)·d for n and m elements and d differences);
+	// past it, or past 1024 differences, the array is merged as one value
+	// and a conflict says why. The whole merge gets four times this
+	// budget for all its arrays. 0 means DefaultMaxArrayCost; negative
+	// merges arrays as one value (as before arrays merged by element),
+	// but where a rule says set or keyed.
+	MaxArrayCost int
 }
 
 // Inputs are the three versions of a record.
@@ -82,31 +145,80 @@ type Inputs struct {
 	HasTheirs bool // false: no record exists now
 }
 
-// Conflict is one key changed differently in mine and in theirs, or a
+// Conflict is one position changed differently in mine and in theirs, or a
 // whole-document clash.
 type Conflict struct {
-	// Path is the key path from the top-level object (keys unescaped);
-	// empty for a whole-document conflict.
+	// Path is the position from the top-level value: object keys
+	// (unescaped) and array indices (in decimal); empty for a
+	// whole-document conflict. An index is the element's position in
+	// theirs, or in mine for an element that theirs does not have.
 	Path []string
+	// ArrayIndex marks the steps of Path that are array indices: Path[i]
+	// is an index where ArrayIndex[i] is true. nil when no step is.
+	ArrayIndex []bool
 	// Base, Mine and Theirs are the raw values as found in each input, nil
-	// where the key is absent. For a "theirs invalid" conflict Theirs is the
-	// whole invalid input, which is not JSON.
+	// where the key or element is absent. For a "theirs invalid" conflict
+	// Theirs is the whole invalid input, which is not JSON. For a run of
+	// array elements (a Reason that starts with "elements") each is a JSON
+	// array of the elements of the run on that side, and Path names the
+	// run's first index in theirs.
 	Base, Mine, Theirs []byte
 	Reason             string
+	// Strategy is the strategy that applied at Path: the rule's where a
+	// rule matches; StrategySequence or StrategyKeyed where the element
+	// merge of an array decided (an element or a run changed on both
+	// sides, deleted on one and changed on the other); StrategyAtomic for
+	// an array too large to merge by element; empty for object members
+	// without a rule.
+	Strategy Strategy
+}
+
+// IsIndex reports whether Path[i] is an array index.
+func (c *Conflict) IsIndex(i int) bool {
+	return i < len(c.ArrayIndex) && c.ArrayIndex[i]
+}
+
+// Pointer returns Path as a JSON Pointer (RFC 6901); "" for the whole
+// document. Keys and indices are written alike, as the RFC does: the
+// document tells them apart.
+func (c *Conflict) Pointer() string {
+	var b strings.Builder
+	for _, k := range c.Path {
+		b.WriteByte('/')
+		for i := 0; i < len(k); i++ {
+			switch k[i] {
+			case '~':
+				b.WriteString("~0")
+			case '/':
+				b.WriteString("~1")
+			default:
+				b.WriteByte(k[i])
+			}
+		}
+	}
+	return b.String()
 }
 
 // Result is the outcome of a merge. Merged and the byte slices in Conflicts
 // never share memory with the inputs.
 type Result struct {
 	Merged []byte // the document to write; nil when rejected
-	// Changed counts the key-level changes applied from base->mine onto
-	// theirs; 0 means Merged is byte-identical to theirs.
+	// Changed counts the changes applied from base->mine onto theirs (a
+	// member or element set, added or deleted, a value computed by a
+	// rule); 0 means Merged is byte-identical to theirs.
 	Changed   int
 	Conflicts []Conflict
+	// Merges counts, per strategy, the positions that both mine and theirs
+	// changed and that the strategy merged without any conflict: arrays
+	// merged by element (StrategySequence, StrategyKeyed) and values
+	// merged by a rule. Plain object members are not counted. nil when
+	// there are none.
+	Merges map[Strategy]int
 }
 
-// ErrRejected is returned with policy Reject when there are conflicts;
-// Result.Conflicts lists them.
+// ErrRejected is returned with policy Reject when there are conflicts, and
+// with any policy when a conflict is at a position whose rule is
+// StrategyReject; Result.Conflicts lists them.
 var ErrRejected = errors.New("merge rejected: conflicting changes")
 
 // InputError says which input is not one valid JSON document and why.
@@ -131,6 +243,10 @@ const (
 	reasonTheirsDeleted = "modified in mine, deleted in theirs"
 	reasonRecordDeleted = "modified in mine, record deleted"
 	reasonTheirsInvalid = "theirs invalid: "
+	// Runs of array elements (see Conflict).
+	reasonRunBoth          = "elements modified in both"
+	reasonRunMineDeleted   = "elements deleted in mine, modified in theirs"
+	reasonRunTheirsDeleted = "elements modified in mine, deleted in theirs"
 )
 
 // Merge applies the changes from in.Base to in.Mine onto in.Theirs.
@@ -191,7 +307,7 @@ func Merge(in Inputs, opts Options) (Result, error) {
 		}
 		return finish(Result{Merged: bytes.Clone(in.Mine), Changed: 1, Conflicts: []Conflict{c}}, opts.Policy)
 	}
-	return finish(mergeDocuments(base, mine, theirs), opts.Policy)
+	return finish(mergeDocuments(base, mine, theirs, opts), opts.Policy)
 }
 
 func limits(opts Options) (maxSize, maxDepth int, err error) {
@@ -225,12 +341,22 @@ func load(name string, data []byte, maxSize, maxDepth int, s *scratch) (*tree, e
 	return t, nil
 }
 
-func emptyObject() *tree {
-	return &tree{data: []byte("{}"), root: value{kind: kindObject, end: 2}}
+// standIn returns a tree holding only text: an empty object, an empty
+// array or 0, standing in for the base of a position that mine and theirs
+// both added.
+func standIn(text string, k kind) *tree {
+	return &tree{data: []byte(text), root: value{kind: k, end: int32(len(text))}, full: true, standIn: true}
 }
 
 func finish(res Result, policy Policy) (Result, error) {
-	if policy == Reject && len(res.Conflicts) > 0 {
+	if len(res.Conflicts) == 0 {
+		return res, nil
+	}
+	fatal := policy == Reject
+	for i := range res.Conflicts {
+		fatal = fatal || res.Conflicts[i].Strategy == StrategyReject
+	}
+	if fatal {
 		return Result{Conflicts: res.Conflicts}, ErrRejected
 	}
 	return res, nil
@@ -238,8 +364,16 @@ func finish(res Result, policy Policy) (Result, error) {
 
 // mergeDocuments merges valid documents; a nil base means the writer read
 // nothing.
-func mergeDocuments(base, mine, theirs *tree) Result {
-	m := &merger{mine: mine, theirs: theirs, empty: emptyObject()}
+func mergeDocuments(base, mine, theirs *tree, opts Options) Result {
+	m := &merger{mine: mine, theirs: theirs, empty: standIn("{}", kindObject)}
+	m.arrayCost = opts.MaxArrayCost
+	if m.arrayCost == 0 {
+		m.arrayCost = DefaultMaxArrayCost
+	}
+	m.arrayBudget = 4 * int64(m.arrayCost)
+	if opts.Rules != nil {
+		m.setRules(opts.Rules.forRecord(opts.Record))
+	}
 	if base == nil {
 		// Two creators: a union of both, as if both had started from {}.
 		base = m.empty
@@ -247,13 +381,24 @@ func mergeDocuments(base, mine, theirs *tree) Result {
 	if base == mine {
 		return Result{Merged: bytes.Clone(theirs.data)} // the same bytes
 	}
-	if base.root.kind == kindObject && mine.root.kind == kindObject && theirs.root.kind == kindObject {
+	if r := m.lookup(); r != nil {
+		m.valueRule(r, base, &base.root, &mine.root, &theirs.root)
+	} else if base.root.kind == kindObject && mine.root.kind == kindObject && theirs.root.kind == kindObject {
 		m.object(base, &base.root, &mine.root, &theirs.root)
 	} else if !equal(base, &base.root, mine, &mine.root) {
-		m.value(base, &base.root, &mine.root, &theirs.root)
+		// A top level that is not an object is one value (arrays too).
+		m.atomic(base, &base.root, &mine.root, &theirs.root, "")
 	}
+	res := Result{Changed: m.changed, Conflicts: m.conflicts, Merges: m.merges}
 	if len(m.edits) == 0 {
-		return Result{Merged: bytes.Clone(theirs.data), Conflicts: m.conflicts}
+		res.Merged = bytes.Clone(theirs.data)
+	} else {
+		res.Merged = m.splice()
+		if m.mayCancel && bytes.Equal(res.Merged, theirs.data) {
+			// Changes that cancel out: an element deleted and the same
+			// bytes inserted where it was.
+			res.Changed = 0
+		}
 	}
-	return Result{Merged: m.splice(), Changed: m.changed, Conflicts: m.conflicts}
+	return res
 }

@@ -30,7 +30,7 @@ type value struct {
 	keyEscaped bool  // the value of a member whose key contains escapes
 	start      int32 // offset of the first byte of the value
 	end        int32 // offset just past the last byte of the value
-	first      int32 // object: index into tree.members and tree.sorted
+	first      int32 // object: index into tree.members and tree.sorted; array of a full tree: into tree.items
 	count      int32 // object: number of members; array: number of elements
 }
 
@@ -42,9 +42,9 @@ type member struct {
 }
 
 // tree is a validated document with the byte span of every member of every
-// object outside arrays, which is what the merge walks: arrays are single
-// values, so their elements are only looked at (parsed again, see elements)
-// when two arrays with different bytes are compared.
+// object outside arrays, which is what the merge walks first: the elements
+// of an array are only looked at (parsed again, see elements and expand)
+// when two arrays with different bytes are compared or merged.
 //
 // The members of one object are contiguous in document order; sorted holds,
 // for the same range, the member indices ordered by decoded key, made
@@ -54,7 +54,14 @@ type tree struct {
 	root    value
 	members []member
 	sorted  []int32
-	items   []value // only for a tree made by elements: the top array's elements
+	items   []value // a tree made by elements: the top array's elements; a full tree: every array's
+	// full: the tree holds every member and element of every object and
+	// array under root (made by expand), the elements of each array
+	// contiguous in items.
+	full bool
+	// standIn: the tree is not an input but stands in for a base that
+	// does not have the position (see standIn).
+	standIn bool
 	// Decoded text of the keys that contain escapes, by keyStart. Members
 	// stay small for the usual keys that have none.
 	escapedKeys map[int32][]byte
@@ -115,6 +122,37 @@ func (t *tree) elements(v *value) *tree {
 	return sub
 }
 
+// expand parses the value v of t again into a full tree: the same data,
+// with every member and element under v stored. t.data is already
+// validated, so this cannot fail. A full tree expands to itself.
+func (t *tree) expand(v *value) *tree {
+	if t.full {
+		return t
+	}
+	seg := t.data[v.start:v.end]
+	n := min(bytes.Count(seg, []byte{':'}), len(seg)/5)
+	// Every element but the last of each array is followed by a comma.
+	items := min(bytes.Count(seg, []byte{','})+1, len(seg)/2)
+	nt := &tree{data: t.data, members: make([]member, 0, n), full: true, items: make([]value, 0, items)}
+	p := &parser{t: nt, data: t.data, pos: int(v.start), maxDepth: maxDepthLimit, store: true, full: true,
+		arena: nt.members[:n], stackTop: n, scratch: &scratch{}, itemStack: make([]value, 0, items)}
+	p.value(0, &nt.root)
+	if p.err != nil {
+		panic("merge: a validated value does not parse again: " + p.err.reason)
+	}
+	return nt
+}
+
+// arrayItems returns the elements of array v of t and the tree that holds
+// them.
+func (t *tree) arrayItems(v *value) ([]value, *tree) {
+	if t.full {
+		return t.items[v.first : v.first+v.count], t
+	}
+	sub := t.elements(v)
+	return sub.items, sub
+}
+
 // syntaxError is a parse failure; the caller turns it into an *InputError.
 type syntaxError struct {
 	reason string
@@ -135,6 +173,11 @@ type parser struct {
 	// storeItems says whether the elements of the top array go into
 	// tree.items (a tree made by elements).
 	storeItems bool
+	// full says that every member and every element is stored (a tree
+	// made by expand); itemStack holds the elements of the arrays still
+	// open.
+	full      bool
+	itemStack []value
 	// arena is t.members up to its capacity. Finished objects' members
 	// are appended at its start (t.members); the members of the objects
 	// still open are pushed on a stack at its end, arena[stackTop:], last
@@ -260,7 +303,11 @@ func (p *parser) value(depth int, v *value) {
 		v.first, v.count = p.object(depth + 1)
 	case c == '[':
 		v.kind = kindArray
-		v.count = p.array(depth + 1)
+		if p.full {
+			v.first, v.count = p.fullArray(depth + 1)
+		} else {
+			v.count = p.array(depth + 1)
+		}
 	case c == '-' || (c >= '0' && c <= '9'):
 		v.kind = kindNumber
 		p.number()
@@ -475,6 +522,50 @@ func (p *parser) array(depth int) int32 {
 		p.unexpected("',' or ']' in array")
 	}
 	return n
+}
+
+// fullArray parses an array of a full tree and returns where its elements
+// are in tree.items.
+func (p *parser) fullArray(depth int) (first, count int32) {
+	if depth > p.maxDepth {
+		p.fail(p.pos, "nesting deeper than max depth %d", p.maxDepth)
+		return 0, 0
+	}
+	p.pos++ // '['
+	base := len(p.itemStack)
+	p.skipSpace()
+	if p.pos < len(p.data) && p.data[p.pos] == ']' {
+		p.pos++
+		return int32(len(p.t.items)), 0
+	}
+	for p.err == nil {
+		if p.pos < len(p.data) && p.data[p.pos] == ']' && len(p.itemStack) > base {
+			p.fail(p.pos, "trailing comma in array")
+			break
+		}
+		var v value
+		p.value(depth, &v)
+		if p.err != nil {
+			break
+		}
+		p.itemStack = append(p.itemStack, v)
+		p.skipSpace()
+		if p.pos < len(p.data) && p.data[p.pos] == ',' {
+			p.pos++
+			p.skipSpace()
+			continue
+		}
+		if p.pos < len(p.data) && p.data[p.pos] == ']' {
+			p.pos++
+			break
+		}
+		p.unexpected("',' or ']' in array")
+	}
+	items := p.itemStack[base:]
+	first = int32(len(p.t.items))
+	p.t.items = append(p.t.items, items...)
+	p.itemStack = p.itemStack[:base]
+	return first, int32(len(items))
 }
 
 // plainString marks the bytes that end the fast path of string scanning.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 
 	"github.com/mergefs/mergefs/merge"
 )
@@ -16,8 +17,18 @@ const mergeUsage = `Usage: mergefs merge [flags] BASE MINE THEIRS
 
 3-way merge of JSON documents, as mergefs does on every commit: the changes
 from BASE (the version a writer read) to MINE (what it wrote) are applied to
-THEIRS (the record as it is now), key by key. Untouched parts of THEIRS keep
-their bytes. The merged document goes to stdout.
+THEIRS (the record as it is now), key by key, and arrays element by element.
+Untouched parts of THEIRS keep their bytes. The merged document goes to
+stdout.
+
+With --rules FILE, a rules file says how positions merge where JSON alone
+cannot, for example
+  {"rules": [{"records": "users/*.json", "path": "/login_count", "strategy": "counter"},
+             {"path": "/tags", "strategy": "set"},
+             {"path": "/cart/items", "strategy": "keyed", "key": "sku"}]}
+(strategies: counter, max, min, set, keyed, sequence, atomic, reject).
+THEIRS's path, as given (cleaned), is the record name that the rules'
+"records" globs match.
 
 A missing BASE file means the writer read nothing: MINE and THEIRS are merged
 as a union. A missing THEIRS file means there is no record: MINE is the result.
@@ -25,22 +36,32 @@ An invalid THEIRS (damaged) is replaced by MINE and reported as a conflict.
 
 Each conflict goes to stderr as one JSON line, for example
   {"path":["a","b"],"base":1,"mine":2,"theirs":3,"reason":"modified in both"}
-A side where the key is absent is left out; an invalid THEIRS is a string.
+  {"path":["items",2],"base":1,"mine":2,"theirs":3,"reason":"modified in both","strategy":"sequence"}
+"path" lists object keys as strings and array indices as numbers (the
+element's index in THEIRS, or in MINE for an element THEIRS no longer has).
+"strategy" names the strategy that applied (a rule's, or sequence/keyed for
+arrays merged by element, atomic for an array too large to merge by
+element); it is left out for plain object members. A side where the key is
+absent is left out; an invalid THEIRS is a string. For a reason that starts
+with "elements", each side is the JSON array of the elements of the
+conflicting run.
 
 Exit status: 0 merged cleanly; 1 merged with conflicts resolved by the policy
-(with --on-conflict reject: nothing on stdout); 2 invalid BASE or MINE, or
-another error, with a one-line message naming the file.
+(with --on-conflict reject, or a conflict where a rule says "reject": nothing
+on stdout); 2 invalid BASE, MINE or rules file, or another error, with a
+one-line message naming the file.
 
 Flags:
 `
 
 // conflictLine is the JSON form of one conflict on stderr.
 type conflictLine struct {
-	Path   []string `json:"path"`
-	Base   any      `json:"base,omitempty"`
-	Mine   any      `json:"mine,omitempty"`
-	Theirs any      `json:"theirs,omitempty"`
-	Reason string   `json:"reason"`
+	Path     []any  `json:"path"` // keys as strings, array indices as numbers
+	Base     any    `json:"base,omitempty"`
+	Mine     any    `json:"mine,omitempty"`
+	Theirs   any    `json:"theirs,omitempty"`
+	Reason   string `json:"reason"`
+	Strategy string `json:"strategy,omitempty"`
 }
 
 func runMerge(args []string, stdout, stderr io.Writer) int {
@@ -50,6 +71,7 @@ func runMerge(args []string, stdout, stderr io.Writer) int {
 	policyName := flags.String("on-conflict", merge.WriterWins.String(), "conflict policy: writer-wins (take MINE's value) or reject (exit 1, no output)")
 	maxSize := flags.Int("max-size", merge.DefaultMaxSize, "largest input file in bytes")
 	maxDepth := flags.Int("max-depth", merge.DefaultMaxDepth, "deepest nesting of arrays and objects")
+	rulesFile := flags.String("rules", "", "rules file (JSON) saying which positions merge as counters, sets, keyed lists...")
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, mergeUsage)
@@ -75,6 +97,17 @@ func runMerge(args []string, stdout, stderr io.Writer) int {
 		return fail("--max-size and --max-depth must be positive")
 	}
 	paths := map[string]string{"base": flags.Arg(0), "mine": flags.Arg(1), "theirs": flags.Arg(2)}
+	opts := merge.Options{Policy: policy, MaxSize: *maxSize, MaxDepth: *maxDepth}
+	if *rulesFile != "" {
+		data, err := os.ReadFile(*rulesFile)
+		if err != nil {
+			return fail("--rules: %v", err)
+		}
+		if opts.Rules, err = merge.ParseRules(data); err != nil {
+			return fail("--rules %s: %v", *rulesFile, err)
+		}
+		opts.Record = filepath.ToSlash(filepath.Clean(paths["theirs"]))
+	}
 
 	var in merge.Inputs
 	if in.Base, in.HasBase, err = readInput(paths["base"], *maxSize); err != nil {
@@ -91,7 +124,7 @@ func runMerge(args []string, stdout, stderr io.Writer) int {
 		return fail("%v", err)
 	}
 
-	res, err := merge.Merge(in, merge.Options{Policy: policy, MaxSize: *maxSize, MaxDepth: *maxDepth})
+	res, err := merge.Merge(in, opts)
 	var inputErr *merge.InputError
 	switch {
 	case errors.As(err, &inputErr):
@@ -137,9 +170,14 @@ func writeConflicts(w io.Writer, conflicts []merge.Conflict) error {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	for _, c := range conflicts {
-		line := conflictLine{Path: c.Path, Base: jsonValue(c.Base), Mine: jsonValue(c.Mine), Theirs: jsonValue(c.Theirs), Reason: c.Reason}
-		if line.Path == nil {
-			line.Path = []string{}
+		line := conflictLine{Path: []any{}, Base: jsonValue(c.Base), Mine: jsonValue(c.Mine), Theirs: jsonValue(c.Theirs),
+			Reason: c.Reason, Strategy: string(c.Strategy)}
+		for i, step := range c.Path {
+			if c.IsIndex(i) {
+				line.Path = append(line.Path, json.Number(step))
+			} else {
+				line.Path = append(line.Path, step)
+			}
 		}
 		if err := enc.Encode(line); err != nil {
 			return err

@@ -147,7 +147,7 @@ func TestMergeCommandUsage(t *testing.T) {
 	for _, args := range [][]string{{"merge", "--help"}, {"merge", "-h"}, {"help", "merge"}} {
 		var out, errOut bytes.Buffer
 		if code := run(args, &out, &errOut); code != 0 || !strings.Contains(out.String(), "Usage: mergefs merge") ||
-			!strings.Contains(out.String(), "-on-conflict") || errOut.Len() != 0 {
+			!strings.Contains(out.String(), "-on-conflict") || !strings.Contains(out.String(), "-rules") || errOut.Len() != 0 {
 			t.Errorf("%v: code %d, stdout %q, stderr %q", args, code, out.String(), errOut.String())
 		}
 	}
@@ -159,5 +159,94 @@ func TestMergeCommandUsage(t *testing.T) {
 		if code := run(args, &out, &errOut); code != 2 || out.Len() != 0 || errOut.Len() == 0 {
 			t.Errorf("%v: code %d, stdout %q, stderr %q", args, code, out.String(), errOut.String())
 		}
+	}
+}
+
+func TestMergeCommandArrays(t *testing.T) {
+	code, out, errOut, _ := mergeFiles(t, nil,
+		str(`{"tags": ["a"], "lines": [{"id": 1, "qty": 1}]}`),
+		str(`{"tags": ["a", "m"], "lines": [{"id": 1, "qty": 2}]}`),
+		str(`{"tags": ["a", "t"], "lines": [{"id": 1, "qty": 1}, {"id": 2, "qty": 1}]}`))
+	if want := `{"tags": ["a", "t", "m"], "lines": [{"id": 1, "qty": 2}, {"id": 2, "qty": 1}]}`; code != 0 || out != want || errOut != "" {
+		t.Fatalf("code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	code, out, errOut, _ = mergeFiles(t, nil, str(`{"l":[1,2,3]}`), str(`{"l":[1,5,3]}`), str(`{"l":[1,6,3]}`))
+	lines := conflictLines(t, errOut)
+	if code != 1 || out != `{"l":[1,5,3]}` || len(lines) != 1 {
+		t.Fatalf("code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	line, _ := json.Marshal(lines[0])
+	if want := `{"base":2,"mine":5,"path":["l",1],"reason":"modified in both","strategy":"sequence","theirs":6}`; string(line) != want {
+		t.Errorf("conflict line %s, want %s", line, want)
+	}
+	// A key that looks like an index stays a string.
+	_, _, errOut, _ = mergeFiles(t, nil, str(`{"1":{"2":1}}`), str(`{"1":{"2":2}}`), str(`{"1":{"2":3}}`))
+	if !strings.Contains(errOut, `"path":["1","2"]`) {
+		t.Errorf("keys that look like indices: %q", errOut)
+	}
+}
+
+// mergeWithRules writes the rules and the three files under
+// dir/users/, and runs "mergefs merge --rules" from dir with relative
+// paths.
+func mergeWithRules(t *testing.T, rules, base, mine, theirs string, flags ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "users"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{"rules.json": rules, "users/base.json": base, "users/mine.json": mine, "users/1.json": theirs} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Chdir(dir)
+	var out, errOut bytes.Buffer
+	args := append(append([]string{"merge", "--rules", "rules.json"}, flags...), "users/base.json", "users/mine.json", "./users/1.json")
+	code = run(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestMergeCommandRules(t *testing.T) {
+	rules := `{"rules": [
+		{"records": "users/*.json", "path": "/login_count", "strategy": "counter"},
+		{"path": "/tags", "strategy": "set"},
+		{"path": "/balance", "strategy": "reject"}
+	]}`
+	code, out, errOut := mergeWithRules(t, rules,
+		`{"login_count": 5, "tags": ["a", "b"], "balance": 10}`,
+		`{"login_count": 6, "tags": ["a", "c"], "balance": 10}`,
+		`{"login_count": 7, "tags": ["b", "a", "d"], "balance": 10}`)
+	if want := `{"login_count": 8, "tags": ["a", "d", "c"], "balance": 10}`; code != 0 || out != want || errOut != "" {
+		t.Fatalf("code %d, stdout %q, stderr %q, want %q", code, out, errOut, want)
+	}
+	// The records glob does not match other records.
+	rules2 := `{"rules": [{"records": "teams/*.json", "path": "/login_count", "strategy": "counter"}]}`
+	code, out, errOut = mergeWithRules(t, rules2, `{"login_count": 5}`, `{"login_count": 6}`, `{"login_count": 7}`)
+	if code != 1 || out != `{"login_count": 6}` || !strings.Contains(errOut, `"reason":"modified in both"`) {
+		t.Fatalf("other record: code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	// A counter that is not a number conflicts and names the strategy.
+	code, out, errOut = mergeWithRules(t, rules, `{"login_count": 5}`, `{"login_count": "6"}`, `{"login_count": 7}`)
+	if code != 1 || out != `{"login_count": "6"}` || !strings.Contains(errOut, `"reason":"counter: not a number","strategy":"counter"`) {
+		t.Fatalf("counter type mismatch: code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	// reject fails the merge even under writer-wins.
+	code, out, errOut = mergeWithRules(t, rules, `{"balance": 10}`, `{"balance": 5}`, `{"balance": 7}`)
+	if code != 1 || out != "" || !strings.Contains(errOut, `"strategy":"reject"`) {
+		t.Fatalf("reject rule: code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+func TestMergeCommandBadRules(t *testing.T) {
+	code, out, errOut := mergeWithRules(t, `{"rules": [{"path": "/a", "strategy": "sum"}]}`, `{}`, `{}`, `{}`)
+	if code != 2 || out != "" || !strings.HasPrefix(errOut, `mergefs merge: --rules rules.json: rules[0].strategy: unknown strategy "sum"`) ||
+		strings.Count(errOut, "\n") != 1 {
+		t.Fatalf("bad rules: code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	var o, e bytes.Buffer
+	if code := run([]string{"merge", "--rules", filepath.Join(t.TempDir(), "none.json"), "a", "b", "c"}, &o, &e); code != 2 ||
+		!strings.Contains(e.String(), "none.json") {
+		t.Fatalf("missing rules file: code %d, stderr %q", code, e.String())
 	}
 }
