@@ -61,6 +61,7 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 		choice baseChoice
 	)
 	opts := fsys.mergeOpts
+	opts.Rules, opts.Record = fsys.rules.Load(), req.record
 	mergeFn := func(theirs []byte, exists bool) ([]byte, error) {
 		// An empty file is a name reserved by an exclusive create, not a
 		// record: merging into it would report its emptiness as damage.
@@ -124,6 +125,7 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 		Merged:       merged,
 		Changed:      result.Changed,
 		Conflicts:    result.Conflicts,
+		RuleMerges:   result.Merges,
 		Duration:     fsys.now().Sub(start),
 		LockWait:     cr.Wait,
 		Err:          err,
@@ -236,6 +238,11 @@ func (fsys *FS) finishCommit(ev *event.Commit, req commitRequest, err error, cr 
 	}
 	if ev.Merged {
 		fsys.counters.merges.Add(1)
+	}
+	for s, n := range ev.RuleMerges {
+		if c := fsys.counters.ruleMerges[s]; c != nil {
+			c.Add(uint64(n))
+		}
 	}
 	if log.Enabled(context.Background(), slog.LevelDebug) {
 		log.Debug("commit", "outcome", ev.Outcome, "base", ev.Base, "base_distance", ev.BaseDistance,

@@ -94,9 +94,15 @@ type FS struct {
 	// linkWarned remembers records found with several hard links, to log each once.
 	linkWarned sync.Map // string -> struct{}
 
+	// rules are the merge rules in force (nil: none); SetRules replaces them.
+	rules atomic.Pointer[merge.Rules]
+
 	counters counters
 	now      func() time.Time
 }
+
+// SetRules replaces the merge rules for the commits that start from now on (nil: none).
+func (fsys *FS) SetRules(r *merge.Rules) { fsys.rules.Store(r) }
 
 // New checks cfg and returns the filesystem and its root node.
 func New(cfg Config) (*FS, gofs.InodeEmbedder, error) {
@@ -151,6 +157,11 @@ func New(cfg Config) (*FS, gofs.InodeEmbedder, error) {
 	}
 	fsys.history = newHistory(cfg.ReadMemory, cfg.ReadAge, fsys.now)
 	fsys.budget = newBudget(cfg.Limits)
+	fsys.counters.ruleMerges = make(map[merge.Strategy]*atomic.Uint64)
+	for _, s := range merge.Strategies() {
+		fsys.counters.ruleMerges[s] = new(atomic.Uint64)
+	}
+	fsys.rules.Store(cfg.Merge.Rules)
 	root := &node{fsys: fsys, id: st.identity()}
 	return fsys, root, nil
 }
@@ -310,6 +321,8 @@ type Stats struct {
 	// runner-up candidate was within one change of the chosen one.
 	Bases          map[event.Base]uint64
 	AmbiguousBases uint64
+	// RuleMerges counts positions changed on both sides that a strategy merged without a conflict.
+	RuleMerges     map[merge.Strategy]uint64
 	OpenRecords    int    // record handles open now
 	ReadVersions   int    // read versions held (a version held in several places counts for each)
 	ReadBytes      int64  // memory charged to the read history: distinct versions, summaries, entries
@@ -323,6 +336,7 @@ type Stats struct {
 type counters struct {
 	commits, unchanged, merges, conflicts, rejected, failed, fallbacks, ambiguous atomic.Uint64
 	bases                                                                         [event.Fallback + 1]atomic.Uint64
+	ruleMerges                                                                    map[merge.Strategy]*atomic.Uint64 // filled by New
 }
 
 // Stats returns a snapshot of the counters.
@@ -334,6 +348,10 @@ func (fsys *FS) Stats() Stats {
 		openRecords += len(hs)
 	}
 	fsys.mu.Unlock()
+	ruleMerges := make(map[merge.Strategy]uint64, len(fsys.counters.ruleMerges))
+	for s, n := range fsys.counters.ruleMerges {
+		ruleMerges[s] = n.Load()
+	}
 	bases := make(map[event.Base]uint64, len(event.Bases))
 	for _, b := range event.Bases {
 		bases[b] = fsys.counters.bases[b].Load()
@@ -348,6 +366,7 @@ func (fsys *FS) Stats() Stats {
 		BaseFallbacks:  fsys.counters.fallbacks.Load(),
 		Bases:          bases,
 		AmbiguousBases: fsys.counters.ambiguous.Load(),
+		RuleMerges:     ruleMerges,
 		OpenRecords:    openRecords,
 		ReadVersions:   rs.Versions,
 		ReadBytes:      rs.Bytes,

@@ -91,10 +91,12 @@ type procReads struct {
 	touched   time.Time
 }
 
-// seen is a version and when it was served.
+// seen is a version and when it was served, or committed: a version a process committed is known
+// (the next reader shares it) but is a base candidate for other processes only once served to one.
 type seen struct {
-	v  *version
-	at time.Time
+	v         *version
+	at        time.Time
+	committed bool
 }
 
 func newHistory(maxBytes int64, maxAge time.Duration, now func() time.Time) *history {
@@ -138,7 +140,7 @@ func (h *history) note(id uint64, thread, proc procKey, v *version, wrote bool) 
 		v.seq = h.seq
 	}
 	r := h.record(id, now)
-	r.recent = h.pushSeen(r.recent, seen{v, now}, maxRecent)
+	r.recent = h.pushSeen(r.recent, seen{v: v, at: now, committed: wrote}, maxRecent)
 	p := r.procs[proc]
 	if p == nil {
 		p = &procReads{threads: make(map[procKey]seen)}
@@ -151,18 +153,18 @@ func (h *history) note(id uint64, thread, proc procKey, v *version, wrote bool) 
 		if p.committed.v != nil {
 			h.release(p.committed.v)
 		}
-		p.committed = seen{v, now}
+		p.committed = seen{v: v, at: now}
 	} else {
-		p.reads = h.pushSeen(p.reads, seen{v, now}, maxProcReads)
+		p.reads = h.pushSeen(p.reads, seen{v: v, at: now}, maxProcReads)
 	}
 	if old, ok := p.threads[thread]; ok {
 		h.hold(v)
 		h.release(old.v)
-		p.threads[thread] = seen{v, now}
+		p.threads[thread] = seen{v: v, at: now}
 	} else if len(p.threads) < maxProcThreads {
 		h.charge(r, threadBytes)
 		h.hold(v)
-		p.threads[thread] = seen{v, now}
+		p.threads[thread] = seen{v: v, at: now}
 	}
 	h.expire(now)
 }
@@ -294,7 +296,8 @@ type candidate struct {
 // candidates are the versions of record id that the writing thread's base may be: what any process
 // was served within maxAge (the newest few, and the writing process's own last few), and what the
 // writing process last committed. atOpen is the record as the writing handle opened it (nil if it
-// did not exist), a candidate too.
+// did not exist), a candidate too, except that a truncating handle's (from Fallback) is one only
+// when there is no other.
 func (h *history) candidates(id uint64, thread, proc procKey, atOpen *version, from event.Base) []candidate {
 	var out []candidate
 	add := func(v *version, from event.Base) *candidate {
@@ -334,13 +337,20 @@ func (h *history) candidates(id uint64, thread, proc procKey, atOpen *version, f
 			}
 		}
 		for i := len(r.recent) - 1; i >= 0; i-- {
-			if fresh(r.recent[i]) {
+			// Another process's commit nobody read is not what this writer started from (two
+			// writers making one change alike would otherwise each look derived from the other).
+			if fresh(r.recent[i]) && !r.recent[i].committed {
 				add(r.recent[i].v, event.OtherProcess)
 			}
 		}
 	}
 	h.mu.Unlock()
-	if atOpen != nil {
+	// The record at the open of a handle that truncated it was served to nobody by that open: the
+	// writer can have derived its content from it only by reading it, which makes it a candidate
+	// above. So it is the fallback, for a writer that read nothing known. Taken as a candidate
+	// beside the reads, it wins wrongly whenever others appended to a list since the writer's read:
+	// replacing their new element by the writer's differs less than adding it.
+	if atOpen != nil && (from != event.Fallback || len(out) == 0) {
 		add(atOpen, from)
 	}
 	return out

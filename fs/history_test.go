@@ -40,10 +40,20 @@ func TestHistoryCandidates(t *testing.T) {
 	h.read(7, other, other, v3)
 	atOpen := v(`{"v":4}`)
 
-	got := kinds(h.candidates(7, t1, proc, atOpen, event.Fallback))
-	want := []string{`{"v":1}:thread+thread`, `{"v":2}:process+proc`, `{"v":3}:other-process`, `{"v":4}:fallback`}
+	got := kinds(h.candidates(7, t1, proc, atOpen, event.Handle))
+	want := []string{`{"v":1}:thread+thread`, `{"v":2}:process+proc`, `{"v":3}:other-process`, `{"v":4}:handle`}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("thread 1's candidates:\n got %v\nwant %v", got, want)
+	}
+	// A truncating handle's record at open is the fallback: no candidate beside reads, the only
+	// one without.
+	got = kinds(h.candidates(7, t1, proc, atOpen, event.Fallback))
+	want = want[:3]
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("thread 1's candidates with a truncating handle:\n got %v\nwant %v", got, want)
+	}
+	if got := kinds(h.candidates(9, t1, proc, atOpen, event.Fallback)); fmt.Sprint(got) != fmt.Sprint([]string{`{"v":4}:fallback`}) {
+		t.Errorf("a record nothing was read of: %v, want only the fallback", got)
 	}
 	// A thread that read nothing: the process's reads, no thread flag.
 	got = kinds(h.candidates(7, procKey{pid: 13, start: 4}, proc, nil, event.NoBase))
@@ -59,11 +69,21 @@ func TestHistoryCandidates(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("after a commit:\n got %v\nwant %v", got, want)
 	}
-	// A new process with a reused pid inherits nothing of the old one.
-	got = kinds(h.candidates(7, procKey{pid: 10, start: 99}, procKey{pid: 10, start: 99}, nil, event.NoBase))
-	want = []string{`{"v":5}:other-process`, `{"v":3}:other-process`, `{"v":2}:other-process`, `{"v":1}:other-process`}
+	// A new process with a reused pid inherits nothing of the old one, and another process's commit
+	// that nobody read is no candidate: two writers that made one change alike would each look
+	// derived from the other's commit.
+	reused := procKey{pid: 10, start: 99}
+	got = kinds(h.candidates(7, reused, reused, nil, event.NoBase))
+	want = []string{`{"v":3}:other-process`, `{"v":2}:other-process`, `{"v":1}:other-process`}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("a reused pid:\n got %v\nwant %v", got, want)
+	}
+	// Once read, it is.
+	h.read(7, other, other, mine)
+	got = kinds(h.candidates(7, reused, reused, nil, event.NoBase))
+	want = []string{`{"v":5}:other-process`, `{"v":3}:other-process`, `{"v":2}:other-process`, `{"v":1}:other-process`}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("after another process read the commit:\n got %v\nwant %v", got, want)
 	}
 	if got := h.candidates(8, t1, proc, nil, event.NoBase); len(got) != 0 {
 		t.Errorf("another record: %v", kinds(got))

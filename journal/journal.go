@@ -62,6 +62,9 @@ type Entry struct {
 	// whole document.
 	Key    string `json:"key"`
 	Reason string `json:"reason,omitempty"`
+	// Strategy is the merge strategy that applied at the key, if a rule or an array merge decided it
+	// (counter, max, min, set, keyed, sequence, atomic, reject).
+	Strategy string `json:"strategy,omitempty"`
 	// Base, Mine and Theirs are the JSON text of the key's value on each
 	// side, nil where the key is absent, cut to Options.MaxValue bytes; the
 	// matching *Bytes field gives the full size of a value that was cut.
@@ -228,6 +231,7 @@ func (j *Journal) entry(now time.Time, ev event.Commit, c merge.Conflict) Entry 
 		Record:       ev.Record,
 		Key:          pointer(c.Path),
 		Reason:       c.Reason,
+		Strategy:     string(c.Strategy),
 		Writer:       Writer{PID: ev.Writer.PID, TID: ev.Writer.TID, UID: ev.Writer.UID, Comm: ev.Writer.Comm},
 		Trigger:      ev.Trigger.String(),
 		Outcome:      string(ev.Outcome),

@@ -41,6 +41,9 @@ const (
 var strategies = []Strategy{StrategyCounter, StrategyMax, StrategyMin, StrategySet, StrategyKeyed,
 	StrategySequence, StrategyAtomic, StrategyReject}
 
+// Strategies returns every strategy, in a fixed order.
+func Strategies() []Strategy { return append([]Strategy(nil), strategies...) }
+
 // Rule says which strategy merges the positions that Path matches in the
 // records that Records matches.
 type Rule struct {

@@ -7,6 +7,7 @@ import (
 	mergefs "github.com/mergefs/mergefs/fs"
 	"github.com/mergefs/mergefs/internal/event"
 	"github.com/mergefs/mergefs/journal"
+	"github.com/mergefs/mergefs/merge"
 )
 
 // Metric names shared by the exporter and `mergefs status`.
@@ -32,6 +33,7 @@ const (
 	metricCommitSeconds  = "mergefs_commit_duration_seconds"
 	metricLockWait       = "mergefs_commit_lock_wait_seconds"
 	metricMountInfo      = "mergefs_mount_info"
+	metricRuleMerges     = "mergefs_rule_merges_total"
 	metricBuffered       = "mergefs_buffered_bytes"
 	metricBufferedLimit  = "mergefs_buffered_limit_bytes"
 	metricOpenFiles      = "mergefs_open_files"
@@ -175,6 +177,9 @@ var statDescs = []statDesc{
 // basesDesc counts commits by where their base came from (event.Base).
 var basesDesc = prometheus.NewDesc(metricBases, "Commits by where their base came from: thread, process, own-commit, other-process, handle, fallback, none.", []string{"from"}, nil)
 
+// ruleMergesDesc counts positions changed on both sides that a strategy merged without a conflict.
+var ruleMergesDesc = prometheus.NewDesc(metricRuleMerges, "Positions changed on both sides that a strategy merged without a conflict, by strategy (counter, max, min, set, keyed, sequence, atomic, reject).", []string{"strategy"}, nil)
+
 // refusalsDesc counts operations refused by a limit: writes past the buffer budget (ENOSPC or
 // EDQUOT), record opens past it (ENOMEM), opens past the descriptor shares (EMFILE).
 var refusalsDesc = prometheus.NewDesc(metricLimitRefusals, "Operations refused by a limit, by kind: write (ENOSPC/EDQUOT), snapshot (ENOMEM at open), files (EMFILE).", []string{"kind"}, nil)
@@ -185,6 +190,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	ch <- basesDesc
 	ch <- refusalsDesc
+	ch <- ruleMergesDesc
 }
 
 func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
@@ -194,6 +200,9 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, b := range event.Bases {
 		ch <- prometheus.MustNewConstMetric(basesDesc, prometheus.CounterValue, float64(s.Bases[b]), b.String())
+	}
+	for _, st := range merge.Strategies() {
+		ch <- prometheus.MustNewConstMetric(ruleMergesDesc, prometheus.CounterValue, float64(s.RuleMerges[st]), string(st))
 	}
 	for _, r := range []struct {
 		kind string

@@ -63,6 +63,7 @@ type mountConfig struct {
 	backing, mount string
 	inPlace        bool
 	limits         limitFlags
+	rules          string
 }
 
 func mountFlags(cfg *mountConfig, stderr io.Writer) *flag.FlagSet {
@@ -82,6 +83,7 @@ func mountFlags(cfg *mountConfig, stderr io.Writer) *flag.FlagSet {
 	fl.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text or json")
 	fl.BoolVar(&cfg.debugFUSE, "debug-fuse", false, "log every FUSE request (very verbose)")
 	fl.StringVar(&cfg.metricsAddr, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (like 127.0.0.1:9464); empty: only on the status socket")
+	fl.StringVar(&cfg.rules, "rules", "", "rules `file` (JSON) saying which positions merge as counters, sets, keyed lists, max/min, atomically or never (see README); SIGHUP re-reads it")
 	cfg.limits.register(fl)
 	// Usage is printed by runMount, once: to stdout when asked for, else to
 	// stderr after the flag package's error.
@@ -114,6 +116,15 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 	default:
 		fmt.Fprintln(stderr, "mergefs mount: need BACKING MOUNTPOINT, or DIR to mount in place (see --help)")
 		return 2
+	}
+	if cfg.rules != "" {
+		// SIGHUP re-reads it, whatever the daemon's working directory is then.
+		abs, err := filepath.Abs(cfg.rules)
+		if err != nil {
+			fmt.Fprintf(stderr, "mergefs mount: --rules: %v\n", err)
+			return 2
+		}
+		cfg.rules = abs
 	}
 	if err := serve(cfg, stderr); err != nil {
 		fmt.Fprintf(stderr, "mergefs mount: %v\n", err)
@@ -181,6 +192,8 @@ func serve(cfg mountConfig, stderr io.Writer) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	// SIGHUP (systemctl reload) re-reads the rules instead of ending the daemon.
+	defer reloadRulesOnHangup(cfg.rules, fsys.SetRules, set.logger)()
 	server, err := mountFilesystem(cfg, dirs, fsys, root)
 	if err != nil {
 		return err
@@ -203,6 +216,7 @@ type mountSettings struct {
 	readMemory int64
 	limits     mergefs.Limits
 	rejected   mergefs.RejectedLimits
+	rules      *merge.Rules
 }
 
 // parseMountSettings checks the flags that need no filesystem, in the order
@@ -243,6 +257,9 @@ func parseMountSettings(cfg mountConfig, stderr io.Writer) (set mountSettings, e
 	}
 	if cfg.readAge <= 0 {
 		return set, fmt.Errorf("--read-age must be positive")
+	}
+	if set.rules, err = loadRules(cfg.rules); err != nil {
+		return set, err
 	}
 	return set, nil
 }
@@ -375,7 +392,7 @@ func buildFilesystem(cfg mountConfig, set mountSettings, dirs mountDirs, bk *bac
 	return mergefs.New(mergefs.Config{
 		Store:          bk.store,
 		RecordPatterns: splitPatterns(cfg.records),
-		Merge:          merge.Options{Policy: set.policy, MaxSize: int(set.maxSize), MaxDepth: cfg.maxDepth},
+		Merge:          merge.Options{Policy: set.policy, MaxSize: int(set.maxSize), MaxDepth: cfg.maxDepth, Rules: set.rules},
 		StateDir:       dirs.state,
 		ReadMemory:     set.readMemory,
 		ReadAge:        cfg.readAge,

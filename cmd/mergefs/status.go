@@ -172,6 +172,9 @@ func printStatus(w io.Writer, mf map[string]*dto.MetricFamily, now time.Time) {
 	if bases := labelled(mf[metricBases], "from"); len(bases) > 0 {
 		fmt.Fprintf(w, "  %-15s %s\n", "bases from", bases)
 	}
+	if merges := labelled(mf[metricRuleMerges], "strategy"); merges != "" {
+		fmt.Fprintf(w, "  %-15s %s  (changes on both sides merged by a strategy)\n", "merged by", merges)
+	}
 	row("open records", value(mf, metricOpenRecords), "record handles open now")
 	row("read versions", value(mf, metricReadVersions), fmt.Sprintf("tracked to choose bases (%s, %.0f evicted)",
 		humanBytes(value(mf, metricReadBytes)), value(mf, metricReadsEvicted)))

@@ -118,9 +118,11 @@ type Commit struct {
 	Merged                 bool // the record had changed since the writer's base
 	Changed                int  // key-level changes applied
 	Conflicts              []merge.Conflict
-	Duration               time.Duration
-	LockWait               time.Duration
-	Err                    error
+	// RuleMerges counts positions both sides changed that a strategy merged without a conflict.
+	RuleMerges map[merge.Strategy]int
+	Duration   time.Duration
+	LockWait   time.Duration
+	Err        error
 }
 
 // Observer receives commit events. Called on the commit path after the commit: it must be quick and
