@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,6 +32,8 @@ type session struct {
 	in    io.WriteCloser
 	out   *bufio.Reader
 	errs  *syncBuffer
+	// end kills the session's process group and waits for it (also run when the test ends).
+	end func()
 }
 
 // reply is session.py's answer to one command.
@@ -123,11 +126,15 @@ func (h *harness) startSession(t *testing.T, label string, cred *syscall.Credent
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		in.Close()
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		cmd.Wait()
-	})
+	var once sync.Once
+	s.end = func() {
+		once.Do(func() {
+			in.Close()
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			cmd.Wait()
+		})
+	}
+	t.Cleanup(s.end)
 	return s
 }
 
