@@ -29,9 +29,9 @@ type config struct {
 	loopback   string
 	runs       int
 	duration   time.Duration
-	sizes      []int
-	shapes     []shape
+	groups     []group
 	targets    []string
+	reads      int // plain reads per read-modify-write in the read-heavy rows
 	profileDir string
 	compare    string
 	unpinned   bool
@@ -67,7 +67,8 @@ func main() {
 
 func runDriver(args []string) int {
 	var cfg config
-	var sizes, workers, targets string
+	var sizes, workers, targets, bigSizes, bigWorkers, readWorkers string
+	var readSize int
 	quick := false
 	fl := flag.NewFlagSet("rmw", flag.ContinueOnError)
 	fl.StringVar(&cfg.work, "work", "", "scratch `directory` (created; mounts and records go below it)")
@@ -77,6 +78,11 @@ func runDriver(args []string) int {
 	fl.DurationVar(&cfg.duration, "duration", 1500*time.Millisecond, "how long each cell runs")
 	fl.StringVar(&sizes, "sizes", "300,4096,262144", "record `sizes` in bytes")
 	fl.StringVar(&workers, "workers", "1,4,8", "worker `counts`; shared-record loads use those above 1")
+	fl.StringVar(&bigSizes, "big-sizes", "1048576", "large record `sizes` in bytes, measured on distinct records only (empty: none)")
+	fl.StringVar(&bigWorkers, "big-workers", "1,4", "worker `counts` for -big-sizes")
+	fl.IntVar(&cfg.reads, "read-heavy", 9, "plain reads per read-modify-write in the read-heavy rows (0: no such rows)")
+	fl.IntVar(&readSize, "read-heavy-size", 4096, "record `size` of the read-heavy rows")
+	fl.StringVar(&readWorkers, "read-heavy-workers", "1,4", "worker `counts` of the read-heavy rows (distinct records)")
 	fl.StringVar(&targets, "targets", strings.Join(targetNames, ","), "`filesystems` to measure")
 	fl.BoolVar(&quick, "quick", false, "one run of 0.5s cells: a rough table in about a minute")
 	fl.StringVar(&cfg.profileDir, "cpuprofile-dir", "", "write a CPU profile of every mergefs daemon into `dir`")
@@ -98,22 +104,9 @@ func runDriver(args []string) int {
 		cfg.runs, cfg.duration = 1, 500*time.Millisecond
 	}
 	var err error
-	if cfg.sizes, err = parseInts(sizes); err != nil {
-		fmt.Fprintf(os.Stderr, "rmw: -sizes: %v\n", err)
+	if cfg.groups, err = makeGroups(sizes, workers, bigSizes, bigWorkers, cfg.reads, readSize, readWorkers); err != nil {
+		fmt.Fprintf(os.Stderr, "rmw: %v\n", err)
 		return 2
-	}
-	counts, err := parseInts(workers)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "rmw: -workers: %v\n", err)
-		return 2
-	}
-	for _, n := range counts {
-		cfg.shapes = append(cfg.shapes, shape{workers: n})
-	}
-	for _, n := range counts {
-		if n > 1 {
-			cfg.shapes = append(cfg.shapes, shape{workers: n, shared: true})
-		}
 	}
 	cfg.targets = strings.Split(targets, ",")
 	if cfg.compare != "" {
@@ -184,7 +177,10 @@ func runMatrix(ctx context.Context, cfg config, self string) error {
 		}
 	}
 	m := describeMachine()
-	cells := len(cfg.sizes) * len(cfg.shapes) * len(b.targets) * cfg.runs
+	cells := 0
+	for _, g := range cfg.groups {
+		cells += len(g.shapes) * len(b.targets) * cfg.runs
+	}
 	fmt.Fprintf(os.Stderr, "rmw: %d cells of %v (about %v)\n", cells, cfg.duration,
 		(time.Duration(cells) * (cfg.duration + 150*time.Millisecond)).Round(time.Second))
 	start := time.Now()
@@ -195,6 +191,80 @@ func runMatrix(ctx context.Context, cfg config, self string) error {
 	m.loadEnd = loadAverage()
 	printTable(os.Stdout, b, m, time.Since(start))
 	return nil
+}
+
+// group is the loads measured on records of one size, with one set of mounts.
+type group struct {
+	size   int
+	shapes []shape
+}
+
+// makeGroups lays out the table: every size of sizes with every worker count
+// on distinct records and, above 1, on one shared record; the big sizes on
+// distinct records only; and the read-heavy rows (distinct records, reads
+// plain reads per read-modify-write) at readSize.
+func makeGroups(sizes, workers, bigSizes, bigWorkers string, reads, readSize int, readWorkers string) ([]group, error) {
+	var groups []group
+	add := func(size int, sh shape) {
+		for i := range groups {
+			if groups[i].size == size {
+				if !slices.Contains(groups[i].shapes, sh) {
+					groups[i].shapes = append(groups[i].shapes, sh)
+				}
+				return
+			}
+		}
+		groups = append(groups, group{size: size, shapes: []shape{sh}})
+	}
+	sz, err := parseInts(sizes)
+	if err != nil {
+		return nil, fmt.Errorf("-sizes: %w", err)
+	}
+	counts, err := parseInts(workers)
+	if err != nil {
+		return nil, fmt.Errorf("-workers: %w", err)
+	}
+	for _, size := range sz {
+		for _, n := range counts {
+			add(size, shape{workers: n})
+		}
+		for _, n := range counts {
+			if n > 1 {
+				add(size, shape{workers: n, shared: true})
+			}
+		}
+	}
+	if bigSizes != "" {
+		big, err := parseInts(bigSizes)
+		if err != nil {
+			return nil, fmt.Errorf("-big-sizes: %w", err)
+		}
+		bigCounts, err := parseInts(bigWorkers)
+		if err != nil {
+			return nil, fmt.Errorf("-big-workers: %w", err)
+		}
+		for _, size := range big {
+			for _, n := range bigCounts {
+				add(size, shape{workers: n})
+			}
+		}
+	}
+	if reads > 0 {
+		if readSize <= 0 {
+			return nil, fmt.Errorf("-read-heavy-size %d is not a positive number", readSize)
+		}
+		readCounts, err := parseInts(readWorkers)
+		if err != nil {
+			return nil, fmt.Errorf("-read-heavy-workers: %w", err)
+		}
+		for _, n := range readCounts {
+			add(readSize, shape{workers: n, reads: reads})
+		}
+	}
+	if len(groups) == 0 {
+		return nil, errors.New("nothing to measure")
+	}
+	return groups, nil
 }
 
 func parseInts(s string) ([]int, error) {

@@ -2,11 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 )
 
 func TestMakeRecordHasTheSizeAndCountersAsked(t *testing.T) {
-	for _, size := range []int{300, 4096, 262144} {
+	for _, size := range []int{300, 4096, 262144, 1048576} {
 		data := makeRecord(3, size, 8)
 		if len(data) != size {
 			t.Errorf("size %d: got %d bytes", size, len(data))
@@ -52,5 +53,46 @@ func TestCounterValueOfDamagedRecord(t *testing.T) {
 	v, valid := counterValue(data, "w1")
 	if valid || v != 0 {
 		t.Fatalf("damaged record: value %d valid %t", v, valid)
+	}
+}
+
+func TestMakeGroupsLaysOutTheTable(t *testing.T) {
+	groups, err := makeGroups("300,4096", "1,4", "1048576", "1,4", 9, 4096, "1,4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []group{
+		{size: 300, shapes: []shape{{workers: 1}, {workers: 4}, {workers: 4, shared: true}}},
+		{size: 4096, shapes: []shape{{workers: 1}, {workers: 4}, {workers: 4, shared: true}, {workers: 1, reads: 9}, {workers: 4, reads: 9}}},
+		{size: 1048576, shapes: []shape{{workers: 1}, {workers: 4}}},
+	}
+	if !reflect.DeepEqual(groups, want) {
+		t.Fatalf("groups:\n%+v\nwant\n%+v", groups, want)
+	}
+	if groups, err = makeGroups("300", "1", "", "1", 0, 4096, "1"); err != nil || len(groups) != 1 || len(groups[0].shapes) != 1 {
+		t.Fatalf("without big sizes and read-heavy rows: %+v, %v", groups, err)
+	}
+	if _, err := makeGroups("300", "1", "x", "1", 0, 4096, "1"); err == nil {
+		t.Fatal("a bad -big-sizes was accepted")
+	}
+}
+
+func TestSpeedTargets(t *testing.T) {
+	for _, c := range []struct {
+		size  int
+		sh    shape
+		floor float64
+		ok    bool
+	}{
+		{300, shape{workers: 8, shared: true}, 1, true},
+		{4096, shape{workers: 4, reads: 9}, 2, true},
+		{262144, shape{workers: 4, shared: true}, 0.8, true},
+		{262144, shape{workers: 8}, 0, false},
+		{1048576, shape{workers: 4}, 0.7, true},
+	} {
+		floor, ok := speedTarget(c.size, c.sh)
+		if ok != c.ok || ok && floor != c.floor {
+			t.Errorf("%d, %v: %v %v, want %v %v", c.size, c.sh, floor, ok, c.floor, c.ok)
+		}
 	}
 }

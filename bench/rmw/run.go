@@ -50,17 +50,24 @@ func newTargets(work, compare string) []*target {
 	return targets
 }
 
-// shape is one load: how many workers, on one shared record or one record each.
+// shape is one load: how many workers, on one shared record or one record
+// each, and how many plain reads (open, read, close) each makes before each
+// read-modify-write.
 type shape struct {
 	workers int
 	shared  bool
+	reads   int
 }
 
 func (s shape) String() string {
+	kind := "distinct"
 	if s.shared {
-		return fmt.Sprintf("%d shared", s.workers)
+		kind = "shared"
 	}
-	return fmt.Sprintf("%d distinct", s.workers)
+	if s.reads > 0 {
+		return fmt.Sprintf("%d %s, %d reads", s.workers, kind, s.reads)
+	}
+	return fmt.Sprintf("%d %s", s.workers, kind)
 }
 
 // cellResult is one measurement: one target, size and shape in one run.
@@ -156,11 +163,12 @@ func (b *bench) runAll(ctx context.Context) error {
 	b.results = make(map[cellKey][]cellResult)
 	b.ratios = make(map[cellKey][2][]float64)
 	for run := range b.cfg.runs {
-		for _, size := range b.cfg.sizes {
+		for _, g := range b.cfg.groups {
+			size := g.size
 			if err := b.mountAll(ctx, run, size); err != nil {
 				return errors.Join(err, b.unmountAll())
 			}
-			err := b.runSize(ctx, run, size)
+			err := b.runSize(ctx, run, g)
 			if uerr := b.unmountAll(); uerr != nil {
 				err = errors.Join(err, uerr)
 			}
@@ -173,8 +181,9 @@ func (b *bench) runAll(ctx context.Context) error {
 	return nil
 }
 
-func (b *bench) runSize(ctx context.Context, run, size int) error {
-	for _, sh := range b.cfg.shapes {
+func (b *bench) runSize(ctx context.Context, run int, g group) error {
+	size := g.size
+	for _, sh := range g.shapes {
 		group := make(map[string]cellResult)
 		for i := range b.targets {
 			t := b.targets[(i+run)%len(b.targets)]
@@ -206,8 +215,10 @@ func (b *bench) runSize(ctx context.Context, run, size int) error {
 // layout.
 func (b *bench) counters() int {
 	n := 8
-	for _, sh := range b.cfg.shapes {
-		n = max(n, sh.workers)
+	for _, g := range b.cfg.groups {
+		for _, sh := range g.shapes {
+			n = max(n, sh.workers)
+		}
 	}
 	return n
 }
@@ -347,6 +358,9 @@ func (b *bench) runWorkers(ctx context.Context, t *target, cell string, sh shape
 		}
 		if b.cfg.unpinned {
 			args = append(args, "-unpinned")
+		}
+		if sh.reads > 0 {
+			args = append(args, "-reads", fmt.Sprint(sh.reads))
 		}
 		p, err := startChild(b.self, args)
 		if err != nil {

@@ -25,7 +25,9 @@ type workerResult struct {
 
 // runWorker is one legacy worker process: it waits until stdin is closed (the
 // start signal), then repeats the read-modify-write cycle on one record for
-// the given time and prints a workerResult on stdout.
+// the given time and prints a workerResult on stdout. With -reads N, each
+// cycle first reads the record N times as a request that only reads it
+// does (the read-heavy rows: most API traffic is reads).
 //
 // Each cycle makes the system calls Python 3.11 makes for
 //
@@ -45,6 +47,7 @@ func runWorker(args []string) error {
 	duration := fl.Duration("duration", time.Second, "how long to run")
 	lockPath := fl.String("flock", "", "take flock(LOCK_EX) on this `file` around each cycle")
 	unpinned := fl.Bool("unpinned", false, "let the Go runtime move the cycle between OS threads")
+	reads := fl.Int("reads", 0, "plain reads (open, read, close, as json.load(open(p))) before each read-modify-write")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -79,7 +82,10 @@ func runWorker(args []string) error {
 				return fmt.Errorf("worker: flock: %w", err)
 			}
 		}
-		torn, err := w.cycle()
+		torn, err := w.plainReads(*reads)
+		if err == nil && !torn {
+			torn, err = w.cycle()
+		}
 		if lockFD >= 0 {
 			if err := flockRetry(lockFD, unix.LOCK_UN); err != nil {
 				return fmt.Errorf("worker: unlock: %w", err)
@@ -140,6 +146,21 @@ func (c *cycler) cycle() (torn bool, err error) {
 		return true, nil
 	}
 	return false, c.write(data)
+}
+
+// plainReads reads the record n times as a request that only reads it
+// does; torn reports a read that gave no usable record.
+func (c *cycler) plainReads(n int) (torn bool, err error) {
+	for range n {
+		data, err := c.read()
+		if err != nil {
+			return false, err
+		}
+		if _, ok := findCounter(data, c.field); !ok {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (c *cycler) read() ([]byte, error) {
