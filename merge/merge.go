@@ -143,6 +143,16 @@ type Inputs struct {
 	Mine      []byte
 	Theirs    []byte
 	HasTheirs bool // false: no record exists now
+
+	// MineDoc, BaseDoc and TheirsDoc, when not nil, are Mine, Base and
+	// Theirs already parsed (ParseDocument with the MaxSize and MaxDepth
+	// that Merge applies), so that Merge does not parse them again. A
+	// Document stands for its input only if it was parsed from the same
+	// bytes (the same slice, or equal bytes) with the same limits;
+	// otherwise Merge parses the input as it would without it. Merge
+	// does not change a Document, and Documents may be shared by merges
+	// that run at the same time.
+	MineDoc, BaseDoc, TheirsDoc *Document
 }
 
 // Conflict is one position changed differently in mine and in theirs, or a
@@ -265,7 +275,7 @@ func Merge(in Inputs, opts Options) (Result, error) {
 		return Result{}, err
 	}
 	var s scratch
-	mine, err := load("mine", in.Mine, maxSize, maxDepth, &s)
+	mine, err := loadDoc("mine", in.Mine, in.MineDoc, maxSize, maxDepth, &s)
 	if err != nil {
 		return Result{}, err
 	}
@@ -273,7 +283,7 @@ func Merge(in Inputs, opts Options) (Result, error) {
 	if in.HasBase {
 		if bytes.Equal(in.Base, in.Mine) {
 			base = mine
-		} else if base, err = load("base", in.Base, maxSize, maxDepth, &s); err != nil {
+		} else if base, err = loadDoc("base", in.Base, in.BaseDoc, maxSize, maxDepth, &s); err != nil {
 			return Result{}, err
 		}
 	}
@@ -296,7 +306,7 @@ func Merge(in Inputs, opts Options) (Result, error) {
 	case bytes.Equal(in.Theirs, in.Mine):
 		theirs = mine
 	default:
-		theirs, err = load("theirs", in.Theirs, maxSize, maxDepth, &s)
+		theirs, err = loadDoc("theirs", in.Theirs, in.TheirsDoc, maxSize, maxDepth, &s)
 	}
 	if err != nil {
 		var ie *InputError
@@ -339,6 +349,24 @@ func load(name string, data []byte, maxSize, maxDepth int, s *scratch) (*tree, e
 		return nil, &InputError{Input: name, Reason: serr.reason, Offset: serr.offset}
 	}
 	return t, nil
+}
+
+// loadDoc is load, with the tree of d instead of a parse when d was parsed
+// from data (or from equal bytes) with the same limits.
+func loadDoc(name string, data []byte, d *Document, maxSize, maxDepth int, s *scratch) (*tree, error) {
+	if d != nil && d.maxSize == maxSize && d.maxDepth == maxDepth && sameBytes(d.t.data, data) {
+		return d.t, nil
+	}
+	return load(name, data, maxSize, maxDepth, s)
+}
+
+// sameBytes reports whether a and b hold the same bytes, at once when they
+// are the same slice.
+func sameBytes(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	return len(a) == 0 || &a[0] == &b[0] || bytes.Equal(a, b)
 }
 
 // standIn returns a tree holding only text: an empty object, an empty

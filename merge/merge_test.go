@@ -1,10 +1,12 @@
 package merge
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -529,5 +531,107 @@ func TestDuplicateKeyInLargeObject(t *testing.T) {
 	}
 	if _, err := Merge(inputs(`{}`, prefix+`"k100":0}`, `{}`), Options{}); err != nil {
 		t.Errorf("distinct keys: %v", err)
+	}
+}
+
+// A Document given for an input stands for it when it was parsed from the same bytes (or equal
+// ones) with the limits Merge applies: Merge then parses nothing again, and the result is the same.
+// Otherwise it is ignored: the input is parsed, and rejected, as without it.
+func TestMergeUsesGivenDocuments(t *testing.T) {
+	base := []byte(`{"a": 1, "b": {"x": [1, 2]}, "c": "k\u00e9"}`)
+	mine := []byte(`{"a": 2, "b": {"x": [1, 2, 3]}, "c": "k\u00e9"}`)
+	theirs := []byte(`{"a": 1, "b": {"x": [0, 1, 2]}, "c": "k\u00e9", "d": null}`)
+	plain := Inputs{Base: base, HasBase: true, Mine: mine, Theirs: theirs, HasTheirs: true}
+	want, err := Merge(plain, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := func(data []byte, opts Options) *Document {
+		t.Helper()
+		d, err := ParseDocument(data, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	same := func(label string, got Result, err error) {
+		t.Helper()
+		if err != nil || !bytes.Equal(got.Merged, want.Merged) || got.Changed != want.Changed || len(got.Conflicts) != len(want.Conflicts) {
+			t.Errorf("%s: %q changed %d conflicts %d (%v), want %q changed %d", label, got.Merged, got.Changed, len(got.Conflicts), err, want.Merged, want.Changed)
+		}
+	}
+	in := plain
+	in.BaseDoc, in.MineDoc, in.TheirsDoc = doc(base, Options{}), doc(mine, Options{}), doc(theirs, Options{})
+	before := ParseCount()
+	got, err := Merge(in, Options{})
+	if n := ParseCount() - before; n != 0 {
+		t.Errorf("given all three documents, Merge parsed %d", n)
+	}
+	same("documents of the inputs", got, err)
+
+	// Equal bytes in another slice: the same document.
+	in.Theirs = bytes.Clone(theirs)
+	before = ParseCount()
+	got, err = Merge(in, Options{})
+	if n := ParseCount() - before; n != 0 {
+		t.Errorf("a document of equal bytes: Merge parsed %d", n)
+	}
+	same("document of equal bytes", got, err)
+
+	// A document of other bytes is not the input's.
+	in = plain
+	in.TheirsDoc = doc(base, Options{})
+	before = ParseCount()
+	got, err = Merge(in, Options{})
+	if n := ParseCount() - before; n != 3 {
+		t.Errorf("a document of other bytes: Merge parsed %d, want 3", n)
+	}
+	same("document of other bytes", got, err)
+
+	// A document validated with other limits is not used: mine past Merge's limits is rejected.
+	in = plain
+	in.MineDoc = doc(mine, Options{})
+	if _, err := Merge(in, Options{MaxSize: 20}); !isInputError(err, "mine") {
+		t.Errorf("mine past MaxSize given parsed with the default limits: %v, want an input error for mine", err)
+	}
+	in.MineDoc = doc(mine, Options{})
+	if _, err := Merge(in, Options{MaxDepth: 2}); !isInputError(err, "mine") {
+		t.Errorf("mine past MaxDepth given parsed with the default limits: %v, want an input error for mine", err)
+	}
+}
+
+func isInputError(err error, input string) bool {
+	var ie *InputError
+	return errors.As(err, &ie) && ie.Input == input
+}
+
+// Merges that share Documents may run at the same time (the race detector checks).
+func TestMergesShareDocumentsConcurrently(t *testing.T) {
+	// Mine deletes o, which theirs has in another key order: comparing base's and theirs' sorts
+	// their members (tree.order).
+	base := []byte(`{"o": {"a": 1, "b": 2, "c": 3}, "n": 0}`)
+	mine := []byte(`{"n": 1}`)
+	theirs := []byte(`{"n": 0, "o": {"b": 2, "a": 1, "c": 3}, "t": true}`)
+	var docs [3]*Document
+	for i, data := range [][]byte{base, mine, theirs} {
+		d, err := ParseDocument(data, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs[i] = d
+	}
+	in := Inputs{Base: base, HasBase: true, Mine: mine, Theirs: theirs, HasTheirs: true, BaseDoc: docs[0], MineDoc: docs[1], TheirsDoc: docs[2]}
+	var wg sync.WaitGroup
+	results := make([]Result, 8)
+	for i := range results {
+		wg.Go(func() {
+			results[i], _ = Merge(in, Options{})
+		})
+	}
+	wg.Wait()
+	for _, r := range results {
+		if string(r.Merged) != `{"n": 1, "t": true}` {
+			t.Fatalf("merged %q", r.Merged)
+		}
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"hash/maphash"
 	"math/bits"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -53,8 +55,11 @@ type tree struct {
 	data    []byte
 	root    value
 	members []member
-	sorted  []int32
-	items   []value // a tree made by elements: the top array's elements; a full tree: every array's
+	// sorted is guarded by sortMu: a tree of a Document may be shared by
+	// merges running at the same time.
+	sortMu sync.Mutex
+	sorted []int32
+	items  []value // a tree made by elements: the top array's elements; a full tree: every array's
 	// full: the tree holds every member and element of every object and
 	// array under root (made by expand), the elements of each array
 	// contiguous in items.
@@ -91,6 +96,8 @@ func (t *tree) addEscapedKey(keyStart int32, body []byte) {
 
 // order returns the indices of the members of object v sorted by key.
 func (t *tree) order(v *value) []int32 {
+	t.sortMu.Lock()
+	defer t.sortMu.Unlock()
 	if t.sorted == nil {
 		t.sorted = make([]int32, len(t.members))
 		for i := range t.sorted {
@@ -223,7 +230,17 @@ func newParser(data []byte, maxDepth int, s *scratch) *parser {
 	return &parser{t: t, data: data, maxDepth: maxDepth, store: true, arena: t.members[:n], stackTop: n, scratch: s}
 }
 
+// parses counts the documents parseWith validated (see ParseCount).
+var parses atomic.Int64
+
+// ParseCount returns how many documents the package has parsed and
+// validated (every input of Merge it was not given parsed, every
+// ParseDocument and Summarize) since the process started. Tests use it
+// to check that what was parsed once is not parsed again.
+func ParseCount() int64 { return parses.Load() }
+
 func parseWith(data []byte, maxDepth int, s *scratch) (*tree, *syntaxError) {
+	parses.Add(1)
 	p := newParser(data, maxDepth, s)
 	t := p.t
 	p.skipSpace()

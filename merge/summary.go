@@ -172,12 +172,14 @@ func Summarize(data []byte, opts Options) (*Summary, error) {
 	return d.Summary(), nil
 }
 
-// Document is one validated JSON document, parsed once. It exists so that
-// a commit can parse mine once for both the base choice (its Summary) and
-// the merge (once Merge takes a parsed mine: the tree is what Merge
-// builds from mine). It refers to data, which must not change.
+// Document is one validated JSON document, parsed once: a commit parses
+// mine once for both the base choice (its Summary) and the merge
+// (Inputs.MineDoc), and keeps the Documents of versions it knows for later
+// merges (Inputs.BaseDoc, Inputs.TheirsDoc). It refers to data, which must
+// not change. A Document is safe for concurrent use.
 type Document struct {
-	t *tree
+	t                 *tree
+	maxSize, maxDepth int // the limits it was validated with
 }
 
 // ParseDocument validates data as one JSON document with the limits of
@@ -191,7 +193,18 @@ func ParseDocument(data []byte, opts Options) (*Document, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Document{t: t}, nil
+	return &Document{t: t, maxSize: maxSize, maxDepth: maxDepth}, nil
+}
+
+// Bytes returns the approximate memory d holds besides the document's
+// text, to charge against a memory budget.
+func (d *Document) Bytes() int {
+	t := d.t
+	n := int(unsafe.Sizeof(*d)) + int(unsafe.Sizeof(*t)) +
+		cap(t.members)*int(unsafe.Sizeof(member{})) + cap(t.items)*int(unsafe.Sizeof(value{})) +
+		cap(t.members)*4 + // tree.sorted, if made
+		cap(t.keyText) + len(t.escapedKeys)*48
+	return n
 }
 
 // Summary returns the summary of d, made without parsing d again.
