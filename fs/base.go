@@ -14,6 +14,11 @@ type baseChoice struct {
 	distance  int
 	runnerUp  int // -1: no other content
 	ambiguous bool
+	// mine is the commit's content parsed (validated), and mineSum its summary (nil when there was
+	// no candidate); baseDoc is base parsed. The merge and the history reuse them.
+	mine    *merge.Document
+	mineSum *merge.Summary
+	baseDoc *merge.Document
 }
 
 // chooseBase validates mine and chooses, among the commit's candidates, the version mine differs
@@ -29,6 +34,7 @@ func (fsys *FS) chooseBase(req commitRequest) (baseChoice, error) {
 		}
 		return none, err
 	}
+	none.mine = doc
 	if len(req.bases) == 0 {
 		return none, nil
 	}
@@ -48,10 +54,23 @@ func (fsys *FS) chooseBase(req commitRequest) (baseChoice, error) {
 		}
 		cands[i] = merge.Candidate{Summary: s, ThreadLastRead: c.threadLast, ProcessLastRead: c.procLast, Seq: c.v.seq}
 	}
-	ch := merge.ChooseBase(doc.SummaryReusing(hint), cands)
+	none.mineSum = doc.SummaryReusing(hint)
+	ch := merge.ChooseBase(none.mineSum, cands)
 	if ch.Index < 0 {
 		return none, nil
 	}
 	chosen := req.bases[ch.Index]
-	return baseChoice{base: chosen.v, from: chosen.from, distance: ch.Distance, runnerUp: ch.RunnerUp, ambiguous: ch.Ambiguous}, nil
+	return baseChoice{base: chosen.v, from: chosen.from, distance: ch.Distance, runnerUp: ch.RunnerUp, ambiguous: ch.Ambiguous,
+		mine: doc, mineSum: none.mineSum, baseDoc: fsys.documentOf(chosen.v)}, nil
+}
+
+// documentOf returns v parsed (nil if it is not a valid document), parsing it once, and charges the
+// parse to the history that holds v.
+func (fsys *FS) documentOf(v *version) *merge.Document {
+	made := v.parsed.Load() == nil
+	doc := v.document(fsys.mergeOpts)
+	if made {
+		fsys.history.recharge(v)
+	}
+	return doc
 }

@@ -1,6 +1,9 @@
 package fs
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -134,5 +137,56 @@ func TestAmbiguousBaseIsCounted(t *testing.T) {
 	}
 	if got := f.get(t, "r.json"); got["a"] != 1.0 || got["b"] != 1.0 {
 		t.Fatalf("record = %v", got)
+	}
+}
+
+// When nobody committed since the writer read (theirs is the chosen base byte for byte), the record
+// becomes what the writer wrote, byte for byte: there is nothing to merge (docs/design.md, "The cost
+// of a commit").
+func TestCommitOntoItsBaseWritesMineAsWritten(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a": 1.0,  "b": [1, 2], "c": "\u00e9"}`)
+	w := self()
+	f.readRecord(t, w)
+	want := `{"c":"é","b":[1,2],"a":2}`
+	f.writeRecord(t, w, want)
+	if got, err := os.ReadFile(filepath.Join(f.dir, "r.json")); err != nil || string(got) != want {
+		t.Fatalf("record %q (%v), want %q", got, err, want)
+	}
+	if st := f.Stats(); st.Merges != 0 || st.Commits != 1 {
+		t.Errorf("stats %+v, want one commit and no merge", st)
+	}
+}
+
+// A commit parses only what mergefs has not parsed before: in steady read-modify-write, mine alone
+// (the version read is what the process committed last, parsed then); a commit onto another
+// process's commit parses mine alone too (its base and theirs were each parsed once before).
+func TestCommitsParseEachVersionOnce(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a": 0, "b": 0}`)
+	a, b := self(), task(startSleeper(t))
+	f.readRecord(t, a)
+	f.writeRecord(t, a, `{"a": 1, "b": 0}`)
+	for i := 2; i < 5; i++ {
+		f.readRecord(t, a)
+		before := merge.ParseCount()
+		f.writeRecord(t, a, fmt.Sprintf(`{"a": %d, "b": 0}`, i))
+		if n := merge.ParseCount() - before; n != 1 {
+			t.Errorf("read-modify-write %d parsed %d documents, want 1 (mine)", i, n)
+		}
+	}
+	f.readRecord(t, b) // {"a": 4, "b": 0}
+	f.readRecord(t, a)
+	f.writeRecord(t, a, `{"a": 10, "b": 0}`)
+	before := merge.ParseCount()
+	f.writeRecord(t, b, `{"a": 4, "b": 1}`) // merged onto a's commit
+	if n := merge.ParseCount() - before; n != 1 {
+		t.Errorf("a merging commit parsed %d documents, want 1 (mine)", n)
+	}
+	if got := f.get(t, "r.json"); got["a"] != 10.0 || got["b"] != 1.0 {
+		t.Fatalf("record %v, want a=10 b=1", got)
+	}
+	if st := f.Stats(); st.Merges != 1 {
+		t.Errorf("merges %d, want 1", st.Merges)
 	}
 }

@@ -48,53 +48,22 @@ const logConflictLimit = 8
 // rejected conflict, a record replaced since the writer opened it, no
 // permission), as opposed to a failure of the backing store.
 func (fsys *FS) commit(req commitRequest) (errno syscall.Errno, final bool) {
-	errno, final, _ = fsys.commitResult(req)
+	errno, final, _, _ = fsys.commitResult(req)
 	return errno, final
 }
 
-// commitResult is commit, with the store's result of a successful commit.
-func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool, cr backing.CommitResult) {
+// commitResult is commit, with the store's result of a successful commit and the version of what
+// the writer wrote (req.mine, with its parse kept) for the writer's history.
+func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool, cr backing.CommitResult, wrote *version) {
 	start := fsys.now()
-	var (
-		result merge.Result
-		merged bool
-		choice baseChoice
-	)
-	opts := fsys.mergeOpts
-	opts.Rules, opts.Record = fsys.rules.Load(), req.record
-	mergeFn := func(theirs []byte, exists bool) ([]byte, error) {
-		// An empty file is a name reserved by an exclusive create, not a
-		// record: merging into it would report its emptiness as damage.
-		if exists && len(theirs) == 0 {
-			exists = false
-		}
-		in := merge.Inputs{Mine: req.mine, Theirs: theirs, HasTheirs: exists}
-		switch {
-		case choice.base != nil:
-			in.Base, in.HasBase = choice.base.data, true
-		case req.baseIsTheirs:
-			in.Base, in.HasBase = theirs, exists
-		}
-		merged = exists && (!in.HasBase || !bytes.Equal(in.Base, theirs))
-		var err error
-		result, err = merge.Merge(in, opts)
-		if inputErr, ok := errors.AsType[*merge.InputError](err); ok && inputErr.Input == "base" {
-			// The writer read a damaged record; without a usable base
-			// the commit is a union with theirs.
-			in.Base, in.HasBase = nil, false
-			result, err = merge.Merge(in, opts)
-		}
-		if err != nil {
-			return nil, err
-		}
-		return result.Merged, nil
-	}
+	m := commitMerge{fsys: fsys, req: req, opts: fsys.mergeOpts}
+	m.opts.Rules, m.opts.Record = fsys.rules.Load(), req.record
 	var err error
 	if req.refused != "" {
 		// Writes were refused, so what is buffered is not what the writer
 		// meant (a prefix, a hole): never a record.
 		err = &merge.InputError{Input: "mine", Offset: -1, Reason: req.refused}
-	} else if choice, err = fsys.chooseBase(req); err != nil {
+	} else if m.choice, err = fsys.chooseBase(req); err != nil {
 		// mine is not a valid record: rejected below, before any lock.
 	} else if loc, errno := req.target.locate(); errno != 0 {
 		err = fmt.Errorf("the record's directory: %w", errno)
@@ -103,7 +72,7 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 		}
 	} else {
 		cr, err = fsys.store.CommitAt(context.Background(), loc.dir, loc.name, backing.Commit{
-			Merge:  mergeFn,
+			Merge:  m.merge,
 			Expect: req.expect,
 			NewID:  req.newID,
 			Writer: req.writer.cred(),
@@ -113,6 +82,7 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 		})
 		loc.close()
 	}
+	choice, result := m.choice, m.result
 	ev := event.Commit{
 		Record:       req.record,
 		Writer:       req.writer.public(),
@@ -122,7 +92,7 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 		RunnerUp:     choice.runnerUp,
 		Ambiguous:    choice.ambiguous,
 		Candidates:   len(req.bases),
-		Merged:       merged,
+		Merged:       m.merged,
 		Changed:      result.Changed,
 		Conflicts:    result.Conflicts,
 		RuleMerges:   result.Merges,
@@ -135,7 +105,87 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 	}
 	errno, final = fsys.finishCommit(&ev, req, err, cr)
 	fsys.observer.Commit(ev)
-	return errno, final, cr
+	if errno == 0 {
+		wrote = m.wrote()
+		if !cr.Unchanged {
+			// What the record holds now: the next commit's theirs, usually.
+			current := wrote
+			if !bytes.Equal(m.out, req.mine) {
+				current = &version{data: m.out}
+			}
+			fsys.history.setCurrent(cr.Identity.ID, current)
+		}
+	}
+	return errno, final, cr, wrote
+}
+
+// commitMerge is one commit's merge: what it chose and what it made.
+type commitMerge struct {
+	fsys   *FS
+	req    commitRequest
+	opts   merge.Options
+	choice baseChoice
+	result merge.Result
+	merged bool   // a 3-way merge with a theirs that is not the base
+	out    []byte // what the commit wrote
+}
+
+// merge is backing.Commit.Merge: it runs under the record's lock, with theirs as the record is now.
+// When theirs is the chosen base byte for byte (nobody committed since the writer read: the usual
+// case), the result is mine as written, already validated: no merge (docs/design.md, "The cost of
+// a commit"). Otherwise mine, base and theirs merge, each parsed at most once: mine and the base by
+// the base choice, theirs unless it is the version mergefs last found or left in the backing store.
+func (m *commitMerge) merge(theirs []byte, exists bool) ([]byte, error) {
+	fsys, req := m.fsys, m.req
+	// An empty file is a name reserved by an exclusive create, not a
+	// record: merging into it would report its emptiness as damage.
+	if exists && len(theirs) == 0 {
+		exists = false
+	}
+	if exists && m.choice.base != nil && bytes.Equal(m.choice.base.data, theirs) {
+		m.result = merge.Result{Merged: req.mine}
+		if !bytes.Equal(req.mine, theirs) {
+			m.result.Changed = max(m.choice.distance, 1)
+		}
+		m.out = req.mine
+		return req.mine, nil
+	}
+	in := merge.Inputs{Mine: req.mine, MineDoc: m.choice.mine, Theirs: theirs, HasTheirs: exists}
+	switch {
+	case m.choice.base != nil:
+		in.Base, in.HasBase, in.BaseDoc = m.choice.base.data, true, m.choice.baseDoc
+	case req.baseIsTheirs:
+		in.Base, in.HasBase = theirs, exists
+	}
+	if exists && req.expect != 0 {
+		if v := fsys.history.current(req.expect, theirs); v != nil {
+			if doc := fsys.documentOf(v); doc != nil {
+				in.Theirs, in.TheirsDoc = v.data, doc
+			}
+		}
+	}
+	m.merged = exists && (!in.HasBase || !bytes.Equal(in.Base, theirs))
+	var err error
+	m.result, err = merge.Merge(in, m.opts)
+	if inputErr, ok := errors.AsType[*merge.InputError](err); ok && inputErr.Input == "base" {
+		// The writer read a damaged record; without a usable base
+		// the commit is a union with theirs.
+		in.Base, in.HasBase = nil, false
+		m.result, err = merge.Merge(in, m.opts)
+	}
+	if err != nil {
+		return nil, err
+	}
+	m.out = m.result.Merged
+	return m.result.Merged, nil
+}
+
+// wrote is the version of what the writer wrote, with the parse and summary the commit made of it.
+func (m *commitMerge) wrote() *version {
+	if m.choice.mine == nil {
+		return &version{data: m.req.mine}
+	}
+	return parsedVersion(m.req.mine, m.choice.mine, m.choice.mineSum)
 }
 
 // errNoRecord aborts a sync of a record that does not exist.

@@ -20,6 +20,10 @@ type version struct {
 	// summary is made on first need (a commit choosing its base) and kept: merge.Summary, or nil
 	// for content that is not a valid document (never a base).
 	summary atomic.Pointer[summarized]
+	// parsed is data parsed and validated, made on first need (the summary, a merge that has this
+	// version as its base or theirs) and kept while the history holds the version: a commit does
+	// not parse again what mergefs parsed before (docs/design.md, "The cost of a commit").
+	parsed atomic.Pointer[parsedDoc]
 
 	// Guarded by history.mu: how many places of the history hold it, and what it is charged.
 	refs    int
@@ -28,13 +32,41 @@ type version struct {
 
 type summarized struct{ s *merge.Summary }
 
+// parsedDoc is a version's merge.Document, nil for content that is not a valid document.
+type parsedDoc struct{ doc *merge.Document }
+
+// parsedVersion returns a version of data whose parse (doc, valid with the limits of opts) and
+// summary (if not nil) are already made: what a commit made of mine.
+func parsedVersion(data []byte, doc *merge.Document, sum *merge.Summary) *version {
+	v := &version{data: data}
+	v.parsed.Store(&parsedDoc{doc: doc})
+	if sum != nil {
+		v.summary.Store(&summarized{s: sum})
+	}
+	return v
+}
+
+// document returns v's data parsed with the limits of opts, parsing it if it has not been, nil if
+// it is not a valid document.
+func (v *version) document(opts merge.Options) *merge.Document {
+	if p := v.parsed.Load(); p != nil {
+		return p.doc
+	}
+	doc, err := merge.ParseDocument(v.data, opts)
+	if err != nil {
+		doc = nil
+	}
+	v.parsed.CompareAndSwap(nil, &parsedDoc{doc: doc})
+	return v.parsed.Load().doc
+}
+
 // summaryOf returns v's summary, making it (reusing hint's unchanged subtrees) if it has none.
 func (v *version) summaryOf(opts merge.Options, hint *merge.Summary) *merge.Summary {
 	if s := v.summary.Load(); s != nil {
 		return s.s
 	}
 	var s *merge.Summary
-	if doc, err := merge.ParseDocument(v.data, opts); err == nil {
+	if doc := v.document(opts); doc != nil {
 		s = doc.SummaryReusing(hint)
 	}
 	v.summary.CompareAndSwap(nil, &summarized{s: s})
@@ -76,7 +108,11 @@ type history struct {
 }
 
 type recordReads struct {
-	id      uint64
+	id uint64
+	// current is the record's content as mergefs last found it in the backing store (at an open)
+	// or left it there (a commit): usually what the next open reads and the next commit merges
+	// into (theirs), so its parse is kept for that commit.
+	current *version
 	recent  []seen // newest last
 	procs   map[procKey]*procReads
 	touched time.Time
@@ -103,18 +139,79 @@ func newHistory(maxBytes int64, maxAge time.Duration, now func() time.Time) *his
 	return &history{maxBytes: maxBytes, maxAge: maxAge, now: now, records: make(map[uint64]*recordReads)}
 }
 
-// share returns the record's newest known version if it holds exactly data, else a new version of
-// data: a hundred processes reading an unchanged record then hold one copy of it, not a hundred.
+// share returns the record's current or newest known version if it holds exactly data, else a new
+// version of data: a hundred processes reading an unchanged record then hold one copy of it, not a
+// hundred. The version becomes the record's current one.
 func (h *history) share(id uint64, data []byte) *version {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if r := h.records[id]; r != nil && len(r.recent) > 0 {
-		if v := r.recent[len(r.recent)-1].v; bytes.Equal(v.data, data) {
-			return v
+	r := h.records[id]
+	if r != nil {
+		if r.current != nil && bytes.Equal(r.current.data, data) {
+			return r.current
+		}
+		if len(r.recent) > 0 {
+			if v := r.recent[len(r.recent)-1].v; bytes.Equal(v.data, data) {
+				h.setCurrentLocked(r, v)
+				return v
+			}
 		}
 	}
 	h.seq++
-	return &version{data: data, seq: h.seq}
+	v := &version{data: data, seq: h.seq}
+	if r != nil {
+		h.setCurrentLocked(r, v)
+		h.expire(h.now())
+	}
+	return v
+}
+
+// current returns the version of record id that mergefs last found or left in the backing store if
+// it holds exactly data, else nil.
+func (h *history) current(id uint64, data []byte) *version {
+	h.mu.Lock()
+	var v *version
+	if r := h.records[id]; r != nil {
+		v = r.current
+	}
+	h.mu.Unlock()
+	if v == nil || !bytes.Equal(v.data, data) {
+		return nil
+	}
+	return v
+}
+
+// setCurrent records that record id holds v now in the backing store (a commit left it there).
+func (h *history) setCurrent(id uint64, v *version) {
+	if id == 0 || v == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := h.now()
+	if v.seq == 0 {
+		h.seq++
+		v.seq = h.seq
+	}
+	h.setCurrentLocked(h.record(id, now), v)
+	h.expire(now)
+}
+
+// setCurrentLocked makes v the current version of r; one too large for the memory bound is not
+// kept (nor is the one it replaces, which is no longer current).
+func (h *history) setCurrentLocked(r *recordReads, v *version) {
+	if r.current == v {
+		return
+	}
+	if r.current != nil {
+		h.release(r.current)
+		r.current = nil
+	}
+	if h.cost(v)+recordBytes > h.maxBytes {
+		return
+	}
+	h.hold(v)
+	r.current = v
 }
 
 // read records that thread (of proc) was served v of record id.
@@ -206,6 +303,9 @@ func (h *history) cost(v *version) int64 {
 	if s := v.summary.Load(); s != nil && s.s != nil {
 		c += int64(s.s.Bytes())
 	}
+	if p := v.parsed.Load(); p != nil && p.doc != nil {
+		c += int64(p.doc.Bytes())
+	}
 	return c
 }
 
@@ -222,10 +322,13 @@ func (h *history) release(v *version) {
 	if v.refs == 0 {
 		h.bytes -= v.charged
 		v.charged = 0
+		// Its parse is only worth its memory while the history holds it (a handle may still hold
+		// the version); the summary, smaller, stays.
+		v.parsed.Store(nil)
 	}
 }
 
-// recharge accounts for a summary made after v was charged.
+// recharge accounts for a summary or parse made after v was charged.
 func (h *history) recharge(v *version) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -258,6 +361,9 @@ func (h *history) expire(now time.Time) {
 func (h *history) drop(r *recordReads) {
 	h.lru.Remove(r.elem)
 	delete(h.records, r.id)
+	if r.current != nil {
+		h.release(r.current)
+	}
 	for _, s := range r.recent {
 		h.release(s.v)
 	}

@@ -1008,7 +1008,7 @@ func (n *node) renameOntoRecord(ctx context.Context, c caller, srcDir backing.Di
 	if _, id, err := n.fsys.store.Identify(dstDir, newName); err == nil {
 		bases = n.fsys.history.candidates(id.ID, c.thread, c.proc, nil, event.NoBase)
 	}
-	errno, _, res := n.fsys.commitResult(commitRequest{
+	errno, _, res, wrote := n.fsys.commitResult(commitRequest{
 		target: &fixedPlace{dir: dstDir, name: newName, path: record}, record: record, writer: c, trigger: event.Rename,
 		bases: bases, baseIsTheirs: len(bases) == 0, mine: mine, sync: true, newID: backing.NewID(),
 		source: &backing.Source{Dir: &srcDir, Name: name, Ino: st.Ino, Data: mine},
@@ -1027,6 +1027,6 @@ func (n *node) renameOntoRecord(ctx context.Context, c caller, srcDir backing.Di
 			go dstNode.NotifyEntry(newName)
 		}
 	}
-	n.fsys.history.committed(res.Identity.ID, c.thread, c.proc, &version{data: mine})
+	n.fsys.history.committed(res.Identity.ID, c.thread, c.proc, wrote)
 	return 0
 }

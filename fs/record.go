@@ -439,7 +439,7 @@ func (h *recordHandle) commitLocked(c caller, trigger event.Trigger, sync bool) 
 	if mine == nil {
 		mine = []byte{}
 	}
-	errno, final, res := h.fsys.commitResult(commitRequest{
+	errno, final, res, committed := h.fsys.commitResult(commitRequest{
 		target:  h.target,
 		record:  h.record,
 		expect:  h.expect,
@@ -464,7 +464,6 @@ func (h *recordHandle) commitLocked(c caller, trigger event.Trigger, sync bool) 
 		h.expect = res.Identity.ID
 		h.target.adopt(res.Identity.ID)
 	}
-	committed := &version{data: mine}
 	// The content the handle held becomes its snapshot: charged as one now.
 	h.fsys.budget.holdSnapshot(h.opener.uid, committed, true)
 	h.fsys.budget.dropSnapshot(h.opener.uid, h.view)
