@@ -297,49 +297,71 @@ func (n *node) statSelf(a *fuse.Attr) syscall.Errno {
 	return 0
 }
 
-// openRecordPath opens the record this node is with O_PATH and checks its identity: ESTALE if the name
-// now holds another record, ENOENT if it holds none.
-func (n *node) openRecordPath() (int, location, syscall.Errno) {
-	loc, errno := n.locate()
-	if errno != 0 {
-		return -1, location{}, errno
-	}
-	fd, err := openatStale(loc.dir.FD, loc.name, unix.O_PATH)
-	if err != nil {
-		loc.close()
-		return -1, location{}, errnoOf(err)
-	}
-	if errno := n.checkRecord(fd); errno != 0 {
-		sysx.Close(fd)
-		loc.close()
-		return -1, location{}, errno
-	}
-	return fd, loc, 0
-}
-
 // checkRecord checks that fd (O_PATH) is a regular file carrying this node's record identity.
 func (n *node) checkRecord(fd int) syscall.Errno {
-	st, err := sysx.Fstatat(fd, "")
+	st, err := statx(fd, "")
 	if err != nil {
 		return errnoOf(err)
 	}
-	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+	if st.fileType() != syscall.S_IFREG {
 		return syscall.ESTALE
+	}
+	if n.verified(&st) {
+		return 0
 	}
 	id, err := backing.ReadIdentity(sysx.ProcPath(fd), false)
 	if err != nil || id.ID != n.recordID.Load() {
 		return syscall.ESTALE
 	}
+	n.verifiedFile.Store(&verifiedFile{key: keyOf(&st), id: id.ID})
 	return 0
 }
 
+// fileKey tells a backing file apart from every other file that has or had its name: device, inode
+// number, birth time (which tells a reused inode number apart) and change time, which every change of
+// its extended attributes (the record identity among them) moves.
+type fileKey struct {
+	dev, ino, gen uint64
+	ctime         unix.Timespec
+}
+
+func keyOf(st *stat) fileKey {
+	return fileKey{dev: st.dev, ino: st.Ino, gen: st.gen, ctime: st.Ctim}
+}
+
+// verifiedFile is the backing file a record node last found carrying its identity.
+type verifiedFile struct {
+	key fileKey
+	id  uint64
+}
+
+// verified reports whether st is the backing file this node last found carrying its record identity,
+// unchanged since: its identity need not be read again.
+func (n *node) verified(st *stat) bool {
+	v := n.verifiedFile.Load()
+	return v != nil && v.key == keyOf(st) && v.id == n.recordID.Load()
+}
+
+// statRecord stats the record this node is: ESTALE if the name now holds another record, ENOENT if it
+// holds none. The backing file found last is known by its stat alone; another is opened and its
+// identity read.
 func (n *node) statRecord() (unix.Stat_t, syscall.Errno) {
-	fd, loc, errno := n.openRecordPath()
+	loc, errno := n.locate()
 	if errno != 0 {
 		return unix.Stat_t{}, errno
 	}
 	defer loc.close()
+	if st, err := statx(loc.dir.FD, loc.name); err == nil && st.fileType() == syscall.S_IFREG && n.verified(&st) {
+		return st.Stat_t, 0
+	}
+	fd, err := openatStale(loc.dir.FD, loc.name, unix.O_PATH)
+	if err != nil {
+		return unix.Stat_t{}, errnoOf(err)
+	}
 	defer sysx.Close(fd)
+	if errno := n.checkRecord(fd); errno != 0 {
+		return unix.Stat_t{}, errno
+	}
 	st, err := sysx.Fstatat(fd, "")
 	if err != nil {
 		return unix.Stat_t{}, errnoOf(err)
@@ -637,7 +659,17 @@ func (n *node) openRecord(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	return h, fuse.FOPEN_DIRECT_IO, 0
+	return h, recordOpenFlags(flags), 0
+}
+
+// recordOpenFlags are the FOPEN flags of a record handle opened with flags: direct I/O, so that the
+// kernel's page cache, which is per inode, never shows one handle another's snapshot; and for a
+// read-only handle, which never commits, no FLUSH at its closes (the kernel skips the round trip).
+func recordOpenFlags(flags uint32) uint32 {
+	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
+		return fuse.FOPEN_DIRECT_IO | fuse.FOPEN_NOFLUSH
+	}
+	return fuse.FOPEN_DIRECT_IO
 }
 
 // accessMode is the access(2) mode an open with flags needs.
@@ -706,7 +738,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	out.Ino = target.recordID.Load()
 	out.SetAttrTimeout(0)
-	return inode, h, fuse.FOPEN_DIRECT_IO, 0
+	return inode, h, recordOpenFlags(flags), 0
 }
 
 func (n *node) createOther(ctx context.Context, dir backing.Dir, name string, c caller, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {

@@ -113,6 +113,8 @@ type node struct {
 	// target is a symlink's content, read when the node is made: a symlink never changes, and a
 	// symlink renamed over or removed while the kernel follows it still has it.
 	target atomic.Pointer[[]byte]
+	// verifiedFile is the backing file a record node last found carrying its identity (checkRecord).
+	verifiedFile atomic.Pointer[verifiedFile]
 }
 
 var _ gofs.InodeEmbedder = (*node)(nil)

@@ -1,0 +1,97 @@
+package fs
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/mergefs/mergefs/backing"
+)
+
+// A record node remembers the backing file it last found carrying its identity, by device, inode,
+// birth and change time, so that a GETATTR need not read the identity again; any change of the
+// file's attributes (its identity among them) or another file at the name makes it read again.
+func TestCheckRecordRemembersTheVerifiedFile(t *testing.T) {
+	f := newTestFS(t, 0)
+	f.put(t, "r.json", `{"a":1}`)
+	dir := backing.Dir{FD: f.rootFD, Ino: f.rootIno()}
+	_, id, err := f.store.Identify(dir, "r.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{fsys: f.FS}
+	n.recordID.Store(id.ID)
+	check := func() (syscall.Errno, bool) {
+		t.Helper()
+		fd, err := unix.Openat(f.rootFD, "r.json", unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		errno := n.checkRecord(fd)
+		st, err := statx(fd, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return errno, n.verified(&st)
+	}
+	if errno, ok := check(); errno != 0 || !ok {
+		t.Fatalf("the record's own file: %v, remembered %v", errno, ok)
+	}
+	// Another record's identity on the same file: its change time moves, so it is read again.
+	other := backing.Identity{ID: backing.NewID(), Gen: 1}
+	path := filepath.Join(f.dir, "r.json")
+	if err := unix.Setxattr(path, backing.IdentityXattr, encodeIdentity(other), 0); err != nil {
+		t.Fatal(err)
+	}
+	if errno, ok := check(); errno != syscall.ESTALE || ok {
+		t.Fatalf("a file carrying another identity: %v, remembered %v; want ESTALE", errno, ok)
+	}
+	// Another file at the name that carries the node's identity (the record's next version) is
+	// checked and remembered in turn.
+	if err := os.WriteFile(filepath.Join(f.dir, "next"), []byte(`{"a":2}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(filepath.Join(f.dir, "next"), backing.IdentityXattr, encodeIdentity(id), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(f.dir, "next"), path); err != nil {
+		t.Fatal(err)
+	}
+	if errno, ok := check(); errno != 0 || !ok {
+		t.Fatalf("the record's next version: %v, remembered %v", errno, ok)
+	}
+}
+
+// encodeIdentity is the identity attribute's value (backing's format: version 1, id, generation).
+func encodeIdentity(id backing.Identity) []byte {
+	b := make([]byte, 17)
+	b[0] = 1
+	for i := range 8 {
+		b[1+i] = byte(id.ID >> (8 * i))
+		b[9+i] = byte(id.Gen >> (8 * i))
+	}
+	return b
+}
+
+// Record handles use direct I/O; read-only ones, which never commit, are opened without FLUSH.
+func TestRecordOpenFlags(t *testing.T) {
+	for _, c := range []struct {
+		flags uint32
+		want  uint32
+	}{
+		{syscall.O_RDONLY, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_NOFLUSH},
+		{syscall.O_RDONLY | syscall.O_NONBLOCK, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_NOFLUSH},
+		{syscall.O_WRONLY | syscall.O_TRUNC, fuse.FOPEN_DIRECT_IO},
+		{syscall.O_RDWR, fuse.FOPEN_DIRECT_IO},
+		{syscall.O_WRONLY | syscall.O_APPEND, fuse.FOPEN_DIRECT_IO},
+	} {
+		if got := recordOpenFlags(c.flags); got != c.want {
+			t.Errorf("flags %#o: %#x, want %#x", c.flags, got, c.want)
+		}
+	}
+}
