@@ -190,3 +190,20 @@ func TestCommitsParseEachVersionOnce(t *testing.T) {
 		t.Errorf("merges %d, want 1", st.Merges)
 	}
 }
+
+// A rewrite that changes no value (whitespace, key order, number and string spelling) leaves the
+// record as it is, byte for byte, also when nobody committed since the writer read.
+func TestRewriteWithoutChangeLeavesTheRecord(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	const record = `{"a": 1.0,  "b": {"c": "\u00e9"}}`
+	f.put(t, "r.json", record)
+	w := self()
+	f.readRecord(t, w)
+	f.writeRecord(t, w, `{"b":{"c":"é"},"a":1}`)
+	if got, err := os.ReadFile(filepath.Join(f.dir, "r.json")); err != nil || string(got) != record {
+		t.Fatalf("record %q (%v), want it unchanged: %q", got, err, record)
+	}
+	if st := f.Stats(); st.Unchanged != 1 {
+		t.Errorf("stats %+v, want one unchanged commit", st)
+	}
+}

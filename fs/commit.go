@@ -81,6 +81,10 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 			Source: req.source,
 		})
 		loc.close()
+		if !cr.Unchanged {
+			// Before the reply: the kernel must not give anyone the old record's attributes.
+			req.target.changed()
+		}
 	}
 	choice, result := m.choice, m.result
 	ev := event.Commit{
@@ -132,8 +136,8 @@ type commitMerge struct {
 
 // merge is backing.Commit.Merge: it runs under the record's lock, with theirs as the record is now.
 // When theirs is the chosen base byte for byte (nobody committed since the writer read: the usual
-// case), the result is mine as written, already validated: no merge (docs/design.md, "The cost of
-// a commit"). Otherwise mine, base and theirs merge, each parsed at most once: mine and the base by
+// case) and mine changed it, the result is mine as written, already validated: no merge
+// (docs/design.md, "The cost of a commit"). Otherwise mine, base and theirs merge, each parsed at most once: mine and the base by
 // the base choice, theirs unless it is the version mergefs last found or left in the backing store.
 func (m *commitMerge) merge(theirs []byte, exists bool) ([]byte, error) {
 	fsys, req := m.fsys, m.req
@@ -142,11 +146,11 @@ func (m *commitMerge) merge(theirs []byte, exists bool) ([]byte, error) {
 	if exists && len(theirs) == 0 {
 		exists = false
 	}
-	if exists && m.choice.base != nil && bytes.Equal(m.choice.base.data, theirs) {
-		m.result = merge.Result{Merged: req.mine}
-		if !bytes.Equal(req.mine, theirs) {
-			m.result.Changed = max(m.choice.distance, 1)
-		}
+	if exists && m.choice.base != nil && m.choice.distance > 0 && bytes.Equal(m.choice.base.data, theirs) {
+		// Mine differs from the base (a distance above 0 is never a hash collision: equal values
+		// hash alike), which is still the record: the writer's content, as written, is the result.
+		// A rewrite that changes no value merges below, and leaves the record as it is.
+		m.result = merge.Result{Merged: req.mine, Changed: m.choice.distance}
 		m.out = req.mine
 		return req.mine, nil
 	}

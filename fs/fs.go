@@ -97,6 +97,10 @@ type FS struct {
 	// rules are the merge rules in force (nil: none); SetRules replaces them.
 	rules atomic.Pointer[merge.Rules]
 
+	// cacheRecordAttrs: the kernel may cache a record's attributes while they are the same for
+	// everyone (node.Getattr): no other host changes records, so the daemon knows every change.
+	cacheRecordAttrs bool
+
 	counters counters
 	now      func() time.Time
 }
@@ -162,6 +166,7 @@ func New(cfg Config) (*FS, gofs.InodeEmbedder, error) {
 		fsys.counters.ruleMerges[s] = new(atomic.Uint64)
 	}
 	fsys.rules.Store(cfg.Merge.Rules)
+	fsys.cacheRecordAttrs = !cfg.Store.Fencing()
 	root := &node{fsys: fsys, id: st.identity()}
 	return fsys, root, nil
 }
@@ -432,6 +437,19 @@ func (fsys *FS) staleOpen(c caller, errno syscall.Errno) syscall.Errno {
 		return syscall.ENOENT
 	}
 	return syscall.ESTALE
+}
+
+// uniform reports whether every handle open on record has size bytes: then every caller's stat of
+// it is the same (node.Getattr).
+func (fsys *FS) uniform(record string, size int64) bool {
+	fsys.mu.Lock()
+	defer fsys.mu.Unlock()
+	for _, h := range fsys.open[record] {
+		if h.size() != size {
+			return false
+		}
+	}
+	return true
 }
 
 func (fsys *FS) hasOpen(record string) bool {

@@ -17,8 +17,13 @@ import (
 )
 
 // otherAttrTimeout is how long the kernel may cache attributes of anything that is not a record.
-// Records get zero: their size depends on who asks.
 const otherAttrTimeout = time.Second
+
+// recordAttrTimeout is how long the kernel may cache a record's attributes while every handle open on
+// it has the record's own size (node.Getattr), so that everyone's stat is the same; the daemon
+// invalidates them when a commit changes the record. Otherwise, and where other hosts may change
+// records (--multi-host), it is zero: a record's size then depends on who asks.
+const recordAttrTimeout = time.Second
 
 var (
 	_ gofs.NodeStatfser       = (*node)(nil)
@@ -222,6 +227,10 @@ func (n *node) entry(ctx context.Context, out *fuse.EntryOut) (*gofs.Inode, sysc
 // readFile reads exactly fstat's size of the descriptor it just opened), else the record's as an open
 // would see it now. Anything else is the backing object's own attributes: through an open handle of
 // it if there is one (a file removed while open has no name left to find it by).
+//
+// A record's attributes may be cached by the kernel (recordAttrTimeout) when the answer is the same
+// for everyone: the record exists and every handle open on it has its size (docs/design.md, "Kernel
+// caches").
 func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if !n.isRecord() {
 		if fd := handleFD(f); fd >= 0 {
@@ -240,6 +249,12 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 	h, _ := f.(*recordHandle)
 	if !req.namedFH {
 		h = nil // go-fuse's stand-in (the node's first open handle), not the caller's
+	}
+	cacheable := n.fsys.cacheRecordAttrs
+	if cacheable {
+		// Before anything is looked at: a change made from now on invalidates what this answer
+		// lets the kernel cache (invalidateAttrs).
+		n.attrsCached.Store(true)
 	}
 	record := n.recordPath()
 	if h == nil && n.fsys.hasOpen(record) {
@@ -266,9 +281,51 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 	out.Ino = n.recordID.Load()
 	if out.Ino != n.StableAttr().Ino {
 		req.ino = out.Ino
+		cacheable = false
+	}
+	if cacheable && errno == 0 && n.fsys.uniform(record, st.Size) {
+		if _, parent := n.Parent(); parent != nil {
+			n.cachedKey.Store(&attrKey{ino: st.Ino, size: st.Size, mtime: st.Mtim, ctime: st.Ctim})
+			out.SetTimeout(recordAttrTimeout)
+			return 0
+		}
 	}
 	out.SetTimeout(0)
 	return 0
+}
+
+// attrKey is what a record's cached attributes were made from: its backing file's inode, size and
+// times.
+type attrKey struct {
+	ino          uint64
+	size         int64
+	mtime, ctime unix.Timespec
+}
+
+// invalidateAttrs makes the kernel drop the attributes of this node it may cache, if an answer since
+// the last invalidation let it (node.Getattr). Only attributes: no lock is taken in the kernel, so it
+// may be called while serving any request.
+func (n *node) invalidateAttrs() {
+	if n == nil || !n.attrsCached.Swap(false) {
+		return
+	}
+	n.cachedKey.Store(nil)
+	n.NotifyContent(-1, 0)
+}
+
+// changed is recordTarget.changed: the record was committed.
+func (n *node) changed() { n.invalidateAttrs() }
+
+// opened checks the attributes the kernel may cache for this record node against the backing file an
+// open found (st): another daemon, or a process writing the backing directory, may have changed the
+// record since; the kernel must not then give the opener the size of the old one.
+func (n *node) opened(st *unix.Stat_t) {
+	if !n.attrsCached.Load() {
+		return
+	}
+	if k := n.cachedKey.Load(); k == nil || *k != (attrKey{ino: st.Ino, size: st.Size, mtime: st.Mtim, ctime: st.Ctim}) {
+		n.invalidateAttrs()
+	}
 }
 
 // handleFD is the backing descriptor of an open pass-through file or directory, or -1.
@@ -654,6 +711,7 @@ func (n *node) openRecord(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	var expect uint64
 	if exists {
 		expect = sn.Identity.ID
+		n.opened(&sn.Stat)
 	}
 	h, errno := n.fsys.openRecordHandle(n, record, expect, flags, c, sn.Data, exists, n.newRecordAttrs(c, 0o644))
 	if errno != 0 {
@@ -729,6 +787,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	inode := n.NewInode(ctx, child, child.stableAttr(syscall.S_IFREG))
 	target := inode.Operations().(*node)
 	target.last.Store(&place{parent: n, name: name})
+	if exists {
+		target.opened(&sn.Stat)
+	}
 	h, errno := n.fsys.openRecordHandle(target, record, expect, flags, c, sn.Data, exists, n.newRecordAttrs(c, mode))
 	if errno != 0 {
 		return nil, nil, 0, errno
@@ -1049,7 +1110,15 @@ func (n *node) renameOntoRecord(ctx context.Context, c caller, srcDir backing.Di
 	if errno != 0 {
 		return errno
 	}
+	// The record changed: what the kernel caches of the node it had at newName, and of the renamed
+	// node that now stands for the record, is stale.
+	if old := dstNode.childNode(newName); old != nil && old != child {
+		old.invalidateAttrs()
+	}
 	if child != nil {
+		// Whatever it was (a temporary file's attributes are cached for otherAttrTimeout).
+		child.attrsCached.Store(false)
+		child.NotifyContent(-1, 0)
 		// The kernel now believes the renamed node is at newName; it is the record there.
 		child.recordID.Store(res.Identity.ID)
 		child.last.Store(&place{parent: dstNode, name: newName})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -33,6 +34,8 @@ type recordHandle struct {
 	view    *version
 	content []byte
 	written bool // content, not view, holds the handle's data
+	// length is len(data()), set under mu, read without it (stat of the record: node.Getattr).
+	length atomic.Int64
 	// refused says why a write was refused since the last commit (past the size limit, or the
 	// budget): what is buffered is then not what the writer meant, and the commit fails.
 	refused string
@@ -61,6 +64,8 @@ type recordTarget interface {
 	newID() uint64
 	// adopt notes the identity the record has after a commit (another creator's, for a new record).
 	adopt(id uint64)
+	// changed notes that a commit changed the record: what the kernel caches of it is stale.
+	changed()
 }
 
 func (n *node) newID() uint64 { return n.recordID.Load() }
@@ -82,6 +87,8 @@ func (f *fixedPlace) locate() (location, syscall.Errno) {
 func (f *fixedPlace) newID() uint64 { return f.id }
 
 func (f *fixedPlace) adopt(id uint64) { f.id = id }
+
+func (f *fixedPlace) changed() {}
 
 // newRecord is the mode and owner a commit gives a record it creates.
 type newRecord struct {
@@ -141,6 +148,7 @@ func (fsys *FS) openRecordHandle(target recordTarget, record string, expect uint
 		h.written, h.dirty = true, true
 	}
 	h.lastTID, h.lastProc = c.thread.pid, c.proc
+	h.length.Store(int64(len(h.data())))
 	fsys.addOpen(h)
 	return h, 0
 }
@@ -157,9 +165,7 @@ func (h *recordHandle) data() []byte {
 }
 
 func (h *recordHandle) size() int64 {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return int64(len(h.data()))
+	return h.length.Load()
 }
 
 // fresh reports whether the handle's record is new and not committed yet.
@@ -263,6 +269,7 @@ func (h *recordHandle) setLen(n int) syscall.Errno {
 		copy(h.content, src)
 		h.written = true
 	}
+	defer func() { h.length.Store(int64(len(h.content))) }()
 	old := len(h.content)
 	if n <= old {
 		h.content = h.content[:n]
@@ -469,6 +476,7 @@ func (h *recordHandle) commitLocked(c caller, trigger event.Trigger, sync bool) 
 	h.fsys.budget.dropSnapshot(h.opener.uid, h.view)
 	h.uncharge()
 	h.view, h.content, h.written = committed, nil, false
+	h.length.Store(int64(len(committed.data)))
 	h.atOpen, h.atOpenFrom = committed, event.OwnCommit
 	clear(h.readers)
 	h.fsys.history.committed(h.expect, c.thread, c.proc, committed)

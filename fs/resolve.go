@@ -115,6 +115,10 @@ type node struct {
 	target atomic.Pointer[[]byte]
 	// verifiedFile is the backing file a record node last found carrying its identity (checkRecord).
 	verifiedFile atomic.Pointer[verifiedFile]
+	// attrsCached: a GETATTR answer since the last invalidation may have let the kernel cache this
+	// record node's attributes; cachedKey is what the last such answer was made from (nil: unknown).
+	attrsCached atomic.Bool
+	cachedKey   atomic.Pointer[attrKey]
 }
 
 var _ gofs.InodeEmbedder = (*node)(nil)
