@@ -106,6 +106,23 @@ func BenchmarkCallerResolve(b *testing.B) {
 	}
 }
 
+// BenchmarkCallerRecheck is the identification of a caller whose cached identity is older than
+// callerRecheck: /proc confirms it (the thread's stat and status are read again), as for most
+// requests of a worker that makes fewer than a hundred a second.
+func BenchmarkCallerRecheck(b *testing.B) {
+	r := newCallerResolver("/proc")
+	now := time.Now()
+	r.now = func() time.Time { return now }
+	pid := uint32(os.Getpid())
+	b.ReportAllocs()
+	for b.Loop() {
+		now = now.Add(callerRecheck)
+		if _, err := r.resolve(pid, 0, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkSnapshotOpen is an OPEN of a record: read the current record from
 // the backing store, identify the caller, set up the handle (and RELEASE).
 func BenchmarkSnapshotOpen(b *testing.B) {
