@@ -279,15 +279,30 @@ func (a *Access) check(fd int) error {
 // none), after checking access if it is not nil. A missing record gives ENOENT; a file larger than the
 // store's MaxRecordSize gives EFBIG without being read; anything but a regular file is refused.
 func (s *Store) ReadAt(dir Dir, name string, access *Access) (Snapshot, error) {
+	sn, _, err := s.ReadAtKnown(dir, name, access, nil)
+	return sn, err
+}
+
+// Known is a record's content as its reader last read or wrote it, and the file it was in.
+type Known struct {
+	Version  Version
+	Identity Identity
+	Data     []byte
+}
+
+// ReadAtKnown is ReadAt, except that when the file it opens is known's (the same device, inode, size,
+// modification and change time) it returns known's data and identity without reading them again, and
+// reused says so. A record's file is never changed in place by a commit (a new file replaces it), and
+// a change of the file's content or of its attributes (the identity among them) moves its times.
+func (s *Store) ReadAtKnown(dir Dir, name string, access *Access, known *Known) (sn Snapshot, reused bool, err error) {
 	if err := checkBase(name); err != nil {
-		return Snapshot{}, err
+		return Snapshot{}, false, err
 	}
 	if err := s.begin(); err != nil {
-		return Snapshot{}, err
+		return Snapshot{}, false, err
 	}
 	defer s.end()
-	var sn Snapshot
-	err := sysx.RetryStale(dir.FD, name, func() error {
+	err = sysx.RetryStale(dir.FD, name, func() error {
 		fd, err := openFile(dir.FD, name, unix.O_RDONLY|unix.O_NOCTTY, 0)
 		if err != nil {
 			return err
@@ -296,14 +311,24 @@ func (s *Store) ReadAt(dir Dir, name string, access *Access) (Snapshot, error) {
 		if err := access.check(fd); err != nil {
 			return err
 		}
+		if known != nil {
+			st, err := sysx.Fstat(fd)
+			if err != nil {
+				return err
+			}
+			if versionOf(&st) == known.Version && requireRegular(&st) == nil {
+				sn, reused = Snapshot{Data: known.Data, Stat: st, Identity: known.Identity}, true
+				return nil
+			}
+		}
 		cur, err := s.readOpened(fd)
 		if err != nil {
 			return err
 		}
-		sn = Snapshot{Data: cur.data, Stat: cur.st, Identity: cur.id}
+		sn, reused = Snapshot{Data: cur.data, Stat: cur.st, Identity: cur.id}, false
 		return nil
 	})
-	return sn, err
+	return sn, reused, err
 }
 
 // Identify returns the stat and identity of the record name in dir (giving it an identity if it has

@@ -128,6 +128,64 @@ func TestReadAndVersion(t *testing.T) {
 	}
 }
 
+// ReadAtKnown does not read again a record whose file is the one known (as committed, or as read):
+// it returns the known bytes; any other file, or the same file changed, is read.
+func TestReadAtKnownReusesAnUnchangedFile(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, FsyncOnRequest)
+	res := put(t, s, "r.json", `{"a":1}`)
+	root, err := s.OpenDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(root.FD)
+	marked := []byte(`{"a":1}`) // a copy: reuse returns these very bytes
+	known := &Known{Version: res.Version, Identity: res.Identity, Data: marked}
+	read := func(label string, wantReused bool, want string) Snapshot {
+		t.Helper()
+		sn, reused, err := s.ReadAtKnown(root, "r.json", nil, known)
+		if err != nil || reused != wantReused || string(sn.Data) != want {
+			t.Fatalf("%s: %q reused %v (%v), want %q reused %v", label, sn.Data, reused, err, want, wantReused)
+		}
+		if reused && &sn.Data[0] != &marked[0] {
+			t.Fatalf("%s: reused, but not the known bytes", label)
+		}
+		if sn.Identity != res.Identity {
+			t.Fatalf("%s: identity %+v, want %+v", label, sn.Identity, res.Identity)
+		}
+		return sn
+	}
+	read("the committed file", true, `{"a":1}`)
+	if sn, reused, err := s.ReadAtKnown(root, "r.json", nil, nil); err != nil || reused || string(sn.Data) != `{"a":1}` {
+		t.Fatalf("nothing known: %q reused %v (%v)", sn.Data, reused, err)
+	}
+
+	// Changed in place (not by a commit): same size, new times.
+	path := filepath.Join(dir, "r.json")
+	time.Sleep(10 * time.Millisecond)
+	if err := os.WriteFile(path, []byte(`{"a":2}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sn := read("the file written in place", false, `{"a":2}`)
+	marked = sn.Data
+	known.Version, known.Data = sn.Version(), marked
+	read("the file as read", true, `{"a":2}`)
+
+	// Its attributes changed: the change time moves.
+	time.Sleep(10 * time.Millisecond)
+	if err := unix.Setxattr(path, "user.note", []byte("x"), 0); err != nil && err != unix.ENOTSUP {
+		t.Fatal(err)
+	} else if err == nil {
+		read("the file with a new attribute", false, `{"a":2}`)
+	}
+
+	// Replaced by a commit.
+	res2 := put(t, s, "r.json", `{"a":3}`)
+	if sn, reused, err := s.ReadAtKnown(root, "r.json", nil, known); err != nil || reused || string(sn.Data) != `{"a":3}` || sn.Identity.Gen != res2.Identity.Gen {
+		t.Fatalf("after a commit: %q reused %v (%v), identity %+v", sn.Data, reused, err, sn.Identity)
+	}
+}
+
 func TestReadRefusesNonRegularFiles(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, dir, FsyncOnRequest)

@@ -7,7 +7,9 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/mergefs/mergefs/backing"
 	"github.com/mergefs/mergefs/internal/event"
 	"github.com/mergefs/mergefs/merge"
 )
@@ -205,5 +207,38 @@ func TestRewriteWithoutChangeLeavesTheRecord(t *testing.T) {
 	}
 	if st := f.Stats(); st.Unchanged != 1 {
 		t.Errorf("stats %+v, want one unchanged commit", st)
+	}
+}
+
+// What a commit leaves in the backing store is known with its file: an open that finds that file
+// unchanged serves the committed version without reading it (backing.Store.ReadAtKnown), and one that
+// finds another file reads it and knows that one.
+func TestCommittedVersionIsKnownByItsFile(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	f.put(t, "r.json", `{"a": 0}`)
+	w := self()
+	f.readRecord(t, w)
+	f.writeRecord(t, w, `{"a": 1}`)
+	h := f.open(t, w, "r.json", syscall.O_RDONLY)
+	id := h.expect
+	closeHandle(w, h)
+	latest := f.history.latest(id)
+	if latest == nil || latest.known() == nil || string(latest.data) != `{"a": 1}` {
+		t.Fatalf("no version known with its file after the commit: %v", latest)
+	}
+	dir := backing.Dir{FD: f.rootFD, Ino: f.rootIno()}
+	sn, reused, err := f.store.ReadAtKnown(dir, "r.json", nil, latest.known())
+	if err != nil || !reused || f.snapshotView(id, &sn, reused, latest) != latest {
+		t.Fatalf("open of the committed record: reused %v (%v)", reused, err)
+	}
+	time.Sleep(10 * time.Millisecond) // past a coarse clock tick: the write moves the file's times
+	f.put(t, "r.json", `{"a": 2}`)    // another writer of the backing directory
+	sn, reused, err = f.store.ReadAtKnown(dir, "r.json", nil, latest.known())
+	if err != nil || reused || string(sn.Data) != `{"a": 2}` {
+		t.Fatalf("open of a record written in place: %q reused %v (%v)", sn.Data, reused, err)
+	}
+	v := f.snapshotView(id, &sn, reused, latest)
+	if sn2, reused, err := f.store.ReadAtKnown(dir, "r.json", nil, v.known()); err != nil || !reused || string(sn2.Data) != `{"a": 2}` {
+		t.Fatalf("open of the record as read last: reused %v (%v)", reused, err)
 	}
 }

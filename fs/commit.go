@@ -117,6 +117,7 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 			if !bytes.Equal(m.out, req.mine) {
 				current = &version{data: m.out}
 			}
+			current.stored.Store(&storedFile{version: cr.Version, identity: cr.Identity})
 			fsys.history.setCurrent(cr.Identity.ID, current)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mergefs/mergefs/backing"
 	"github.com/mergefs/mergefs/internal/event"
 	"github.com/mergefs/mergefs/merge"
 )
@@ -24,6 +25,9 @@ type version struct {
 	// version as its base or theirs) and kept while the history holds the version: a commit does
 	// not parse again what mergefs parsed before (docs/design.md, "The cost of a commit").
 	parsed atomic.Pointer[parsedDoc]
+	// stored is the backing file known to hold exactly data (read from it at an open, or written by a
+	// commit), nil if none: an open that finds that file unchanged need not read it again.
+	stored atomic.Pointer[storedFile]
 
 	// Guarded by history.mu: how many places of the history hold it, and what it is charged.
 	refs    int
@@ -31,6 +35,21 @@ type version struct {
 }
 
 type summarized struct{ s *merge.Summary }
+
+// storedFile is a backing file and the record identity it carries.
+type storedFile struct {
+	version  backing.Version
+	identity backing.Identity
+}
+
+// known returns v as the store's backing.Known, nil if no file is known to hold it.
+func (v *version) known() *backing.Known {
+	f := v.stored.Load()
+	if f == nil {
+		return nil
+	}
+	return &backing.Known{Version: f.version, Identity: f.identity, Data: v.data}
+}
 
 // parsedDoc is a version's merge.Document, nil for content that is not a valid document.
 type parsedDoc struct{ doc *merge.Document }
@@ -164,6 +183,17 @@ func (h *history) share(id uint64, data []byte) *version {
 		h.expire(h.now())
 	}
 	return v
+}
+
+// latest returns the version of record id that mergefs last found or left in the backing store, nil
+// if it knows none.
+func (h *history) latest(id uint64) *version {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r := h.records[id]; r != nil {
+		return r.current
+	}
+	return nil
 }
 
 // current returns the version of record id that mergefs last found or left in the backing store if

@@ -687,7 +687,13 @@ func (n *node) openRecord(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	}
 	// The caller's permission is checked against the record as it is now, with the kernel's own rules
 	// (mode, ACLs, groups), on top of the kernel's check against the attributes it had cached.
-	sn, err := n.fsys.store.ReadAt(loc.dir, loc.name, &backing.Access{Cred: c.cred(), Mode: accessMode(flags)})
+	// A record unchanged since mergefs last read or committed it is not read again.
+	latest := n.fsys.history.latest(n.recordID.Load())
+	var known *backing.Known
+	if latest != nil {
+		known = latest.known()
+	}
+	sn, reused, err := n.fsys.store.ReadAtKnown(loc.dir, loc.name, &backing.Access{Cred: c.cred(), Mode: accessMode(flags)}, known)
 	loc.close()
 	exists := err == nil
 	switch {
@@ -709,11 +715,13 @@ func (n *node) openRecord(ctx context.Context, flags uint32) (gofs.FileHandle, u
 		return nil, 0, errnoOf(err)
 	}
 	var expect uint64
+	var view *version
 	if exists {
 		expect = sn.Identity.ID
 		n.opened(&sn.Stat)
+		view = n.fsys.snapshotView(expect, &sn, reused, latest)
 	}
-	h, errno := n.fsys.openRecordHandle(n, record, expect, flags, c, sn.Data, exists, n.newRecordAttrs(c, 0o644))
+	h, errno := n.fsys.openRecordView(n, record, expect, flags, c, view, n.newRecordAttrs(c, 0o644))
 	if errno != 0 {
 		return nil, 0, errno
 	}

@@ -110,6 +110,32 @@ var (
 //
 // The snapshot counts against the opener's budget: past it the open fails with ENOMEM.
 func (fsys *FS) openRecordHandle(target recordTarget, record string, expect uint64, flags uint32, c caller, current []byte, exists bool, create newRecord) (*recordHandle, syscall.Errno) {
+	var view *version
+	if exists {
+		view = fsys.history.share(expect, current)
+	}
+	return fsys.openRecordView(target, record, expect, flags, c, view, create)
+}
+
+// snapshotView is the version an open of record id that found sn serves: known itself when the store
+// found known's file unchanged (reused: nothing was read), else the version shared by every open of
+// what was read, now known to be in sn's file.
+func (fsys *FS) snapshotView(id uint64, sn *backing.Snapshot, reused bool, known *version) *version {
+	if reused {
+		return known
+	}
+	v := fsys.history.share(id, sn.Data)
+	v.stored.Store(&storedFile{version: sn.Version(), identity: sn.Identity})
+	return v
+}
+
+// openRecordView is openRecordHandle with the snapshot's version (nil: no record).
+func (fsys *FS) openRecordView(target recordTarget, record string, expect uint64, flags uint32, c caller, view *version, create newRecord) (*recordHandle, syscall.Errno) {
+	exists := view != nil
+	var current []byte
+	if exists {
+		current = view.data
+	}
 	h := &recordHandle{
 		fsys:    fsys,
 		target:  target,
@@ -122,7 +148,6 @@ func (fsys *FS) openRecordHandle(target recordTarget, record string, expect uint
 		readers: make(map[uint32]struct{}),
 	}
 	if exists {
-		view := fsys.history.share(expect, current)
 		if errno := fsys.budget.holdSnapshot(c.uid, view, false); errno != 0 {
 			fsys.warnLimit("snapshots", c, "record open refused (ENOMEM): the user's or the mount's budget for record content is used up (--max-buffered)",
 				"record", record, "size", len(current), "limit", limitName(errno))
