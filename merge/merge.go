@@ -274,8 +274,9 @@ func Merge(in Inputs, opts Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	var s scratch
-	mine, err := loadDoc("mine", in.Mine, in.MineDoc, maxSize, maxDepth, &s)
+	s := getScratch()
+	defer s.release()
+	mine, err := loadDoc("mine", in.Mine, in.MineDoc, maxSize, maxDepth, s)
 	if err != nil {
 		return Result{}, err
 	}
@@ -283,7 +284,7 @@ func Merge(in Inputs, opts Options) (Result, error) {
 	if in.HasBase {
 		if bytes.Equal(in.Base, in.Mine) {
 			base = mine
-		} else if base, err = loadDoc("base", in.Base, in.BaseDoc, maxSize, maxDepth, &s); err != nil {
+		} else if base, err = loadDoc("base", in.Base, in.BaseDoc, maxSize, maxDepth, s); err != nil {
 			return Result{}, err
 		}
 	}
@@ -306,7 +307,7 @@ func Merge(in Inputs, opts Options) (Result, error) {
 	case bytes.Equal(in.Theirs, in.Mine):
 		theirs = mine
 	default:
-		theirs, err = loadDoc("theirs", in.Theirs, in.TheirsDoc, maxSize, maxDepth, &s)
+		theirs, err = loadDoc("theirs", in.Theirs, in.TheirsDoc, maxSize, maxDepth, s)
 	}
 	if err != nil {
 		var ie *InputError

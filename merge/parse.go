@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"hash/maphash"
 	"math/bits"
 	"slices"
 	"sync"
@@ -119,7 +118,9 @@ func (t *tree) order(v *value) []int32 {
 // elements parses array v of t again and returns a tree whose items are the
 // array's elements. t.data is already validated, so this cannot fail.
 func (t *tree) elements(v *value) *tree {
-	p := newParser(t.data[v.start:v.end], maxDepthLimit, &scratch{})
+	s := getScratch()
+	defer s.release()
+	p := newParser(t.data[v.start:v.end], maxDepthLimit, s)
 	p.storeItems = true
 	sub := p.t
 	p.value(0, &sub.root)
@@ -141,8 +142,10 @@ func (t *tree) expand(v *value) *tree {
 	// Every element but the last of each array is followed by a comma.
 	items := min(bytes.Count(seg, []byte{','})+1, len(seg)/2)
 	nt := &tree{data: t.data, members: make([]member, 0, n), full: true, items: make([]value, 0, items)}
+	s := getScratch()
+	defer s.release()
 	p := &parser{t: nt, data: t.data, pos: int(v.start), maxDepth: maxDepthLimit, store: true, full: true,
-		arena: nt.members[:n], stackTop: n, scratch: &scratch{}, itemStack: make([]value, 0, items)}
+		arena: nt.members[:n], stackTop: n, scratch: s, itemStack: make([]value, 0, items)}
 	p.value(0, &nt.root)
 	if p.err != nil {
 		panic("merge: a validated value does not parse again: " + p.err.reason)
@@ -201,8 +204,21 @@ type scratch struct {
 	// keySlots is an open-addressed hash set of the keys of the object
 	// being checked for duplicates, reused from object to object.
 	keySlots []keySlot
-	seed     maphash.Seed
-	seeded   bool
+}
+
+// scratches keeps parsers' working memory between documents: a large
+// object's key set is as large as its members, and allocating and zeroing
+// it for every document would cost a quarter of a parse.
+var scratches = sync.Pool{New: func() any { return new(scratch) }}
+
+func getScratch() *scratch { return scratches.Get().(*scratch) }
+
+// release returns s to the pool, without a key set too large to keep.
+func (s *scratch) release() {
+	if cap(s.keySlots) > 1<<20 {
+		s.keySlots = nil
+	}
+	scratches.Put(s)
 }
 
 // keySlot is one slot of scratch.keySlots.
@@ -214,7 +230,9 @@ type keySlot struct {
 // parse validates data as exactly one JSON document (RFC 8259, UTF-8,
 // no duplicate keys) and returns its tree.
 func parse(data []byte, maxDepth int) (*tree, *syntaxError) {
-	return parseWith(data, maxDepth, &scratch{})
+	s := getScratch()
+	defer s.release()
+	return parseWith(data, maxDepth, s)
 }
 
 // newParser returns a parser of data into a new tree whose member arena
@@ -464,10 +482,6 @@ func (p *parser) duplicate(stacked []member) int {
 		}
 		return -1
 	}
-	if !p.seeded {
-		// A random seed: no document can be written to make keys collide.
-		p.seed, p.seeded = maphash.MakeSeed(), true
-	}
 	size := 16
 	for size < 2*n {
 		size <<= 1
@@ -478,7 +492,9 @@ func (p *parser) duplicate(stacked []member) int {
 	mask := uint64(size - 1)
 	for i := n - 1; i >= 0; i-- {
 		key := t.key(&stacked[i])
-		h := maphash.Bytes(p.seed, key)
+		// Seeded at random per process (hashBytes): no document can be written to make keys
+		// collide.
+		h := hashBytes(key)
 		tag := uint32(h >> 32)
 		for j := h & mask; ; j = (j + 1) & mask {
 			slot := &slots[j]

@@ -189,7 +189,9 @@ func ParseDocument(data []byte, opts Options) (*Document, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := load("document", data, maxSize, maxDepth, &scratch{})
+	s := getScratch()
+	defer s.release()
+	t, err := load("document", data, maxSize, maxDepth, s)
 	if err != nil {
 		return nil, err
 	}
