@@ -21,13 +21,26 @@ type baseChoice struct {
 	baseDoc *merge.Document
 }
 
-// chooseBase validates mine and chooses, among the commit's candidates, the version mine differs
+// chooseBase validates mine (taking what it repeats of the version the writer most likely read
+// from that version's parse) and chooses, among the commit's candidates, the version mine differs
 // least from (merge.ChooseBase: changed values under JSON equality; ties go to the writing thread's
 // last read, then the process's, then the newest). Summaries of candidates are made once per
 // version and kept with it. An invalid mine is an *merge.InputError for "mine".
 func (fsys *FS) chooseBase(req commitRequest) (baseChoice, error) {
 	none := baseChoice{runnerUp: -1}
-	doc, err := merge.ParseDocument(req.mine, fsys.mergeOpts)
+	// The version the writer most likely read (its thread's last read, else the first candidate):
+	// what mine repeats of it is not scanned again.
+	var like *merge.Document
+	for _, c := range req.bases {
+		if c.threadLast {
+			like = fsys.documentOf(c.v)
+			break
+		}
+	}
+	if like == nil && len(req.bases) > 0 {
+		like = fsys.documentOf(req.bases[0].v)
+	}
+	doc, err := merge.ParseDocumentLike(req.mine, fsys.mergeOpts, like)
 	if err != nil {
 		if inputErr, ok := errors.AsType[*merge.InputError](err); ok {
 			inputErr.Input = "mine"

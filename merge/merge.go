@@ -342,10 +342,15 @@ func limits(opts Options) (maxSize, maxDepth int, err error) {
 }
 
 func load(name string, data []byte, maxSize, maxDepth int, s *scratch) (*tree, error) {
+	return loadLike(name, data, maxSize, maxDepth, s, nil)
+}
+
+// loadLike is load, taking large values data repeats from like (see parseLike).
+func loadLike(name string, data []byte, maxSize, maxDepth int, s *scratch, like *tree) (*tree, error) {
 	if len(data) > maxSize {
 		return nil, &InputError{Input: name, Reason: fmt.Sprintf("%d bytes, larger than max size %d", len(data), maxSize), Offset: maxSize}
 	}
-	t, serr := parseWith(data, maxDepth, s)
+	t, serr := parseLike(data, maxDepth, s, like)
 	if serr != nil {
 		return nil, &InputError{Input: name, Reason: serr.reason, Offset: serr.offset}
 	}

@@ -195,6 +195,13 @@ type parser struct {
 	// in an arena sized for all the members of the document.
 	arena    []member
 	stackTop int
+	// like, when not nil, is a validated tree (with the same maxDepth) that
+	// the document may repeat large values of byte for byte at the same key
+	// path (see parseLike); likeObj is like's object at the path of the next
+	// object to parse, nil for none.
+	like     *tree
+	likeObj  *value
+	reuseMin int
 	*scratch
 }
 
@@ -258,8 +265,34 @@ var parses atomic.Int64
 func ParseCount() int64 { return parses.Load() }
 
 func parseWith(data []byte, maxDepth int, s *scratch) (*tree, *syntaxError) {
+	return parseLike(data, maxDepth, s, nil)
+}
+
+// reuseSpan is the least length in bytes of a value that parseLike takes
+// from the tree it is given rather than scanning it: below it, comparing
+// and copying costs about what scanning does.
+const reuseSpan = 256
+
+// parseLike is parseWith, given like, a tree validated with the same
+// maxDepth (or nil): a value of the document at least reuseSpan bytes long
+// (a string, an array or an object) that is byte for byte the value at the
+// same key path in like (members matched by position and key) is not
+// scanned again, and its members are copied from like's. Such a value is
+// valid, and its parse would be like's: a JSON string, array or object ends
+// where its bytes say, and at the same key path it has the same depth. The
+// result, and any error, is what parseWith gives.
+func parseLike(data []byte, maxDepth int, s *scratch, like *tree) (*tree, *syntaxError) {
+	return parseLikeSpan(data, maxDepth, s, like, reuseSpan)
+}
+
+// parseLikeSpan is parseLike with another least span (tests take every value they can).
+func parseLikeSpan(data []byte, maxDepth int, s *scratch, like *tree, minSpan int) (*tree, *syntaxError) {
 	parses.Add(1)
 	p := newParser(data, maxDepth, s)
+	p.reuseMin = minSpan
+	if like != nil && !like.full && !like.standIn && like.root.kind == kindObject {
+		p.like, p.likeObj = like, &like.root
+	}
 	t := p.t
 	p.skipSpace()
 	if p.pos == len(data) {
@@ -377,6 +410,8 @@ func (p *parser) object(depth int) (first, count int32) {
 	}
 	p.pos++ // '{'
 	base := p.stackTop
+	likeObj := p.likeObj
+	p.likeObj = nil
 	p.skipSpace()
 	if p.pos < len(p.data) && p.data[p.pos] == '}' {
 		p.pos++
@@ -406,7 +441,14 @@ func (p *parser) object(depth int) (first, count int32) {
 			}
 			p.pos++
 			p.skipSpace()
-			p.value(depth, &m.value)
+			reused := false
+			if likeObj != nil && p.store {
+				reused = p.reuse(likeObj, int32(base-p.stackTop), &m)
+			}
+			if !reused {
+				p.value(depth, &m.value)
+				p.likeObj = nil
+			}
 			if p.err != nil {
 				break
 			}
@@ -463,6 +505,93 @@ func (p *parser) object(depth int) (first, count int32) {
 	return first, n
 }
 
+// reuse takes the value of member m, whose key is parsed and whose value
+// starts at p.pos, from like's object likeObj when the member at the same
+// position there (index) has the same key and a value of at least
+// reuseSpan bytes that the document repeats byte for byte: it sets
+// m.value (with like's members copied for an object), moves p.pos past it
+// and reports true. Otherwise, where both values are objects, the value's
+// parse is given like's to take from (p.likeObj), and it reports false.
+func (p *parser) reuse(likeObj *value, index int32, m *member) bool {
+	like := p.like
+	if index >= likeObj.count {
+		return false
+	}
+	lm := &like.members[likeObj.first+index]
+	if !bytes.Equal(like.data[lm.keyStart:lm.keyEnd], p.data[m.keyStart:m.keyEnd]) {
+		return false
+	}
+	lv := &lm.value
+	span := int(lv.end - lv.start)
+	if lv.kind >= kindString && span >= p.reuseMin && p.pos+span <= len(p.data) &&
+		bytes.Equal(p.data[p.pos:p.pos+span], like.data[lv.start:lv.end]) {
+		v := *lv
+		delta := int32(p.pos) - lv.start
+		v.start += delta
+		v.end += delta
+		if v.kind == kindObject {
+			first, ok := p.copyMembers(lv, delta)
+			if !ok {
+				return false
+			}
+			v.first = first
+		}
+		v.keyEscaped = false // set by the caller, for this member's key
+		m.value = v
+		p.pos += span
+		return true
+	}
+	if lv.kind == kindObject && p.pos < len(p.data) && p.data[p.pos] == '{' {
+		p.likeObj = lv
+	}
+	return false
+}
+
+// copyMembers appends to the tree the members of every object of like's
+// object lv (its own and those of objects within it, outside arrays),
+// moved by delta bytes, and returns the index of lv's own first member. The
+// members of an object are stored when it ends, so those of lv and all
+// objects within it are one run of like's members, ending with lv's own.
+// ok is false (and nothing is changed) if the arena has no room, which the
+// count of members a document can hold rules out (see newParser).
+func (p *parser) copyMembers(lv *value, delta int32) (first int32, ok bool) {
+	like, t := p.like, p.t
+	lo, hi := like.subtreeStart(lv), lv.first+lv.count
+	at := int32(len(t.members))
+	if int(at+hi-lo) > p.stackTop {
+		return 0, false
+	}
+	shift := at - lo
+	t.members = t.members[:at+hi-lo]
+	for i, lm := range like.members[lo:hi] {
+		m := lm
+		m.keyStart += delta
+		m.keyEnd += delta
+		m.value.start += delta
+		m.value.end += delta
+		if m.value.kind == kindObject {
+			m.value.first += shift
+		}
+		if m.value.keyEscaped {
+			t.addEscapedKey(m.keyStart, p.data[m.keyStart+1:m.keyEnd-1])
+		}
+		t.members[at+int32(i)] = m
+	}
+	return lv.first + shift, true
+}
+
+// subtreeStart returns the index of the first member of the run that holds
+// the members of object v and of every object within it (outside arrays).
+func (t *tree) subtreeStart(v *value) int32 {
+	lo := v.first
+	for i := v.first; i < v.first+v.count; i++ {
+		if mv := &t.members[i].value; mv.kind == kindObject && mv.count > 0 {
+			lo = min(lo, t.subtreeStart(mv))
+		}
+	}
+	return lo
+}
+
 // duplicate returns the index in stacked (an object's members, last
 // first) of the first member in document order whose key an earlier member
 // already has, or -1. Keys are compared decoded. Small objects are compared
@@ -516,6 +645,7 @@ func (p *parser) array(depth int) int32 {
 		p.fail(p.pos, "nesting deeper than max depth %d", p.maxDepth)
 		return 0
 	}
+	p.likeObj = nil
 	storeItems := p.storeItems
 	p.storeItems = false
 	store := p.store

@@ -185,13 +185,26 @@ type Document struct {
 // ParseDocument validates data as one JSON document with the limits of
 // opts. An invalid document is an *InputError whose Input is "document".
 func ParseDocument(data []byte, opts Options) (*Document, error) {
+	return ParseDocumentLike(data, opts, nil)
+}
+
+// ParseDocumentLike is ParseDocument, faster where data repeats large
+// values of like (a document parsed with the same limits: the version the
+// writer probably read) byte for byte at the same key path: those values
+// are known to be valid, and their parse is taken from like's. The result,
+// and any error, is what ParseDocument gives. like may be nil.
+func ParseDocumentLike(data []byte, opts Options, like *Document) (*Document, error) {
 	maxSize, maxDepth, err := limits(opts)
 	if err != nil {
 		return nil, err
 	}
+	var lt *tree
+	if like != nil && like.maxSize == maxSize && like.maxDepth == maxDepth {
+		lt = like.t
+	}
 	s := getScratch()
 	defer s.release()
-	t, err := load("document", data, maxSize, maxDepth, s)
+	t, err := loadLike("document", data, maxSize, maxDepth, s, lt)
 	if err != nil {
 		return nil, err
 	}
