@@ -45,6 +45,10 @@ type Commit struct {
 	// (as Writer, who must be allowed to remove it). Onto a name with no record, the source itself is
 	// renamed into place (as Writer) and becomes the record.
 	Source *Source
+	// Known, if not nil, is what the committer believes the record holds: when the record's file is
+	// that one, unchanged (see ReadAtKnown), theirs is known's data and is not read again. Not used
+	// where commits check fences (another host's client may show an older file).
+	Known *Known
 
 	// split, set by Split: rewrite a record whose inode has other names, under a new identity.
 	split *bool
@@ -189,7 +193,7 @@ func (s *Store) commit(ctx context.Context, dir Dir, name string, c Commit) (res
 var errCreateRace = fmt.Errorf("a record appeared at the name while it was created: %w", unix.EEXIST)
 
 func (s *Store) commitLocked(dir Dir, name string, c Commit, src *openSource) (res CommitResult, read fence, err error) {
-	theirs, read, err := s.readFenced(dir, name, lockSlot(dir.Ino, name))
+	theirs, read, err := s.readFenced(dir, name, lockSlot(dir.Ino, name), c.Known)
 	if err != nil {
 		return res, read, err
 	}

@@ -201,9 +201,9 @@ const staleRetryDelay = 1100 * time.Millisecond
 // readFenced reads the record name in dir under its lock (slot) and, when fences are checked, reads it
 // again until it is at least as new as the fence says, forcing the client to look the name up between
 // attempts. A missing record is believed only where the fence agrees, or after a forced refresh.
-func (s *Store) readFenced(dir Dir, name string, slot int64) (current, fence, error) {
+func (s *Store) readFenced(dir Dir, name string, slot int64, known *Known) (current, fence, error) {
 	if s.fenceFD < 0 {
-		cur, err := s.readStale(dir.FD, name)
+		cur, err := s.readStale(dir.FD, name, known)
 		return cur, fence{}, err
 	}
 	f, err := s.readFence(slot)
@@ -264,14 +264,40 @@ func isStale(err error) bool { return sysx.IsStale(err) }
 
 // readStale reads the record name in dir, retrying where the backing filesystem answers ESTALE (a
 // network filesystem's client holding a replaced file for the name) after forcing a fresh look-up.
-func (s *Store) readStale(dirfd int, name string) (current, error) {
+func (s *Store) readStale(dirfd int, name string, known *Known) (current, error) {
 	var cur current
 	err := sysx.RetryStale(dirfd, name, func() error {
 		var err error
-		cur, err = s.readLocked(dirfd, name)
+		if known != nil {
+			cur, err = s.readKnown(dirfd, name, known)
+		} else {
+			cur, err = s.readLocked(dirfd, name)
+		}
 		return err
 	})
 	return cur, err
+}
+
+// readKnown is readCurrent, with known's data and identity for known's file, unchanged (see
+// ReadAtKnown), instead of reading them again.
+func (s *Store) readKnown(dirfd int, name string, known *Known) (current, error) {
+	fd, err := openFile(dirfd, name, unix.O_RDONLY|unix.O_NOCTTY, 0)
+	if err == unix.ENOENT {
+		return current{fd: -1}, nil
+	}
+	if err != nil {
+		return current{}, err
+	}
+	st, err := sysx.Fstat(fd)
+	if err == nil && versionOf(&st) == known.Version && requireRegular(&st) == nil {
+		return current{exists: true, fd: fd, st: st, id: known.Identity, data: known.Data}, nil
+	}
+	cur, err := s.readOpened(fd)
+	if err != nil {
+		sysx.Close(fd)
+		return current{}, err
+	}
+	return cur, nil
 }
 
 // UpdateFences records, for each named record whose lock the caller holds, what is at its name now:
@@ -282,7 +308,7 @@ func (s *Store) UpdateFences(refs ...RecordRef) error {
 		return nil
 	}
 	for _, r := range refs {
-		cur, err := s.readStale(r.Dir.FD, r.Name)
+		cur, err := s.readStale(r.Dir.FD, r.Name, nil)
 		if err != nil && !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EINVAL) {
 			return err
 		}

@@ -186,6 +186,40 @@ func TestReadAtKnownReusesAnUnchangedFile(t *testing.T) {
 	}
 }
 
+// A commit given the record as its committer knows it (Commit.Known) merges into those bytes when
+// the record's file is that one, unchanged, and reads the file otherwise.
+func TestCommitTakesTheirsFromKnown(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, FsyncOnRequest)
+	res := put(t, s, "r.json", `{"a":1}`)
+	marked := []byte(`{"a":1}`)
+	known := &Known{Version: res.Version, Identity: res.Identity, Data: marked}
+	commit := func(content string) (theirs []byte, res CommitResult) {
+		t.Helper()
+		res, err := s.Commit(context.Background(), "r.json", Commit{Known: known, Expect: known.Identity.ID,
+			Merge: func(th []byte, exists bool) ([]byte, error) {
+				theirs = th
+				return []byte(content), nil
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return theirs, res
+	}
+	theirs, _ := commit(`{"a":2}`)
+	if string(theirs) != `{"a":1}` || &theirs[0] != &marked[0] {
+		t.Fatalf("theirs %q: not the known bytes", theirs)
+	}
+	// The record is now another file: read.
+	theirs, _ = commit(`{"a":3}`)
+	if string(theirs) != `{"a":2}` || &theirs[0] == &marked[0] {
+		t.Fatalf("theirs %q after another commit, want the file's", theirs)
+	}
+	if got := readFile(t, filepath.Join(dir, "r.json")); got != `{"a":3}` {
+		t.Fatalf("record %q", got)
+	}
+}
+
 func TestReadRefusesNonRegularFiles(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, dir, FsyncOnRequest)

@@ -71,7 +71,13 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 			err = fmt.Errorf("%w (its directory is gone)", backing.ErrRecordChanged)
 		}
 	} else {
+		// The record as mergefs last found or left it is not read again if its file is unchanged.
+		var known *backing.Known
+		if latest := fsys.history.latest(req.expect); latest != nil && req.expect != 0 {
+			known = latest.known()
+		}
 		cr, err = fsys.store.CommitAt(context.Background(), loc.dir, loc.name, backing.Commit{
+			Known:  known,
 			Merge:  m.merge,
 			Expect: req.expect,
 			NewID:  req.newID,
