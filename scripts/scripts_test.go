@@ -195,6 +195,13 @@ func verifyRoot(t *testing.T) string {
 	if out, err := runCmd(t, time.Minute, nil, "cp", "-r", systemUnits, filepath.Join(root, "usr/lib/systemd/system")); err != nil {
 		t.Fatalf("copy system units: %v\n%s", err, out)
 	}
+	// The unit's ExecReload runs the system's /bin/kill.
+	if err := os.MkdirAll(filepath.Join(root, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runCmd(t, time.Minute, nil, "cp", "/bin/kill", filepath.Join(root, "bin/kill")); err != nil {
+		t.Fatalf("copy /bin/kill: %v\n%s", err, out)
+	}
 	return root
 }
 
@@ -383,6 +390,11 @@ func nsScript(t *testing.T, script string) string {
 	}
 	prelude := `set -euo pipefail
 fail() { echo "FAIL: $*"; exit 1; }
+# The namespace starts with a copy of every mount of the host, and a copied FUSE mount keeps its
+# connection alive for as long as the namespace lives: another test's daemon could not finish its
+# unmount meanwhile. Detach them here first.
+awk '{for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i+1) ~ /^fuse/) print $5; break }}' /proc/self/mountinfo |
+  sort -r | while read -r m; do umount -l "$(printf '%b' "$m")" 2>/dev/null || true; done
 sbin=$(realpath /sbin)
 mkdir -p "$W/helpers"
 cp "$HELPER" "$W/helpers/mount.fuse.mergefs"
