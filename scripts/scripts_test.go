@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/mergefs/mergefs/internal/mountinfo"
+	"github.com/mergefs/mergefs/internal/stamp"
 )
 
 var (
@@ -55,7 +56,8 @@ func run(m *testing.M) int {
 	mergefsBin = filepath.Join(dir, "mergefs")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", mergefsBin, "./cmd/mergefs")
+	args := append([]string{"build", "-o", mergefsBin}, stamp.BuildFlags(moduleRoot)...)
+	cmd := exec.CommandContext(ctx, "go", append(args, "./cmd/mergefs")...)
 	cmd.Dir = moduleRoot
 	if out, err := cmd.CombinedOutput(); err != nil {
 		buildErr = fmt.Errorf("go build ./cmd/mergefs: %w\n%s", err, out)

@@ -32,6 +32,7 @@ const (
 	metricCommitSeconds  = "mergefs_commit_duration_seconds"
 	metricLockWait       = "mergefs_commit_lock_wait_seconds"
 	metricMountInfo      = "mergefs_mount_info"
+	metricBuildInfo      = "mergefs_build_info"
 	metricStartTime      = "process_start_time_seconds"
 )
 
@@ -65,7 +66,16 @@ func newMetrics() *metrics {
 		Help:    "Values the written content differs in from the base chosen for it (commits with a chosen base).",
 		Buckets: []float64{0, 1, 2, 4, 8, 16, 64, 256, 1024},
 	})
-	m.registry.MustRegister(m.commitDuration, m.lockWait, m.baseDistance,
+	build := readBuildInfo()
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: metricBuildInfo,
+		Help: "The daemon's build (always 1): module version, git revision (-modified: with uncommitted changes; unknown) and Go version.",
+		ConstLabels: prometheus.Labels{
+			"version": build.Version, "revision": build.revisionLabel(), "goversion": build.GoVersion,
+		},
+	})
+	buildInfo.Set(1)
+	m.registry.MustRegister(m.commitDuration, m.lockWait, m.baseDistance, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -156,6 +156,13 @@ func printStatus(w io.Writer, mf map[string]*dto.MetricFamily, now time.Time) {
 		}
 		fmt.Fprintln(w)
 	}
+	if build := first(mf[metricBuildInfo]); build != nil {
+		labels := map[string]string{}
+		for _, l := range build.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		fmt.Fprintf(w, "  %-15s %s, revision %s, %s\n", "version", labels["version"], labels["revision"], labels["goversion"])
+	}
 
 	row := func(name string, n float64, note string) {
 		fmt.Fprintf(w, "  %-15s %10.0f  %s\n", name, n, note)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -90,6 +91,8 @@ func checkStatusOutput(t *testing.T, out string) {
 		// 100 commits of 1ms and one of 3s: the p99 is the 1ms bucket's bound,
 		// the mean is pulled up by the slow one.
 		"commit time     mean 30.69ms, p99 <= 1.95ms over 101 commits",
+		// The daemon's own build, from mergefs_build_info.
+		"  version         " + readBuildInfo().Version + ", revision " + readBuildInfo().revisionLabel() + ", " + runtime.Version() + "\n",
 	} {
 		if !strings.Contains(out, s) {
 			t.Errorf("output lacks %q:\n%s", s, out)
