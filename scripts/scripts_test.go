@@ -503,6 +503,42 @@ echo DONE
 	}
 }
 
+// Without state-dir=, the helper leaves the state directory to mergefs
+// mount's default, /var/lib/mergefs/<mountpoint as systemd-escape --path
+// escapes it>, and logs to /var/log/mergefs/<the same>.log.
+func TestMountHelperDefaultStateDir(t *testing.T) {
+	systemdEscapePath(t, "/")
+	out := nsScript(t, `
+mnt="$W/my data-é.1"
+mkdir "$mnt"
+name=$(systemd-escape --path "$mnt")
+state=/var/lib/mergefs/$name log=/var/log/mergefs/$name.log
+[ ! -e "$state" ] && [ ! -e "$log" ] || fail "$state or $log exists before the test"
+had_state_root=0 had_log_root=0
+[ -d /var/lib/mergefs ] && had_state_root=1
+[ -d /var/log/mergefs ] && had_log_root=1
+cleanup() {
+  rm -rf -- "$state" "$log"
+  [ "$had_state_root" = 1 ] || rmdir /var/lib/mergefs 2>/dev/null || true
+  [ "$had_log_root" = 1 ] || rmdir /var/log/mergefs 2>/dev/null || true
+}
+trap cleanup EXIT
+mount -t fuse.mergefs "$mnt" "$mnt"
+is_mounted "$mnt" || fail "not mounted"
+[ -f "$log" ] || fail "no log at $log: $(ls /var/log/mergefs)"
+pid=$(daemon_pid "$log")
+grep -q -- "--state-dir" "$log" && fail "the helper chose a state directory: $(grep starting "$log")"
+[ -S "$state/mergefs.sock" ] || fail "no status socket in $state: $(ls /var/lib/mergefs)"
+"$MERGEFS_BIN" status "$mnt" | grep -qF "mergefs at $mnt (in place)" || fail "status: $("$MERGEFS_BIN" status "$mnt" 2>&1)"
+umount "$mnt"
+wait_gone "$pid"
+echo DONE
+`)
+	if !strings.Contains(out, "DONE") {
+		t.Fatalf("script did not finish:\n%s", out)
+	}
+}
+
 func TestMountHelperErrors(t *testing.T) {
 	out := nsScript(t, `
 mkdir "$W/b" "$W/m"

@@ -155,8 +155,14 @@ func TestStatusErrors(t *testing.T) {
 	if rc, msg := run("--metrics", other.URL); rc != 1 || !strings.Contains(msg, "no mergefs metrics") {
 		t.Errorf("not mergefs: rc %d, %q", rc, msg)
 	}
-	if rc, _ := run("extra"); rc != 2 {
-		t.Errorf("argument: rc %d, want 2", rc)
+	for _, args := range [][]string{{"a", "b"}, {"--state-dir", dir, "a"}, {"--metrics", "127.0.0.1:1", "a"}} {
+		if rc, _ := run(args...); rc != 2 {
+			t.Errorf("%v: rc %d, want 2", args, rc)
+		}
+	}
+	// A mountpoint whose daemon is not running: its default state directory is named.
+	if rc, msg := run(filepath.Join(dir, "srv", "data")); rc != 1 || !strings.Contains(msg, "no mergefs daemon serves state directory "+defaultStateDir(filepath.Join(dir, "srv", "data"))) {
+		t.Errorf("mountpoint without a daemon: rc %d, %q", rc, msg)
 	}
 	var stdout, stderr bytes.Buffer
 	if rc := runStatus([]string{"--help"}, &stdout, &stderr); rc != 0 || !strings.Contains(stdout.String(), "mergefs status --metrics ADDR") || stderr.Len() != 0 {
