@@ -24,6 +24,7 @@ const (
 	metricOpenRecords    = "mergefs_open_record_handles"
 	metricReadVersions   = "mergefs_read_versions"
 	metricReadBytes      = "mergefs_read_versions_bytes"
+	metricReadMaxBytes   = "mergefs_read_versions_max_bytes"
 	metricReadsEvicted   = "mergefs_read_versions_evicted_total"
 	metricRecovered      = "mergefs_recovered_temp_files"
 	metricJournalWritten = "mergefs_journal_lines_total"
@@ -90,8 +91,9 @@ func (m *metrics) Commit(ev event.Commit) {
 	}
 }
 
-// register adds the mount's counters, read when scraped.
-func (m *metrics) register(fsys func() mergefs.Stats, jrnl func() journal.Stats, backing, mountpoint string, inPlace bool) error {
+// register adds the mount's counters, read when scraped, and its read
+// history's memory bound (--read-memory).
+func (m *metrics) register(fsys func() mergefs.Stats, jrnl func() journal.Stats, backing, mountpoint string, inPlace bool, readMemory int64) error {
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        metricMountInfo,
 		Help:        "The mount this daemon serves (always 1).",
@@ -99,6 +101,14 @@ func (m *metrics) register(fsys func() mergefs.Stats, jrnl func() journal.Stats,
 	})
 	info.Set(1)
 	if err := m.registry.Register(info); err != nil {
+		return err
+	}
+	readMax := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: metricReadMaxBytes,
+		Help: "The memory bound of the read history (--read-memory): past it, the least recently read records' histories are dropped.",
+	})
+	readMax.Set(float64(readMemory))
+	if err := m.registry.Register(readMax); err != nil {
 		return err
 	}
 	return m.registry.Register(&statsCollector{fsys: fsys, journal: jrnl})

@@ -387,7 +387,7 @@ func mountFilesystem(cfg mountConfig, dirs mountDirs, fsys *mergefs.FS, root gof
 // announceReady starts serving metrics, tells the service manager, and says
 // on stderr that the mount is usable (the line scripts and tests wait for).
 func announceReady(cfg mountConfig, set mountSettings, dirs mountDirs, fsys *mergefs.FS, ops *operations, stderr io.Writer) {
-	ops.mounted(fsys, dirs.backing, dirs.mount, cfg.inPlace)
+	ops.mounted(fsys, dirs.backing, dirs.mount, cfg.inPlace, set.readMemory)
 	fmt.Fprintf(stderr, "mergefs: ready: serving %s at %s\n", dirs.backing, dirs.mount)
 	set.logger.Info("mounted", "backing", dirs.backing, "mountpoint", dirs.mount, "in_place", cfg.inPlace,
 		"records", cfg.records, "on_conflict", set.policy.String(), "fsync", cfg.fsync)

@@ -211,8 +211,12 @@ func printStatus(w io.Writer, mf map[string]*dto.MetricFamily, now time.Time) {
 		fmt.Fprintf(w, "  %-15s %s\n", "bases from", bases)
 	}
 	row("open records", value(mf, metricOpenRecords), "record handles open now")
+	held := humanBytes(value(mf, metricReadBytes))
+	if max := value(mf, metricReadMaxBytes); max > 0 {
+		held += " of " + humanBytes(max)
+	}
 	row("read versions", value(mf, metricReadVersions), fmt.Sprintf("tracked to choose bases (%s, %.0f evicted)",
-		humanBytes(value(mf, metricReadBytes)), value(mf, metricReadsEvicted)))
+		held, value(mf, metricReadsEvicted)))
 
 	for _, h := range []struct{ label, name string }{
 		{"commit time", metricCommitSeconds},

@@ -36,7 +36,7 @@ func fakeMetrics(t *testing.T) *metrics {
 	m := newMetrics()
 	err := m.register(func() mergefs.Stats { return fakeStats },
 		func() journal.Stats { return journal.Stats{Written: 6, Dropped: 1} },
-		"/srv/backing", "/srv/data", false)
+		"/srv/backing", "/srv/data", false, 64<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func checkStatusOutput(t *testing.T, out string) {
 	for _, s := range []string{
 		"mergefs at /srv/data (backing /srv/backing)",
 		"journaled 6, not journaled 1",
-		"35.2 KiB, 9 evicted",
+		"35.2 KiB of 64.0 MiB, 9 evicted",
 		// 100 commits of 1ms and one of 3s: the p99 is the 1ms bucket's bound,
 		// the mean is pulled up by the slow one.
 		"commit time     mean 30.69ms, p99 <= 1.95ms over 101 commits",
@@ -205,7 +205,7 @@ func TestOperationsLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ops.mounted(fsys, backingDir, "/mnt/x", true)
+	ops.mounted(fsys, backingDir, "/mnt/x", true, 1<<20)
 	if got := recv(); !strings.HasPrefix(got, "READY=1\n") {
 		t.Errorf("after mounted: %q, want READY=1", got)
 	}
