@@ -16,6 +16,7 @@ Usage:
   mergefs mount [flags] DIR                  mount in place over DIR
   mergefs merge [flags] BASE MINE THEIRS     3-way merge of three JSON files
   mergefs status [flags] [MOUNTPOINT]        counters of a running mount
+  mergefs doctor [flags] [MOUNTPOINT...]     check a deployment, say what to fix
   mergefs version                            version, revision and Go version
   mergefs help [COMMAND]                     show help for a command
 
@@ -32,6 +33,7 @@ func commands() map[string]command {
 		"merge":   {run: runMerge},
 		"status":  {run: runStatus},
 		"version": {run: runVersion},
+		"doctor":  {run: runDoctor},
 	}
 }
 
