@@ -51,6 +51,13 @@ func findDaemons(proc string) []daemonProc {
 // readDaemon reads one process's command line and says whether it is a
 // `mergefs mount` and what it serves.
 func readDaemon(proc string, pid int) (daemonProc, bool) {
+	// The daemon runs as root: a user's process that calls itself
+	// "mergefs mount --state-dir ..." must not lead status or doctor (run
+	// as root) to a state directory of that user's.
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(proc, strconv.Itoa(pid)), &st); err != nil || st.Uid != 0 {
+		return daemonProc{}, false
+	}
 	argv := procArgv(proc, pid)
 	if len(argv) < 3 || filepath.Base(argv[0]) != "mergefs" || argv[1] != "mount" {
 		return daemonProc{}, false

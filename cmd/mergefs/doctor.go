@@ -672,23 +672,20 @@ func checkSticky(r *mountReport, backing string, opts doctorOptions) {
 		"chmod +t each of them (as /tmp is), or take away the write permission for others (chmod o-w)")
 }
 
-// stickyWalk walks dir to depth levels and at most limit entries, not
-// following symlinks, and returns (up to 10 of) the world-writable
-// directories without the sticky bit, relative to dir ("." for dir), how many
-// there are, how many entries it saw, and whether it saw them all.
+// stickyWalk walks dir to depth levels and at most limit entries, and
+// returns (up to 10 of) the world-writable directories without the sticky
+// bit, relative to dir ("." for dir), how many there are, how many entries it
+// saw, and whether it saw them all. It walks by descriptors, each directory
+// opened relative to its parent without following symlinks, so that a user
+// who swaps a directory for a symlink cannot lead it elsewhere.
 func stickyWalk(dir string, depth, limit int) (bad []string, total, seen int, complete bool) {
 	complete = true
-	var walk func(rel string, level int)
-	walk = func(rel string, level int) {
-		path := filepath.Join(dir, rel)
+	var walk func(fd int, rel string, level int)
+	walk = func(fd int, rel string, level int) {
+		f := os.NewFile(uintptr(fd), rel)
+		defer f.Close()
 		var st unix.Stat_t
-		// The root may be a /proc/PID/fd/N link to the backing directory:
-		// followed; nothing below it is.
-		stat := unix.Lstat
-		if rel == "." {
-			stat = unix.Stat
-		}
-		if stat(path, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		if unix.Fstat(fd, &st) != nil {
 			return
 		}
 		if st.Mode&0o002 != 0 && st.Mode&unix.S_ISVTX == 0 {
@@ -697,11 +694,6 @@ func stickyWalk(dir string, depth, limit int) (bad []string, total, seen int, co
 				bad = append(bad, rel)
 			}
 		}
-		f, err := os.Open(path)
-		if err != nil {
-			return
-		}
-		defer f.Close()
 		if level >= depth {
 			if names, _ := f.Readdirnames(1); len(names) > 0 {
 				complete = false
@@ -724,13 +716,22 @@ func stickyWalk(dir string, depth, limit int) (bad []string, total, seen int, co
 				if strings.HasPrefix(name, ".mergefs.") {
 					continue
 				}
-				walk(filepath.Join(rel, name), level+1)
+				child, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+				if err != nil {
+					continue // not a directory, a symlink, gone, or unreadable
+				}
+				walk(child, filepath.Join(rel, name), level+1)
 			}
 			if err != nil || len(names) == 0 {
 				return
 			}
 		}
 	}
-	walk(".", 0)
+	// The root may be a /proc/PID/fd/N link to the backing directory: followed.
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, 0, 0, false
+	}
+	walk(fd, ".", 0)
 	return bad, total, seen, complete
 }

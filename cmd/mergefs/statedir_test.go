@@ -129,6 +129,9 @@ func TestPickMountAndStateDirFor(t *testing.T) {
 // findDaemons reads command lines as the daemon parses them, relative paths
 // against the process's working directory.
 func TestFindDaemons(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only root's processes count as daemons: the stand-in /proc must be root's")
+	}
 	proc := t.TempDir()
 	write := func(pid, cwd string, argv ...string) {
 		dir := filepath.Join(proc, pid)
@@ -142,6 +145,12 @@ func TestFindDaemons(t *testing.T) {
 	write("400", "/", "/usr/local/bin/mergefs", "status")
 	write("500", "/", "/usr/local/bin/mergefs", "mount", "--bogus", "/x")
 	write("self", "/", "mergefs", "mount", "/y")
+	// A user's process posing as a daemon, to lead root's status or doctor
+	// to a state directory of its own.
+	write("600", "/", "/home/u/mergefs", "mount", "--state-dir=/home/u/state", "/srv/data")
+	if err := os.Chown(filepath.Join(proc, "600"), 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
 	got := findDaemons(proc)
 	want := []daemonProc{
 		{pid: 100, backing: "/srv/b", mount: "/srv/m", stateDir: "/srv/st", explicitStateDir: true},
