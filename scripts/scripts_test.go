@@ -505,37 +505,72 @@ echo DONE
 
 // Without state-dir=, the helper leaves the state directory to mergefs
 // mount's default, /var/lib/mergefs/<mountpoint as systemd-escape --path
-// escapes it>, and logs to /var/log/mergefs/<the same>.log.
+// escapes it>, and logs to /var/log/mergefs/<the same>.log. The helper is
+// run directly, as mount(8) runs it, not in a namespace of its own: a new
+// mount namespace would hold a copy of every FUSE mount of the host (other
+// tests' too) until it ends, and keep them from going away on unmount.
 func TestMountHelperDefaultStateDir(t *testing.T) {
-	systemdEscapePath(t, "/")
-	out := nsScript(t, `
-mnt="$W/my data-é.1"
-mkdir "$mnt"
-name=$(systemd-escape --path "$mnt")
-state=/var/lib/mergefs/$name log=/var/log/mergefs/$name.log
-[ ! -e "$state" ] && [ ! -e "$log" ] || fail "$state or $log exists before the test"
-had_state_root=0 had_log_root=0
-[ -d /var/lib/mergefs ] && had_state_root=1
-[ -d /var/log/mergefs ] && had_log_root=1
-cleanup() {
-  rm -rf -- "$state" "$log"
-  [ "$had_state_root" = 1 ] || rmdir /var/lib/mergefs 2>/dev/null || true
-  [ "$had_log_root" = 1 ] || rmdir /var/log/mergefs 2>/dev/null || true
-}
-trap cleanup EXIT
-mount -t fuse.mergefs "$mnt" "$mnt"
-is_mounted "$mnt" || fail "not mounted"
-[ -f "$log" ] || fail "no log at $log: $(ls /var/log/mergefs)"
-pid=$(daemon_pid "$log")
-grep -q -- "--state-dir" "$log" && fail "the helper chose a state directory: $(grep starting "$log")"
-[ -S "$state/mergefs.sock" ] || fail "no status socket in $state: $(ls /var/lib/mergefs)"
-"$MERGEFS_BIN" status "$mnt" | grep -qF "mergefs at $mnt (in place)" || fail "status: $("$MERGEFS_BIN" status "$mnt" 2>&1)"
-umount "$mnt"
-wait_gone "$pid"
-echo DONE
-`)
-	if !strings.Contains(out, "DONE") {
-		t.Fatalf("script did not finish:\n%s", out)
+	needBinary(t)
+	needFUSE(t)
+	w := workDir(t)
+	mnt := filepath.Join(w, "my data-é.1")
+	mkdirs(t, 0o755, mnt)
+	name := systemdEscapePath(t, mnt)
+	state, logFile := "/var/lib/mergefs/"+name, "/var/log/mergefs/"+name+".log"
+	for _, p := range []string{state, logFile} {
+		if _, err := os.Lstat(p); err == nil {
+			t.Fatalf("%s exists before the test", p)
+		}
+	}
+	removeStateDirs(t, state)
+	_, logRootErr := os.Stat("/var/log/mergefs")
+	t.Cleanup(func() {
+		os.Remove(logFile)
+		if logRootErr != nil {
+			os.Remove("/var/log/mergefs")
+		}
+	})
+	// Whatever happens, the mount goes, and with it the daemon.
+	t.Cleanup(func() {
+		if m, ok, _ := mountinfo.At(mnt); ok && m.FSType == "fuse.mergefs" {
+			t.Errorf("mount left at %s", mnt)
+			mountinfo.AbortAndDetach(m)
+		}
+	})
+	out, err := runCmd(t, time.Minute, []string{"MERGEFS_BIN=" + mergefsBin}, filepath.Join(moduleRoot, "scripts", "mount.fuse.mergefs"), mnt, mnt)
+	if err != nil {
+		t.Fatalf("mount.fuse.mergefs %s %s: %v\n%s", mnt, mnt, err, out)
+	}
+	if !mounted(mnt) {
+		t.Fatalf("not mounted after the helper returned")
+	}
+	logged, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatalf("no log at %s: %v", logFile, err)
+	}
+	if strings.Contains(string(logged), "--state-dir") {
+		t.Errorf("the helper chose a state directory:\n%s", logged)
+	}
+	if _, err := os.Stat(filepath.Join(state, "mergefs.sock")); err != nil {
+		t.Errorf("no status socket in %s: %v", state, err)
+	}
+	if out, err := mergefsCmd(t, "status", mnt); err != nil || !strings.Contains(out, "mergefs at "+mnt+" (in place)") {
+		t.Errorf("mergefs status %s: %v\n%s", mnt, err, out)
+	}
+	pid := regexp.MustCompile(`daemon pid (\d+)`).FindStringSubmatch(string(logged))
+	if out, err := runCmd(t, 30*time.Second, nil, "umount", mnt); err != nil {
+		t.Fatalf("umount: %v %s", err, out)
+	}
+	if pid != nil {
+		for i := 0; i < 200; i++ {
+			if _, err := os.Stat("/proc/" + pid[1]); err != nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Errorf("daemon %s still running after umount", pid[1])
+	} else {
+		t.Errorf("no daemon pid in the log:\n%s", logged)
 	}
 }
 
