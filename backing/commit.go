@@ -157,42 +157,60 @@ func (s *Store) commit(ctx context.Context, dir Dir, name string, c Commit) (res
 	defer release()
 	// From here on ctx is not consulted: a commit that has started completes.
 
+	var read fence
 	for attempt := 0; ; attempt++ {
 		wait := res.Wait
-		res, err = s.commitLocked(dir, name, c, src)
+		res, read, err = s.commitLocked(dir, name, c, src)
 		res.Wait = wait
 		if err != errCreateRace || attempt == maxCreateRaces {
+			break
+		}
+	}
+	if err != nil || !s.Fencing() {
+		return res, err
+	}
+	// The fences say what this commit left, before the lock goes: the next commit, on any host,
+	// must read at least this generation.
+	if left := (fence{state: fencePresent, id: res.Identity.ID, gen: res.Identity.Gen}); left != read {
+		if err := s.writeFence(slots[0], left); err != nil {
+			s.log.Error("backing: committed, but cannot record the commit in the lock file; another host may merge onto an older version", "record", name, "err", err)
 			return res, err
 		}
 	}
+	if src != nil {
+		if err := s.writeFence(lockSlot(src.dir.Ino, src.name), fence{state: fenceGone}); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
 }
 
 // errCreateRace: a record appeared at the name of a record being created.
 var errCreateRace = fmt.Errorf("a record appeared at the name while it was created: %w", unix.EEXIST)
 
-func (s *Store) commitLocked(dir Dir, name string, c Commit, src *openSource) (res CommitResult, err error) {
-	theirs, err := s.readCurrent(dir.FD, name)
+func (s *Store) commitLocked(dir Dir, name string, c Commit, src *openSource) (res CommitResult, read fence, err error) {
+	theirs, read, err := s.readFenced(dir, name, lockSlot(dir.Ino, name))
 	if err != nil {
-		return res, err
+		return res, read, err
 	}
 	defer func() { sysx.Close(theirs.fd) }()
 	if err := checkExpected(theirs, c.Expect); err != nil {
-		return res, err
+		return res, read, err
 	}
 	if theirs.exists {
 		if err := checkWritable(theirs.fd, c.Writer); err != nil {
-			return res, err
+			return res, read, err
 		}
 	}
 	if src != nil {
 		if err := src.verify(c.Source, c.Writer); err != nil {
-			return res, err
+			return res, read, err
 		}
 	}
 
 	merged, err := c.Merge(theirs.data, theirs.exists)
 	if err != nil {
-		return res, fmt.Errorf("merge: %w", err)
+		return res, read, fmt.Errorf("merge: %w", err)
 	}
 	sync := c.Sync || s.fsyncMode == FsyncAlways
 	res.Created = !theirs.exists
@@ -203,21 +221,21 @@ func (s *Store) commitLocked(dir Dir, name string, c Commit, src *openSource) (r
 		// Nothing to write; an fsync still has to make what is there durable.
 		if sync {
 			if err := s.fsync(theirs.fd); err != nil {
-				return res, fmt.Errorf("fsync: %w", err)
+				return res, read, fmt.Errorf("fsync: %w", err)
 			}
 			if err := s.fsync(dir.FD); err != nil {
-				return res, fmt.Errorf("fsync directory: %w", err)
+				return res, read, fmt.Errorf("fsync directory: %w", err)
 			}
 		}
 		res.Unchanged = true
 		res.Version, res.Identity = versionOf(&theirs.st), theirs.id
-		return res, nil
+		return res, read, nil
 
 	case !theirs.exists && src != nil && bytes.Equal(merged, src.data):
 		// Onto a name with no record: the source itself becomes the record.
 		res.Identity = Identity{ID: newID(c.NewID), Gen: 1}
 		res.Version, err = s.renameSourceIntoPlace(src, dir, name, res.Identity, c.Writer, sync)
-		return res, err
+		return res, read, err
 	}
 
 	var (
@@ -236,7 +254,7 @@ func (s *Store) commitLocked(dir Dir, name string, c Commit, src *openSource) (r
 		tmpFD, tmp, err = s.createTemp(dir.FD, unixMode(c.Mode), c.Writer)
 	}
 	if err != nil {
-		return res, err
+		return res, read, err
 	}
 	renamed := false
 	defer func() {
@@ -247,23 +265,23 @@ func (s *Store) commitLocked(dir Dir, name string, c Commit, src *openSource) (r
 		sysx.Close(tmpFD)
 	}()
 	if err := writeAllAt(tmpFD, merged); err != nil {
-		return res, fmt.Errorf("write temporary file: %w", err)
+		return res, read, fmt.Errorf("write temporary file: %w", err)
 	}
 	if theirs.exists {
 		own := ownership{mode: theirs.st.Mode & 0o7777, uid: theirs.st.Uid, gid: theirs.st.Gid}
 		if err := s.setOwnership(tmpFD, own); err != nil {
-			return res, err
+			return res, read, err
 		}
 		if err := copyXattrs(theirs.fd, tmpFD); err != nil {
-			return res, err
+			return res, read, err
 		}
 	}
 	if err := writeIdentity(tmpFD, res.Identity); err != nil {
-		return res, err
+		return res, read, err
 	}
 	if sync {
 		if err := s.fsync(tmpFD); err != nil {
-			return res, fmt.Errorf("fsync temporary file: %w", err)
+			return res, read, fmt.Errorf("fsync temporary file: %w", err)
 		}
 	}
 	if theirs.exists {
@@ -275,30 +293,30 @@ func (s *Store) commitLocked(dir Dir, name string, c Commit, src *openSource) (r
 	} else {
 		err = renameat2(dir.FD, tmp, dir.FD, name, unix.RENAME_NOREPLACE)
 		if err == unix.EEXIST {
-			return res, errCreateRace
+			return res, read, errCreateRace
 		}
 	}
 	if err != nil {
-		return res, fmt.Errorf("rename temporary file over %q: %w", name, err)
+		return res, read, fmt.Errorf("rename temporary file over %q: %w", name, err)
 	}
 	renamed = true
 	if sync {
 		if err := s.fsync(dir.FD); err != nil {
-			return res, fmt.Errorf("fsync directory: %w", err)
+			return res, read, fmt.Errorf("fsync directory: %w", err)
 		}
 	}
 	if src != nil {
 		if err := src.remove(c.Writer, sync && src.dir.Ino != dir.Ino, s); err != nil {
-			return res, err
+			return res, read, err
 		}
 	}
 	// After the rename: it changes the ctime on some filesystems, and Read must see the same version.
 	st, err := sysx.Fstat(tmpFD)
 	if err != nil {
-		return res, err
+		return res, read, err
 	}
 	res.Version = versionOf(&st)
-	return res, nil
+	return res, read, nil
 }
 
 func newID(id uint64) uint64 {
@@ -666,6 +684,11 @@ func (s *Store) Reserve(ctx context.Context, dir Dir, name string, mode uint32, 
 	if err := writeIdentity(fd, id); err != nil {
 		_ = unix.Unlinkat(dir.FD, name, 0)
 		return Identity{}, unix.Stat_t{}, err
+	}
+	if s.Fencing() {
+		if err := s.writeFence(lockSlot(dir.Ino, name), fence{state: fencePresent, id: id.ID}); err != nil {
+			return Identity{}, unix.Stat_t{}, err
+		}
 	}
 	st, err := sysx.Fstat(fd)
 	return id, st, err

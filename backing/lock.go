@@ -11,13 +11,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// lockSlotCount bounds lock offsets below 2^31 so that 32-bit lock protocols (NLMv3 on old NFS
-// servers) can express every range. It is part of the on-disk protocol: every daemon sharing a backing
-// root must compute the same slot for the same record.
-const lockSlotCount = 1<<31 - 1
+// lockSlotCount is the number of lock slots: records whose names hash to one slot merely serialise
+// each other's commits. Each slot has a block of the lock file (fence.go); the last block ends at
+// 256 MiB, within what 32-bit lock protocols (NLMv3 on old NFS servers) can express. It is part of the
+// on-disk protocol: every daemon sharing a backing root must compute the same slot for the same record.
+const lockSlotCount = 1 << 16
 
 // lockSlot is the byte of the lock file that guards the record name in the directory whose inode number
-// is dirIno: FNV-1a over the inode number (8 bytes, little-endian) and the name. The directory's inode
+// is dirIno: FNV-1a over the inode number (8 bytes, little-endian) and the name, modulo lockSlotCount.
+// The directory's inode
 // number, not its path, so that daemons agree even when one of them reached the directory by an older
 // path (a directory renamed by another host).
 func lockSlot(dirIno uint64, name string) int64 {
@@ -148,7 +150,7 @@ func (s *Store) lockSlots(ctx context.Context, slots []int64) (release func(), e
 		// OFD locks first: once the in-process lock is free, another goroutine of this store may take
 		// the same byte through the same open file description, and a later unlock would drop its lock.
 		for _, slot := range slices.Backward(crossProcess) {
-			if err := ofdLock(s.lockFD, unix.F_UNLCK, slot, 1, false); err != nil {
+			if err := ofdLock(s.lockFD, unix.F_UNLCK, slot*fenceBlock, 1, false); err != nil {
 				s.log.Error("backing: release record lock", "slot", slot, "err", err)
 			}
 		}
@@ -172,7 +174,7 @@ func (s *Store) lockSlots(ctx context.Context, slots []int64) (release func(), e
 	}
 	if !s.skipFileLock {
 		for _, slot := range slots {
-			if err := ofdLock(s.lockFD, unix.F_WRLCK, slot, 1, true); err != nil {
+			if err := ofdLock(s.lockFD, unix.F_WRLCK, slot*fenceBlock, 1, true); err != nil {
 				release()
 				return nil, err
 			}

@@ -28,6 +28,9 @@ type Options struct {
 	// MaxRecordSize bounds what Read, ReadAt and a commit read of a record (theirs, a rename source):
 	// a larger file is refused with EFBIG without being read. 0: no bound.
 	MaxRecordSize int64
+	// Fence says whether commits check the lock file's fences (fence.go): by default on a network
+	// filesystem.
+	Fence FenceMode
 }
 
 // Version identifies the content of a record well enough to tell that it changed.
@@ -42,6 +45,9 @@ type Store struct {
 	rootFD    int
 	rootIno   uint64
 	lockFD    int
+	fenceFD   int // the lock file opened O_DIRECT|O_DSYNC, -1 when fences are not checked
+	fenceMu   sync.Mutex
+	fenceBuf  []byte // guarded by fenceMu
 	fsyncMode FsyncPolicy
 	maxSize   int64
 	log       *slog.Logger
@@ -60,6 +66,10 @@ type Store struct {
 	// Test hooks: each removes one half of the record lock, to show that the tests notice.
 	skipInProcessLock bool
 	skipFileLock      bool
+	// Test hooks for fences: how a commit reads a record under its lock, and how it makes the
+	// client look a name up again (readCurrent and refresh unless a test fakes a stale client).
+	readLocked  func(dirfd int, name string) (current, error)
+	refreshName func(dir Dir, name string, attempt int)
 }
 
 // Open opens a store on a directory path. It runs temp-file recovery.
@@ -87,11 +97,12 @@ func open(rootFD int, label string, opts Options) (*Store, error) {
 		sysx.Close(rootFD)
 		return nil, &fs.PathError{Op: "open backing store", Path: label, Err: err}
 	}
-	s := &Store{rootFD: rootFD, rootIno: st.Ino, lockFD: -1, fsyncMode: opts.Fsync, maxSize: opts.MaxRecordSize, log: opts.Logger}
+	s := &Store{rootFD: rootFD, rootIno: st.Ino, lockFD: -1, fenceFD: -1, fsyncMode: opts.Fsync, maxSize: opts.MaxRecordSize, log: opts.Logger}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
 	s.idle = sync.NewCond(&s.mu)
+	s.readLocked, s.refreshName = s.readCurrent, refresh
 
 	s.lockFD, err = openFile(rootFD, lockFileName, unix.O_RDWR|unix.O_CREAT, 0o600)
 	if err == nil {
@@ -101,6 +112,15 @@ func open(rootFD int, label string, opts Options) (*Store, error) {
 	}
 	if err == nil {
 		err = checkIdentitySupport(s.lockFD)
+	}
+	if err == nil {
+		err = checkLockProtocol(s.lockFD)
+	}
+	if err == nil && st.Size < lockFileSize {
+		err = unix.Ftruncate(s.lockFD, lockFileSize) // sparse: a block per slot
+	}
+	if err == nil {
+		err = s.openFence(opts.Fence)
 	}
 	if err != nil {
 		s.closeFDs()
@@ -149,6 +169,8 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) closeFDs() {
+	sysx.Close(s.fenceFD)
+	s.fenceFD = -1
 	if s.lockFD >= 0 {
 		sysx.Close(s.lockFD)
 		s.lockFD = -1
@@ -260,19 +282,24 @@ func (s *Store) ReadAt(dir Dir, name string, access *Access) (Snapshot, error) {
 		return Snapshot{}, err
 	}
 	defer s.end()
-	fd, err := openFile(dir.FD, name, unix.O_RDONLY|unix.O_NOCTTY, 0)
-	if err != nil {
-		return Snapshot{}, err
-	}
-	defer sysx.Close(fd)
-	if err := access.check(fd); err != nil {
-		return Snapshot{}, err
-	}
-	cur, err := s.readOpened(fd)
-	if err != nil {
-		return Snapshot{}, err
-	}
-	return Snapshot{Data: cur.data, Stat: cur.st, Identity: cur.id}, nil
+	var sn Snapshot
+	err := sysx.RetryStale(dir.FD, name, func() error {
+		fd, err := openFile(dir.FD, name, unix.O_RDONLY|unix.O_NOCTTY, 0)
+		if err != nil {
+			return err
+		}
+		defer sysx.Close(fd)
+		if err := access.check(fd); err != nil {
+			return err
+		}
+		cur, err := s.readOpened(fd)
+		if err != nil {
+			return err
+		}
+		sn = Snapshot{Data: cur.data, Stat: cur.st, Identity: cur.id}
+		return nil
+	})
+	return sn, err
 }
 
 // Identify returns the stat and identity of the record name in dir (giving it an identity if it has
@@ -285,19 +312,25 @@ func (s *Store) Identify(dir Dir, name string) (unix.Stat_t, Identity, error) {
 		return unix.Stat_t{}, Identity{}, err
 	}
 	defer s.end()
-	fd, err := openFile(dir.FD, name, unix.O_RDONLY|unix.O_NOCTTY, 0)
-	if err != nil {
-		return unix.Stat_t{}, Identity{}, err
-	}
-	defer sysx.Close(fd)
-	st, err := sysx.Fstat(fd)
-	if err == nil {
-		err = requireRegular(&st)
-	}
-	if err != nil {
-		return unix.Stat_t{}, Identity{}, err
-	}
-	id, err := ensureIdentity(fd)
+	var (
+		st unix.Stat_t
+		id Identity
+	)
+	err := sysx.RetryStale(dir.FD, name, func() error {
+		fd, err := openFile(dir.FD, name, unix.O_RDONLY|unix.O_NOCTTY, 0)
+		if err != nil {
+			return err
+		}
+		defer sysx.Close(fd)
+		if st, err = sysx.Fstat(fd); err == nil {
+			err = requireRegular(&st)
+		}
+		if err != nil {
+			return err
+		}
+		id, err = ensureIdentity(fd)
+		return err
+	})
 	return st, id, err
 }
 

@@ -304,7 +304,7 @@ func (n *node) openRecordPath() (int, location, syscall.Errno) {
 	if errno != 0 {
 		return -1, location{}, errno
 	}
-	fd, err := sysx.Openat(loc.dir.FD, loc.name, unix.O_PATH, 0)
+	fd, err := openatStale(loc.dir.FD, loc.name, unix.O_PATH)
 	if err != nil {
 		loc.close()
 		return -1, location{}, errnoOf(err)
@@ -513,7 +513,7 @@ func (n *node) setRecordMetadata(ctx context.Context, c caller, in *fuse.SetAttr
 		return errnoOf(err)
 	}
 	defer unlock()
-	fd, err := sysx.Openat(loc.dir.FD, loc.name, unix.O_PATH, 0)
+	fd, err := openatStale(loc.dir.FD, loc.name, unix.O_PATH)
 	if err != nil {
 		return staleIfGone(err)
 	}
@@ -573,7 +573,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	var fd int
 	err := sysx.AsUser(c.cred(), func() error {
 		var err error
-		fd, err = sysx.Openat(loc.dir.FD, loc.name, int(flags)&openFlags, 0)
+		fd, err = openatStale(loc.dir.FD, loc.name, int(flags)&openFlags)
 		return err
 	})
 	if err != nil {
@@ -836,6 +836,11 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	if err := sysx.AsUser(c.cred(), func() error { return unix.Unlinkat(dir.FD, name, 0) }); err != nil {
 		return errnoOf(err)
 	}
+	if n.fsys.isRecordName(name) {
+		if err := n.fsys.store.UpdateFences(backing.RecordRef{Dir: dir, Name: name}); err != nil {
+			n.fsys.log.Error("record removed, but cannot record it in the lock file", "record", name, "err", err)
+		}
+	}
 	if child := n.childNode(name); child != nil {
 		n.fsys.history.forget(child.recordID.Load())
 	}
@@ -920,6 +925,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	})
 	if err != nil {
 		return errnoOf(err)
+	}
+	if err := n.fsys.store.UpdateFences(refs...); err != nil {
+		n.fsys.log.Error("records renamed, but cannot record it in the lock file", "from", name, "to", newName, "err", err)
 	}
 	// A record renamed keeps its identity, and with it what was read of it.
 	if flags&unix.RENAME_EXCHANGE != 0 {

@@ -33,8 +33,19 @@ func (st *stat) identity() identity { return identity{dev: st.dev, ino: st.Ino, 
 
 func (st *stat) fileType() uint32 { return st.Mode & syscall.S_IFMT }
 
-// statx stats name in dirfd without following a symlink; an empty name stats dirfd itself.
+// statx stats name in dirfd without following a symlink; an empty name stats dirfd itself. A stale
+// handle (ESTALE from a network filesystem's client) is retried after a forced look-up.
 func statx(dirfd int, name string) (stat, error) {
+	var st stat
+	err := sysx.RetryStale(dirfd, name, func() error {
+		var err error
+		st, err = statxOnce(dirfd, name)
+		return err
+	})
+	return st, err
+}
+
+func statxOnce(dirfd int, name string) (stat, error) {
 	flags := unix.AT_SYMLINK_NOFOLLOW | unix.AT_STATX_SYNC_AS_STAT
 	if name == "" {
 		flags |= unix.AT_EMPTY_PATH
@@ -231,7 +242,7 @@ func (n *node) openPath() (int, func(), syscall.Errno) {
 		return -1, nil, errno
 	}
 	defer loc.close()
-	fd, err := sysx.Openat(loc.dir.FD, loc.name, unix.O_PATH, 0)
+	fd, err := openatStale(loc.dir.FD, loc.name, unix.O_PATH)
 	if err != nil {
 		return -1, nil, staleIfGone(err)
 	}
@@ -265,4 +276,16 @@ func errnoOf(err error) syscall.Errno {
 
 func fuseCaller(ctx context.Context) (*fuse.Caller, bool) {
 	return fuse.FromContext(ctx)
+}
+
+// openatStale is sysx.Openat, retried after a forced look-up where the backing filesystem answers with a
+// stale handle.
+func openatStale(dirfd int, name string, flags int) (int, error) {
+	fd := -1
+	err := sysx.RetryStale(dirfd, name, func() error {
+		var err error
+		fd, err = sysx.Openat(dirfd, name, flags, 0)
+		return err
+	})
+	return fd, err
 }

@@ -46,7 +46,7 @@ func (n *node) xattrTarget(ctx context.Context, lock bool) (string, func(), sysc
 		}
 		unlock = u
 	}
-	fd, err := sysx.Openat(loc.dir.FD, loc.name, unix.O_PATH, 0)
+	fd, err := openatStale(loc.dir.FD, loc.name, unix.O_PATH)
 	if err == nil {
 		if errno := n.checkRecord(fd); errno != 0 {
 			sysx.Close(fd)

@@ -8,13 +8,15 @@ import (
 
 // TestTwoDaemonsSameBacking: two mergefs daemons serve one backing directory
 // (two hosts on one network filesystem); workers split across both mounts
-// lose nothing.
+// lose nothing. The daemons check fences (--multi-host=on), as on a network
+// filesystem, so that path runs here too (the GlusterFS test runs it where
+// it matters).
 func TestTwoDaemonsSameBacking(t *testing.T) {
 	h := newHarness(t)
 	control := place{dirs: []string{h.path("control")}, backing: h.path("control")}
 	backing, mntA, mntB := h.path("backing"), h.path("mntA"), h.path("mntB")
-	_, errA := h.mountUnderTest(backing, mntA)
-	_, errB := h.mountUnderTest(backing, mntB)
+	_, errA := h.mountUnderTest(backing, mntA, "--multi-host=on")
+	_, errB := h.mountUnderTest(backing, mntB, "--multi-host=on")
 	through := place{dirs: []string{mntA, mntB}, backing: backing}
 
 	for i, sc := range []scenario{

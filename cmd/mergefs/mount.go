@@ -55,6 +55,7 @@ type mountConfig struct {
 	records        string
 	onConflict     string
 	fsync          string
+	multiHost      string
 	stateDir       string
 	allowOther     bool
 	maxRecordSize  string
@@ -75,6 +76,7 @@ func mountFlags(cfg *mountConfig, stderr io.Writer) *flag.FlagSet {
 	fl.StringVar(&cfg.records, "records", "*.json", "comma-separated `patterns` for record file names (matched against base names)")
 	fl.StringVar(&cfg.onConflict, "on-conflict", "writer-wins", "conflict `policy`: writer-wins (take the writer's value, log it) or reject (close/fsync fail with EIO)")
 	fl.StringVar(&cfg.fsync, "fsync", "on-request", "`when` to fsync commits: on-request (when the application calls fsync) or always")
+	fl.StringVar(&cfg.multiHost, "multi-host", "auto", "`mode`: on makes every commit check, under the record's lock, that it read the version another host committed last (network filesystem clients cache); auto: on for NFS, FUSE (GlusterFS), CIFS, Ceph, off for local filesystems; or off")
 	fl.StringVar(&cfg.stateDir, "state-dir", "", "`directory` for rejected content (rejected/), the conflict journal (conflicts.jsonl) and the status socket; one per mount, not inside it (default /var/lib/mergefs/ and the mountpoint escaped as by systemd-escape --path: /var/lib/mergefs/srv-data for /srv/data)")
 	fl.BoolVar(&cfg.allowOther, "allow-other", false, "let users other than root use the mount (the kernel checks file modes)")
 	fl.StringVar(&cfg.maxRecordSize, "max-record-size", "16MiB", "largest record `size` accepted (bytes, or with KiB/MiB/GiB)")
@@ -197,6 +199,7 @@ type mountSettings struct {
 	logger     *slog.Logger
 	policy     merge.Policy
 	fsync      backing.FsyncPolicy
+	fence      backing.FenceMode
 	maxSize    int64
 	readMemory int64
 }
@@ -217,6 +220,16 @@ func parseMountSettings(cfg mountConfig, stderr io.Writer) (set mountSettings, e
 		set.fsync = backing.FsyncAlways
 	default:
 		return set, fmt.Errorf("--fsync %q: want on-request or always", cfg.fsync)
+	}
+	switch cfg.multiHost {
+	case "auto":
+		set.fence = backing.FenceAuto
+	case "on":
+		set.fence = backing.FenceOn
+	case "off":
+		set.fence = backing.FenceOff
+	default:
+		return set, fmt.Errorf("--multi-host %q: want auto, on or off", cfg.multiHost)
 	}
 	if set.maxSize, err = bytesize.Parse(cfg.maxRecordSize); err != nil {
 		return set, fmt.Errorf("--max-record-size: %w", err)
@@ -343,7 +356,7 @@ func openBacking(dir string, set mountSettings) (*backingDir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open backing directory: %w", err)
 	}
-	store, err := backing.OpenFD(dirFD, backing.Options{Fsync: set.fsync, Logger: set.logger, MaxRecordSize: set.maxSize})
+	store, err := backing.OpenFD(dirFD, backing.Options{Fsync: set.fsync, Fence: set.fence, Logger: set.logger, MaxRecordSize: set.maxSize})
 	if err != nil {
 		return nil, fmt.Errorf("open backing store: %w", err)
 	}

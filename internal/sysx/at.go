@@ -187,3 +187,25 @@ func ReadAll(fd int, sizeHint, limit int64) ([]byte, error) {
 		}
 	}
 }
+
+// IsStale reports whether err says that a network filesystem's client holds a file handle its server
+// no longer knows (ESTALE, or EBADFD from some clients): the name must be looked up again.
+func IsStale(err error) bool {
+	return errors.Is(err, unix.ESTALE) || errors.Is(err, unix.EBADFD)
+}
+
+// maxStaleRetries bounds RetryStale.
+const maxStaleRetries = 3
+
+// RetryStale runs fn, and again while it fails with a stale handle (IsStale), after making the
+// client look name up in dirfd afresh (statx with AT_STATX_FORCE_SYNC): ESTALE from the backing
+// filesystem is the daemon's business, never its callers'.
+func RetryStale(dirfd int, name string, fn func() error) error {
+	err := fn()
+	for i := 0; i < maxStaleRetries && IsStale(err); i++ {
+		var x unix.Statx_t
+		_ = unix.Statx(dirfd, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_FORCE_SYNC, unix.STATX_BASIC_STATS, &x)
+		err = fn()
+	}
+	return err
+}
