@@ -25,6 +25,7 @@ type daemonProc struct {
 	stateDir string // its --state-dir, or the default for its mountpoint
 	// explicitStateDir is set when the daemon was given --state-dir.
 	explicitStateDir bool
+	multiHost        string // its --multi-host
 }
 
 // findDaemons lists the `mergefs mount` processes that /proc shows, by their
@@ -77,7 +78,7 @@ func readDaemon(proc string, pid int) (daemonProc, bool) {
 		}
 		return filepath.Join(cwd, p)
 	}
-	d := daemonProc{pid: pid, backing: abs(fl.Arg(0)), mount: abs(fl.Arg(fl.NArg() - 1))}
+	d := daemonProc{pid: pid, backing: abs(fl.Arg(0)), mount: abs(fl.Arg(fl.NArg() - 1)), multiHost: cfg.multiHost}
 	if cfg.stateDir != "" {
 		d.stateDir, d.explicitStateDir = abs(cfg.stateDir), true
 	} else {

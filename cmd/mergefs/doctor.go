@@ -87,6 +87,8 @@ type doctorOptions struct {
 	proc         string
 	gluster      string
 	timeout      time.Duration
+	// multiHost is the daemon's --multi-host, if its command line was found.
+	multiHost string
 }
 
 func runDoctor(args []string, stdout, stderr io.Writer) int {
@@ -247,6 +249,11 @@ func checkMount(mountpoint string, mounts []mountinfo.Mount, daemons []daemonPro
 	}
 	checkStateDir(&r, from)
 
+	for _, d := range daemons {
+		if d.pid == r.DaemonPID {
+			opts.multiHost = d.multiHost
+		}
+	}
 	backing := backingPath(r.DaemonPID, m.Source, inPlace, opts.proc)
 	if backing == "" {
 		r.add("backing", sevNote, "the backing directory cannot be reached without its daemon (an in-place mount covers it)", "run doctor again once the daemon runs")
@@ -500,6 +507,12 @@ func checkBacking(r *mountReport, backing string, mounts []mountinfo.Mount, opts
 
 // backingFindings explains the backing filesystem's type.
 func backingFindings(r *mountReport, m mountinfo.Mount, opts doctorOptions) {
+	network := m.FSType == "nfs" || m.FSType == "nfs4" || m.FSType == "cifs" || m.FSType == "smb3" || m.FSType == "ceph" ||
+		(strings.HasPrefix(m.FSType, "fuse.") && m.FSType != "fuse.mergefs")
+	if network && opts.multiHost == "off" {
+		r.add("multi-host", sevProblem, "the daemon runs with --multi-host=off on a network filesystem: its commits do not check that they read the version another host committed last, so updates from several hosts can be lost",
+			"remove --multi-host=off (auto turns it on for network filesystems) and restart the daemon, unless only this host ever uses the directory")
+	}
 	where := fmt.Sprintf("%s (%s at %s)", m.FSType, m.Source, m.Mountpoint)
 	switch {
 	case localFilesystems[m.FSType]:

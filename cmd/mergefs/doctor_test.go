@@ -114,6 +114,24 @@ func TestBackingFindings(t *testing.T) {
 	}
 }
 
+func TestMultiHostOff(t *testing.T) {
+	nfs, _ := mountinfo.ParseLine("1 0 0:50 / /srv rw - nfs4 host:/export rw,vers=4.2")
+	local, _ := mountinfo.ParseLine("1 0 8:1 / / rw - ext4 /dev/sda1 rw")
+	var r mountReport
+	backingFindings(&r, nfs, doctorOptions{multiHost: "off"})
+	wantFinding(t, r, "multi-host", sevProblem, "--multi-host=off on a network filesystem")
+	for _, c := range []struct {
+		m    mountinfo.Mount
+		mode string
+	}{{nfs, "auto"}, {nfs, "on"}, {nfs, ""}, {local, "off"}} {
+		r = mountReport{}
+		backingFindings(&r, c.m, doctorOptions{multiHost: c.mode})
+		if len(r.only("multi-host")) != 0 {
+			t.Errorf("%s, --multi-host=%s: %+v", c.m.FSType, c.mode, r.Findings)
+		}
+	}
+}
+
 func TestGlusterVolume(t *testing.T) {
 	for src, want := range map[string][2]string{
 		"server:/vol": {"server", "vol"}, "server:vol": {"server", "vol"}, "127.0.0.1:/vol/sub/dir": {"127.0.0.1", "vol"}, "novolume": {"", ""},

@@ -153,8 +153,8 @@ func TestFindDaemons(t *testing.T) {
 	}
 	got := findDaemons(proc)
 	want := []daemonProc{
-		{pid: 100, backing: "/srv/b", mount: "/srv/m", stateDir: "/srv/st", explicitStateDir: true},
-		{pid: 200, backing: "/srv/data", mount: "/srv/data", stateDir: "/var/lib/mergefs/srv-data"},
+		{pid: 100, backing: "/srv/b", mount: "/srv/m", stateDir: "/srv/st", explicitStateDir: true, multiHost: "auto"},
+		{pid: 200, backing: "/srv/data", mount: "/srv/data", stateDir: "/var/lib/mergefs/srv-data", multiHost: "auto"},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("findDaemons = %+v, want %+v", got, want)
