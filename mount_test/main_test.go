@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/mergefs/mergefs/internal/mountinfo"
+	"github.com/mergefs/mergefs/internal/stamp"
 )
 
 // binaries are built once per `go test` run by TestMain and never change after.
@@ -69,7 +70,8 @@ func runTests(m *testing.M) int {
 	}
 	bins.workers = filepath.Join(root, "mount_test", "workers")
 
-	var daemonFlags []string
+	// The daemon says which revision it is (mergefs version, mergefs_build_info).
+	daemonFlags := stamp.BuildFlags(root)
 	if os.Getenv("MERGEFS_DAEMON_RACE") == "1" {
 		daemonFlags = append(daemonFlags, "-race")
 	}
