@@ -37,6 +37,7 @@ type binaries struct {
 	// buildErr is set when mergefs did not build; tests that need it fail with it.
 	mergefsErr, loopbackErr error
 	workers                 string // directory of the Python workers
+	dir                     string // where the binaries are; workers built on demand go here too
 }
 
 var bins binaries
@@ -61,6 +62,7 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	bins.dir = dir
 
 	root, err := moduleRoot()
 	if err != nil {
