@@ -38,6 +38,9 @@ type binaries struct {
 	mergefsErr, loopbackErr error
 	workers                 string // directory of the Python workers
 	dir                     string // where the binaries are; workers built on demand go here too
+	// python is the python3 in PATH as its own executable: a version
+	// manager's shim in PATH can take seconds to start on a loaded machine.
+	python string
 }
 
 var bins binaries
@@ -70,6 +73,7 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	bins.workers = filepath.Join(root, "mount_test", "workers")
+	bins.python = pythonExecutable()
 
 	var daemonFlags []string
 	if os.Getenv("MERGEFS_DAEMON_RACE") == "1" {
@@ -85,6 +89,18 @@ func runTests(m *testing.M) int {
 	bins.loopback = filepath.Join(dir, "loopback")
 	bins.loopbackErr = goBuild(root, bins.loopback, "./internal/loopback")
 	return m.Run()
+}
+
+// pythonExecutable returns the executable of the python3 in PATH, or
+// "python3" if it cannot tell.
+func pythonExecutable() string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "python3", "-c", "import sys; print(sys.executable)").Output()
+	if py := strings.TrimSpace(string(out)); err == nil && filepath.IsAbs(py) {
+		return py
+	}
+	return "python3"
 }
 
 func moduleRoot() (string, error) {

@@ -29,7 +29,7 @@ const groupTimeout = 2 * time.Minute
 
 // Worker programs.
 const (
-	rtPython       = "python"        // workers/runtimes.py on the python3 in PATH
+	rtPython       = "python"        // workers/runtimes.py on the python3 in PATH (bins.python)
 	rtSystemPython = "system-python" // workers/runtimes.py on Debian's /usr/bin/python3 (python3-aiofiles)
 	rtNode         = "node"          // workers/runtimes.js on Debian's nodejs
 	rtGo           = "go"            // mount_test/internal/goworker
@@ -176,7 +176,7 @@ func workerArgv(t *testing.T, kind string) []string {
 	t.Helper()
 	switch kind {
 	case rtPython:
-		return []string{"python3", filepath.Join(bins.workers, "runtimes.py")}
+		return []string{bins.python, filepath.Join(bins.workers, "runtimes.py")}
 	case rtSystemPython:
 		// python3-aiofiles is Debian's: it is for Debian's python.
 		const py = "/usr/bin/python3"
