@@ -28,6 +28,7 @@ tasks arrived and waits for "G" on stdin. Free (--mode free): no barriers, rando
 write: with the asyncio drivers until every other task of this process has finished; with the
 thread drivers at a barrier the test releases when the other processes have finished.
 --grow: every write also sets "grow" to a string whose length varies (the record's size changes).
+--stagger-ms M: with the thread drivers, task g waits g*M ms between the barrier and its write.
 
 Prints "R <json summary>" on stdout at the end. Exits 0 unless the driver itself failed.
 """
@@ -371,6 +372,9 @@ def run_threads(args, coord):
                 elif barrier:
                     barrier.wait()
                 if obj is not None:
+                    # Writers one after the other: each opens the record for writing after the
+                    # ones before it committed (an editor saving after others changed the file).
+                    time.sleep(args.stagger_ms / 1000 * t.g)
                     t.bump(obj, it)
                     if args.pattern == "vim":
                         writer = lambda: write_vim(path, obj)
@@ -436,6 +440,8 @@ def main():
     p.add_argument("--pool", type=int, default=0, help="pool threads (pattern pool; default --tasks)")
     p.add_argument("--sleep-ms", type=float, default=3.0, help="most an asleep request awaits")
     p.add_argument("--scratch", default="", help="directory for cp's copies (outside the mount)")
+    p.add_argument("--stagger-ms", type=float, default=0,
+                   help="thread drivers: task g waits g times this long before its write")
     p.add_argument("--slow", type=int, default=0)
     p.add_argument("--grow", action="store_true")
     args = p.parse_args()
