@@ -3,9 +3,13 @@
 // workers against the mount as separate processes, and checks that no update
 // is lost and no reader ever sees a torn record. Every scenario also runs on a
 // plain directory as a control, which shows the loss mergefs exists to prevent.
+// The runtime tests (runtimes_test.go, issue 10) do the same with workers on
+// event loops, thread pools and goroutines: Python asyncio with aiofiles,
+// Node, a Go program (internal/goworker, built by the test), editors and cp.
 //
-// Needs root, /dev/fuse and python3; without them the tests skip, unless
-// MERGEFS_REQUIRE_FUSE=1 (CI), where they fail. Environment:
+// Needs root, /dev/fuse and python3; the runtime tests also node and Debian's
+// python3-aiofiles (for /usr/bin/python3). Without them the tests skip,
+// unless MERGEFS_REQUIRE_FUSE=1 (CI), where they fail. Environment:
 //
 //	MERGEFS_DAEMON_RACE=1      build the daemon with -race
 //	MERGEFS_BINARY=path        test a prebuilt binary instead of building one
@@ -13,8 +17,9 @@
 //	                           self-test of the harness, whose checks must fail
 //
 // -short cuts the iteration counts. The per-scenario table of lost updates
-// (plain directory vs mergefs) is logged by TestLegacyWorkerPatterns and
-// TestLegacyWorkerDimensions (go test -v -run TestLegacyWorker).
+// (plain directory vs mergefs) is logged by TestLegacyWorkerPatterns,
+// TestLegacyWorkerDimensions and TestRuntimeWorkers (go test -v -run
+// 'TestLegacyWorker|TestRuntimeWorkers').
 package mount_test
 
 import (
