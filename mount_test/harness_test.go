@@ -442,7 +442,7 @@ func (h *harness) runEnv(t *testing.T, timeout time.Duration, env []string, argv
 // does not exit 0.
 func (h *harness) python(t *testing.T, timeout time.Duration, script string, args ...string) []byte {
 	t.Helper()
-	argv := append([]string{"python3", filepath.Join(bins.workers, script)}, args...)
+	argv := append([]string{bins.python, filepath.Join(bins.workers, script)}, args...)
 	out, errOut, err := h.run(t, timeout, argv...)
 	if err != nil {
 		t.Fatalf("%s %s: %v\nstderr:\n%s", script, strings.Join(args, " "), err, tailLines(string(errOut), 30))

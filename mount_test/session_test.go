@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -86,21 +85,29 @@ func (h *harness) sessionScript(t *testing.T) (python, script string) {
 	if err := os.WriteFile(script, src, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var candidates []string
-	if out, err := exec.Command("python3", "-c", "import sys; print(sys.executable)").Output(); err == nil {
-		candidates = append(candidates, strings.TrimSpace(string(out)))
-	}
-	candidates = append(candidates, "/usr/bin/python3", "/usr/local/bin/python3")
-	for _, py := range candidates {
-		cmd := exec.Command(py, "-c", "import json, os")
-		cmd.Dir = "/"
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: userA}
-		if cmd.Run() == nil {
-			return py, script
+	sessionPython.once.Do(func() {
+		sessionPython.candidates = []string{bins.python, "/usr/bin/python3", "/usr/local/bin/python3"}
+		for _, py := range sessionPython.candidates {
+			cmd := exec.Command(py, "-c", "import json, os")
+			cmd.Dir = "/"
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: userA}
+			if cmd.Run() == nil {
+				sessionPython.path = py
+				return
+			}
 		}
+	})
+	if sessionPython.path == "" {
+		skipOrFatal(t, "no python3 that uid %d can run (tried %v)", userA.Uid, sessionPython.candidates)
 	}
-	skipOrFatal(t, "no python3 that uid %d can run (tried %v)", userA.Uid, candidates)
-	return "", ""
+	return sessionPython.path, script
+}
+
+// sessionPython is the interpreter sessions run on, found once.
+var sessionPython struct {
+	once       sync.Once
+	path       string
+	candidates []string
 }
 
 // startSession starts a session as cred (nil: root). It is killed when the test ends.
