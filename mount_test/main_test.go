@@ -5,7 +5,9 @@
 // plain directory as a control, which shows the loss mergefs exists to prevent.
 //
 // Needs root, /dev/fuse and python3; without them the tests skip, unless
-// MERGEFS_REQUIRE_FUSE=1 (CI), where they fail. Environment:
+// MERGEFS_REQUIRE_FUSE=1 (CI), where they fail. TestGlusterTwoHosts also
+// needs GlusterFS (Debian: glusterfs-server, glusterfs-client) and
+// util-linux's unshare, and skips (fails in CI) without them. Environment:
 //
 //	MERGEFS_DAEMON_RACE=1      build the daemon with -race
 //	MERGEFS_BINARY=path        test a prebuilt binary instead of building one
