@@ -438,6 +438,13 @@ func (b *glusterBed) abortClients() {
 // is left, and removes the bed's directory.
 func (b *glusterBed) close() {
 	t := b.t
+	if t.Failed() {
+		// The logs go with the bed: keep their ends in the test's output.
+		for i := range b.clients {
+			name := fmt.Sprintf("client%d.log", i+1)
+			t.Logf("GlusterFS %s (tail):\n%s", name, b.logTail(name, 15))
+		}
+	}
 	start := time.Now()
 	for _, c := range b.clients {
 		b.stopClient(c)
