@@ -87,6 +87,9 @@ type harness struct {
 	// aborted is set once the harness aborted FUSE connections because a
 	// client hung; the daemons' exits after that are not judged.
 	aborted bool
+	// abortHooks free other FUSE mounts the test depends on (the Gluster
+	// clients under mergefs) when a client hangs.
+	abortHooks []func()
 }
 
 func newHarness(t *testing.T) *harness {
@@ -402,6 +405,16 @@ func (h *harness) abortAll() {
 			abortConnection(h.t, m)
 		}
 	}
+	for _, hook := range h.abortHooks {
+		hook()
+	}
+}
+
+// onAbort adds a hook that abortAll runs after aborting the daemons' mounts.
+func (h *harness) onAbort(hook func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.abortHooks = append(h.abortHooks, hook)
 }
 
 func (h *harness) wasAborted() bool {

@@ -8,8 +8,10 @@
 // Node, a Go program (internal/goworker, built by the test), editors and cp.
 //
 // Needs root, /dev/fuse and python3; the runtime tests also node and Debian's
-// python3-aiofiles (for /usr/bin/python3). Without them the tests skip,
-// unless MERGEFS_REQUIRE_FUSE=1 (CI), where they fail. Environment:
+// python3-aiofiles (for /usr/bin/python3). TestGlusterTwoHosts also needs
+// GlusterFS (Debian: glusterfs-server, glusterfs-client) and util-linux's
+// unshare. Without them the tests skip, unless MERGEFS_REQUIRE_FUSE=1 (CI),
+// where they fail. Environment:
 //
 //	MERGEFS_DAEMON_RACE=1      build the daemon with -race
 //	MERGEFS_BINARY=path        test a prebuilt binary instead of building one
