@@ -213,7 +213,16 @@ func (s *Store) readFenced(dir Dir, name string, slot int64) (current, fence, er
 	var lastErr error
 	for attempt := range maxFenceAttempts {
 		cur, err := s.readLocked(dir.FD, name)
+		_, short := errors.AsType[*staleSizeError](err)
 		switch {
+		case short && attempt == maxFenceAttempts-1 && fresh(cur, f, attempt):
+			// Past every cache's timeout, the file still is not of its committed size: it was
+			// changed outside mergefs, and this is what it holds.
+			s.log.Warn("backing: a record's size differs from the one committed with its identity; changed outside mergefs?", "record", name, "err", err)
+			return cur, f, nil
+		case short:
+			sysx.Close(cur.fd)
+			lastErr = err
 		case err == nil && fresh(cur, f, attempt):
 			return cur, f, nil
 		case err == nil:
@@ -267,10 +276,18 @@ func isStale(err error) bool { return sysx.IsStale(err) }
 func (s *Store) readStale(dirfd int, name string) (current, error) {
 	var cur current
 	err := sysx.RetryStale(dirfd, name, func() error {
+		if cur.fd > 0 {
+			sysx.Close(cur.fd)
+		}
 		var err error
 		cur, err = s.readLocked(dirfd, name)
 		return err
 	})
+	if _, short := errors.AsType[*staleSizeError](err); short {
+		// Past every cache's timeout: changed outside mergefs, and this is what it holds.
+		s.log.Warn("backing: a record's size differs from the one committed with its identity; changed outside mergefs?", "record", name, "err", err)
+		return cur, nil
+	}
 	return cur, err
 }
 

@@ -524,3 +524,39 @@ func TestLockSlotIsStable(t *testing.T) {
 		}
 	}
 }
+
+// Where the filesystem has no RENAME_NOREPLACE (GlusterFS's FUSE client answers EINVAL), records
+// are still created, and a name taken meanwhile is still not replaced.
+func TestCreateWithoutRenameNoReplace(t *testing.T) {
+	renameNoReplaceFlag = func(olddir int, oldname string, newdir int, newname string, flags uint) error {
+		if flags&unix.RENAME_NOREPLACE != 0 {
+			return unix.EINVAL
+		}
+		return renameat2(olddir, oldname, newdir, newname, flags)
+	}
+	t.Cleanup(func() { renameNoReplaceFlag = renameat2 })
+	dir := t.TempDir()
+	s := openStore(t, dir, FsyncOnRequest)
+	put(t, s, "new.json", `{"a":1}`)
+	if got := readFile(t, filepath.Join(dir, "new.json")); got != `{"a":1}` {
+		t.Fatalf("created record holds %q", got)
+	}
+	// The helper itself: an existing name is EEXIST, a free one is renamed onto.
+	if err := os.WriteFile(filepath.Join(dir, "src"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(root)
+	if err := renameNoReplace(root, "src", root, "new.json"); err != unix.EEXIST {
+		t.Fatalf("rename onto an existing name: %v, want EEXIST", err)
+	}
+	if got := readFile(t, filepath.Join(dir, "new.json")); got != `{"a":1}` {
+		t.Fatalf("the existing name was replaced: %q", got)
+	}
+	if err := renameNoReplace(root, "src", root, "free"); err != nil {
+		t.Fatalf("rename onto a free name: %v", err)
+	}
+}

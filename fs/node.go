@@ -304,33 +304,65 @@ func (n *node) openRecordPath() (int, location, syscall.Errno) {
 	if errno != 0 {
 		return -1, location{}, errno
 	}
-	fd, err := openatStale(loc.dir.FD, loc.name, unix.O_PATH)
+	fd, err := n.openOwnRecord(loc.dir.FD, loc.name)
 	if err != nil {
 		loc.close()
+		if err == errOtherRecord {
+			return -1, location{}, syscall.ESTALE
+		}
 		return -1, location{}, errnoOf(err)
-	}
-	if errno := n.checkRecord(fd); errno != 0 {
-		sysx.Close(fd)
-		loc.close()
-		return -1, location{}, errno
 	}
 	return fd, loc, 0
 }
 
+// errOtherRecord: the name holds something else than the node's record.
+var errOtherRecord = errors.New("the name holds another record, or no record")
+
+// openOwnRecord opens name in dirfd with O_PATH and checks that it is a regular file carrying this
+// node's record identity (errOtherRecord if not). A stale handle of a network filesystem's client, at
+// the open or at the identity's read, is retried after a forced look-up.
+func (n *node) openOwnRecord(dirfd int, name string) (int, error) {
+	fd := -1
+	err := sysx.RetryStale(dirfd, name, func() error {
+		var err error
+		if fd, err = sysx.Openat(dirfd, name, unix.O_PATH, 0); err != nil {
+			return err
+		}
+		if err = n.checkRecord(fd); err != nil {
+			sysx.Close(fd)
+			fd = -1
+		}
+		return err
+	})
+	return fd, err
+}
+
+// ownRecordErrno is the errno of openOwnRecord's error for a path-based call: another record at the
+// name makes the kernel look it up again (ESTALE), as does no file at all.
+func ownRecordErrno(err error) syscall.Errno {
+	if err == errOtherRecord {
+		return syscall.ESTALE
+	}
+	return staleIfGone(err)
+}
+
 // checkRecord checks that fd (O_PATH) is a regular file carrying this node's record identity.
-func (n *node) checkRecord(fd int) syscall.Errno {
+func (n *node) checkRecord(fd int) error {
 	st, err := sysx.Fstatat(fd, "")
 	if err != nil {
-		return errnoOf(err)
+		return err
 	}
 	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
-		return syscall.ESTALE
+		return errOtherRecord
 	}
 	id, err := backing.ReadIdentity(sysx.ProcPath(fd), false)
-	if err != nil || id.ID != n.recordID.Load() {
-		return syscall.ESTALE
+	switch {
+	case sysx.IsStale(err):
+		return err
+	case err != nil || id.ID != n.recordID.Load():
+		return errOtherRecord
 	}
-	return 0
+	return nil
 }
 
 func (n *node) statRecord() (unix.Stat_t, syscall.Errno) {
@@ -513,14 +545,11 @@ func (n *node) setRecordMetadata(ctx context.Context, c caller, in *fuse.SetAttr
 		return errnoOf(err)
 	}
 	defer unlock()
-	fd, err := openatStale(loc.dir.FD, loc.name, unix.O_PATH)
+	fd, err := n.openOwnRecord(loc.dir.FD, loc.name)
 	if err != nil {
-		return staleIfGone(err)
+		return ownRecordErrno(err)
 	}
 	defer sysx.Close(fd)
-	if errno := n.checkRecord(fd); errno != 0 {
-		return errno
-	}
 	return errnoOf(sysx.AsUser(c.cred(), func() error { return setMetadata(fd, in) }))
 }
 
@@ -532,7 +561,7 @@ func (n *node) truncateRecord(ctx context.Context, size uint64) syscall.Errno {
 		return errno
 	}
 	c := n.fsys.callerOf(ctx)
-	sn, err := n.fsys.store.ReadAt(loc.dir, loc.name, &backing.Access{Cred: c.cred(), Mode: unix.W_OK})
+	sn, err := n.fsys.store.ReadKnown(loc.dir, loc.name, &backing.Access{Cred: c.cred(), Mode: unix.W_OK})
 	loc.close()
 	if err != nil {
 		return errnoOf(err)
@@ -608,7 +637,7 @@ func (n *node) openRecord(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	}
 	// The caller's permission is checked against the record as it is now, with the kernel's own rules
 	// (mode, ACLs, groups), on top of the kernel's check against the attributes it had cached.
-	sn, err := n.fsys.store.ReadAt(loc.dir, loc.name, &backing.Access{Cred: c.cred(), Mode: accessMode(flags)})
+	sn, err := n.fsys.store.ReadKnown(loc.dir, loc.name, &backing.Access{Cred: c.cred(), Mode: accessMode(flags)})
 	loc.close()
 	exists := err == nil
 	switch {

@@ -216,7 +216,13 @@ func freeLoopbackIP() (string, error) {
 
 // hidePackageDirs mounts empty tmpfs over the directories the Gluster
 // packages own, in a private mount namespace.
+//
+// It first detaches the FUSE mounts the namespace copied from the host: a
+// copy keeps a FUSE connection alive as long as the namespace lives, so that
+// another test's daemon could not finish its unmount meanwhile.
 const hidePackageDirs = `
+awk '{for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i+1) ~ /^fuse/) print $5; break }}' /proc/self/mountinfo |
+	sort -r | while read -r m; do umount -l "$(printf '%b' "$m")" 2>/dev/null || true; done
 for d in /var/run/gluster /var/lib/glusterd /var/log/glusterfs; do
 	if [ -d "$d" ]; then mount -t tmpfs mergefs-gluster-bed "$d"; fi
 done
