@@ -29,7 +29,7 @@ const (
 	// lockProtocol is written on the lock file (lockProtocolXattr) by the first daemon and checked
 	// by every other: daemons of another protocol on one backing directory would not exclude each
 	// other.
-	lockProtocol      = "mergefs lock file v2: 65536 slots of 4096 bytes; lock on a slot's first byte, fence in the rest"
+	lockProtocol      = "mergefs lock file v3: 65536 slots of 4096 bytes; lock on a slot's first byte, fence in the rest; record identities with committed sizes"
 	lockProtocolXattr = "trusted.mergefs.lock"
 )
 
