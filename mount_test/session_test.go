@@ -172,6 +172,15 @@ func (s *session) do(cmd map[string]any) reply {
 	return nil
 }
 
+// put writes data into path (opened O_WRONLY|O_CREAT, written from offset 0, closed); each step has
+// to succeed.
+func (s *session) put(path, data string) {
+	s.t.Helper()
+	fd := s.must(map[string]any{"op": "open", "path": path, "flags": []string{"O_WRONLY", "O_CREAT"}}).num("fd")
+	s.must(map[string]any{"op": "write", "fd": fd, "data": data})
+	s.must(map[string]any{"op": "close", "fd": fd})
+}
+
 // must runs a command that has to succeed.
 func (s *session) must(cmd map[string]any) reply {
 	s.t.Helper()

@@ -92,26 +92,19 @@ func Getxattr(path, name string, nofollow bool) ([]byte, error) {
 	if nofollow {
 		get = unix.Lgetxattr
 	}
-	buf := make([]byte, 256)
-	for {
-		n, err := get(path, name, buf)
-		switch {
-		case err == nil:
-			return buf[:n], nil
-		case err == unix.ERANGE && len(buf) < XattrSizeMax:
-			buf = make([]byte, XattrSizeMax)
-		case err == unix.EINTR:
-		default:
-			return nil, err
-		}
-	}
+	return readXattr(func(buf []byte) (int, error) { return get(path, name, buf) })
 }
 
 // Fgetxattr reads attribute name of the open file fd whole.
 func Fgetxattr(fd int, name string) ([]byte, error) {
+	return readXattr(func(buf []byte) (int, error) { return unix.Fgetxattr(fd, name, buf) })
+}
+
+// readXattr calls get with a buffer until the value fits (ERANGE: a larger one) or it fails.
+func readXattr(get func(buf []byte) (int, error)) ([]byte, error) {
 	buf := make([]byte, 256)
 	for {
-		n, err := unix.Fgetxattr(fd, name, buf)
+		n, err := get(buf)
 		switch {
 		case err == nil:
 			return buf[:n], nil
