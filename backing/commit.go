@@ -46,7 +46,7 @@ type Commit struct {
 	// renamed into place (as Writer) and becomes the record.
 	Source *Source
 	// Known, if not nil, is what the committer believes the record holds: when the record's file is
-	// that one, unchanged (see ReadAtKnown), theirs is known's data and is not read again. Not used
+	// that one, unchanged (see ReadKnown), theirs is known's data and is not read again. Not used
 	// where commits check fences (another host's client may show an older file).
 	Known *Known
 
@@ -280,10 +280,12 @@ func (s *Store) commitLocked(dir Dir, name string, c Commit, src *openSource) (r
 			return res, read, err
 		}
 	}
-	if err := writeIdentity(tmpFD, res.Identity); err != nil {
+	if err := writeIdentity(tmpFD, res.Identity, int64(len(merged))); err != nil {
 		return res, read, err
 	}
-	if sync {
+	// On a network filesystem the content must be on the server before the name shows it: a client
+	// with write-behind (GlusterFS's) may otherwise show other hosts the new name with no bytes yet.
+	if sync || s.Fencing() {
 		if err := s.fsync(tmpFD); err != nil {
 			return res, read, fmt.Errorf("fsync temporary file: %w", err)
 		}
@@ -295,7 +297,7 @@ func (s *Store) commitLocked(dir Dir, name string, c Commit, src *openSource) (r
 		theirs.fd = -1
 		err = renameat2(dir.FD, tmp, dir.FD, name, 0)
 	} else {
-		err = renameat2(dir.FD, tmp, dir.FD, name, unix.RENAME_NOREPLACE)
+		err = renameNoReplace(dir.FD, tmp, dir.FD, name)
 		if err == unix.EEXIST {
 			return res, read, errCreateRace
 		}
@@ -361,16 +363,16 @@ func checkWritable(fd int, w *sysx.Cred) error {
 // renameSourceIntoPlace gives the source the record's identity and renames it onto the free name, as
 // the writer.
 func (s *Store) renameSourceIntoPlace(src *openSource, dir Dir, name string, id Identity, w *sysx.Cred, sync bool) (Version, error) {
-	if err := writeIdentity(src.fd, id); err != nil {
+	if err := writeIdentity(src.fd, id, int64(len(src.data))); err != nil {
 		return Version{}, err
 	}
-	if sync {
+	if sync || s.Fencing() {
 		if err := s.fsync(src.fd); err != nil {
 			return Version{}, fmt.Errorf("fsync source: %w", err)
 		}
 	}
 	err := sysx.AsUser(w, func() error {
-		return renameat2(src.dir.FD, src.name, dir.FD, name, unix.RENAME_NOREPLACE)
+		return renameNoReplace(src.dir.FD, src.name, dir.FD, name)
 	})
 	if err == unix.EEXIST {
 		return Version{}, errCreateRace
@@ -499,6 +501,28 @@ func (o *openSource) remove(w *sysx.Cred, sync bool, s *Store) error {
 	}
 	return nil
 }
+
+// renameNoReplace renames without replacing what newname may be (EEXIST then). Where the filesystem
+// has no RENAME_NOREPLACE (GlusterFS's FUSE client answers EINVAL), it checks that newname is free
+// and renames: the caller holds the record's lock, which every mergefs daemon takes before it
+// creates the name, so only a process writing the backing directory directly could slip in between.
+func renameNoReplace(olddir int, oldname string, newdir int, newname string) error {
+	err := renameNoReplaceFlag(olddir, oldname, newdir, newname, unix.RENAME_NOREPLACE)
+	if err != unix.EINVAL && err != unix.ENOSYS && err != unix.EOPNOTSUPP {
+		return err
+	}
+	var st unix.Stat_t
+	switch err := unix.Fstatat(newdir, newname, &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case err == nil:
+		return unix.EEXIST
+	case err != unix.ENOENT:
+		return err
+	}
+	return renameat2(olddir, oldname, newdir, newname, 0)
+}
+
+// renameNoReplaceFlag is renameat2, replaced in tests by one that has no RENAME_NOREPLACE.
+var renameNoReplaceFlag = renameat2
 
 func renameat2(olddir int, oldname string, newdir int, newname string, flags uint) error {
 	for {
@@ -685,7 +709,7 @@ func (s *Store) Reserve(ctx context.Context, dir Dir, name string, mode uint32, 
 	if err := exactMode(dir.FD, fd, mode, w); err != nil {
 		return Identity{}, unix.Stat_t{}, err
 	}
-	if err := writeIdentity(fd, id); err != nil {
+	if err := writeIdentity(fd, id, 0); err != nil {
 		_ = unix.Unlinkat(dir.FD, name, 0)
 		return Identity{}, unix.Stat_t{}, err
 	}

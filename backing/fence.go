@@ -29,7 +29,7 @@ const (
 	// lockProtocol is written on the lock file (lockProtocolXattr) by the first daemon and checked
 	// by every other: daemons of another protocol on one backing directory would not exclude each
 	// other.
-	lockProtocol      = "mergefs lock file v2: 65536 slots of 4096 bytes; lock on a slot's first byte, fence in the rest"
+	lockProtocol      = "mergefs lock file v3: 65536 slots of 4096 bytes; lock on a slot's first byte, fence in the rest; record identities with committed sizes"
 	lockProtocolXattr = "trusted.mergefs.lock"
 )
 
@@ -213,7 +213,16 @@ func (s *Store) readFenced(dir Dir, name string, slot int64, known *Known) (curr
 	var lastErr error
 	for attempt := range maxFenceAttempts {
 		cur, err := s.readLocked(dir.FD, name)
+		_, short := errors.AsType[*staleSizeError](err)
 		switch {
+		case short && attempt == maxFenceAttempts-1 && fresh(cur, f, attempt):
+			// Past every cache's timeout, the file still is not of its committed size: it was
+			// changed outside mergefs, and this is what it holds.
+			s.log.Warn("backing: a record's size differs from the one committed with its identity; changed outside mergefs?", "record", name, "err", err)
+			return cur, f, nil
+		case short:
+			sysx.Close(cur.fd)
+			lastErr = err
 		case err == nil && fresh(cur, f, attempt):
 			return cur, f, nil
 		case err == nil:
@@ -267,6 +276,9 @@ func isStale(err error) bool { return sysx.IsStale(err) }
 func (s *Store) readStale(dirfd int, name string, known *Known) (current, error) {
 	var cur current
 	err := sysx.RetryStale(dirfd, name, func() error {
+		if cur.fd > 0 {
+			sysx.Close(cur.fd)
+		}
 		var err error
 		if known != nil {
 			cur, err = s.readKnown(dirfd, name, known)
@@ -275,11 +287,16 @@ func (s *Store) readStale(dirfd int, name string, known *Known) (current, error)
 		}
 		return err
 	})
+	if _, short := errors.AsType[*staleSizeError](err); short {
+		// Past every cache's timeout: changed outside mergefs, and this is what it holds.
+		s.log.Warn("backing: a record's size differs from the one committed with its identity; changed outside mergefs?", "record", name, "err", err)
+		return cur, nil
+	}
 	return cur, err
 }
 
 // readKnown is readCurrent, with known's data and identity for known's file, unchanged (see
-// ReadAtKnown), instead of reading them again.
+// ReadKnown), instead of reading them again.
 func (s *Store) readKnown(dirfd int, name string, known *Known) (current, error) {
 	fd, err := openFile(dirfd, name, unix.O_RDONLY|unix.O_NOCTTY, 0)
 	if err == unix.ENOENT {

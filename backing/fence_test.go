@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -230,5 +231,88 @@ func TestFenceRecordsEachCommit(t *testing.T) {
 	}
 	if _, err := Open(other, testOptions(t, FsyncOnRequest)); !errors.Is(err, unix.EPROTO) {
 		t.Errorf("a lock file of another protocol: %v, want EPROTO", err)
+	}
+}
+
+// A client may show a new file with an older size (GlusterFS's, after listing the directory while
+// the file was written on another host): the read is short or empty although the generation is the
+// latest. Such a read is not merged onto: it is read again, as the size committed with the identity
+// says.
+func TestFencedCommitReadsAgainAShortRead(t *testing.T) {
+	dir := t.TempDir()
+	s := fencedStore(t, dir)
+	put(t, s, "r.json", `{"n":7,"m":3}`)
+	short, refreshes := 2, 0
+	s.readLocked = func(dirfd int, name string) (current, error) {
+		cur, err := s.readCurrent(dirfd, name)
+		if err == nil && short > 0 {
+			short--
+			cur.data = cur.data[:0]
+			return cur, &staleSizeError{got: 0, want: int64(len(`{"n":7,"m":3}`))}
+		}
+		return cur, err
+	}
+	s.refreshName = func(Dir, string, int) { refreshes++ }
+	if err := increment(t, s, "r.json"); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, filepath.Join(dir, "r.json")); got != `{"m":3,"n":8}` {
+		t.Errorf("record after an increment through two short reads: %s", got)
+	}
+	if short != 0 || refreshes != 2 {
+		t.Errorf("short reads left %d, refreshes %d; want 0 and 2", short, refreshes)
+	}
+}
+
+// A record changed outside mergefs keeps a size that differs from its identity's for good: once
+// every cache had time to expire, it is taken as it is, by readers and commits.
+func TestRecordChangedOutsideMergefsIsTakenAsItIs(t *testing.T) {
+	dir := t.TempDir()
+	s := fencedStore(t, dir)
+	put(t, s, "r.json", `{"n":1}`)
+	// Rewritten in place (same inode, same identity attribute) by something else.
+	if err := os.WriteFile(filepath.Join(dir, "r.json"), []byte(`{"n":41, "e":1}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := s.readCurrent(s.rootFD, "r.json")
+	if e, ok := errors.AsType[*staleSizeError](err); !ok || e.got != 15 || e.want != 7 {
+		t.Fatalf("read of a record not of its committed size: %v, want a stale size error (15 of 7 bytes)", err)
+	}
+	unix.Close(cur.fd)
+	s.refreshName = func(Dir, string, int) {}
+	if err := increment(t, s, "r.json"); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, filepath.Join(dir, "r.json")); got != `{"e":1,"n":42}` {
+		t.Errorf("record after an increment of an edited record: %s", got)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "r.json"), []byte(`{}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sn, err := s.ReadAt(Dir{FD: s.rootFD, Ino: s.rootIno}, "r.json", nil)
+	if err != nil || string(sn.Data) != `{}` {
+		t.Errorf("read of an edited record: %q, %v", sn.Data, err)
+	}
+}
+
+// On a network filesystem a name just looked up may briefly be missing for the client (another host
+// renamed a new version onto it): ReadKnown looks it up again before it believes the record gone.
+func TestReadKnownLooksAMissingNameUpAgain(t *testing.T) {
+	dir := t.TempDir()
+	s := fencedStore(t, dir)
+	root := Dir{FD: s.rootFD, Ino: s.rootIno}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		os.WriteFile(filepath.Join(dir, "late.json"), []byte(`{"a":1}`), 0o644)
+	}()
+	sn, _, err := s.ReadKnown(root, "late.json", nil, nil)
+	if err != nil || string(sn.Data) != `{"a":1}` {
+		t.Fatalf("ReadKnown of a name that shows up 50ms later: %q, %v", sn.Data, err)
+	}
+	if _, _, err := s.ReadKnown(root, "never.json", nil, nil); !errors.Is(err, unix.ENOENT) {
+		t.Fatalf("ReadKnown of a name that never shows up: %v, want ENOENT", err)
+	}
+	if _, err := s.ReadAt(root, "never2.json", nil); !errors.Is(err, unix.ENOENT) {
+		t.Fatalf("ReadAt of a missing name: %v, want ENOENT", err)
 	}
 }

@@ -16,11 +16,16 @@ import (
 // forge or copy one onto a file of theirs; the filesystem layer hides it from its callers.
 const IdentityXattr = "trusted.mergefs.id"
 
-// identityVersion is the first byte of the attribute's value: the format of what follows.
-const identityVersion = 1
-
-// identityLen is the value's length: the version byte, the id and the generation.
-const identityLen = 1 + 8 + 8
+// The first byte of the attribute's value is the format of what follows: identityVersion, the id and
+// the generation; identityVersionSized, those and the size of the content committed with them, which
+// a read on a network filesystem checks against what it got (a client's cache can show a new file
+// with an older size: see readOpened).
+const (
+	identityVersion      = 1
+	identityVersionSized = 2
+	identityLen          = 1 + 8 + 8
+	identitySizedLen     = identityLen + 8
+)
 
 // Identity is what IdentityXattr says of a record.
 //
@@ -46,36 +51,54 @@ func NewID() uint64 {
 	}
 }
 
-func (id Identity) encode() []byte {
-	b := make([]byte, identityLen)
+func (id Identity) encode() []byte { return id.encodeSized(-1) }
+
+// encodeSized encodes the identity with the size of the content it goes with (size < 0: unknown).
+func (id Identity) encodeSized(size int64) []byte {
+	b := make([]byte, identityLen, identitySizedLen)
 	b[0] = identityVersion
 	binary.LittleEndian.PutUint64(b[1:], id.ID)
 	binary.LittleEndian.PutUint64(b[9:], id.Gen)
+	if size >= 0 {
+		b[0] = identityVersionSized
+		b = binary.LittleEndian.AppendUint64(b, uint64(size))
+	}
 	return b
 }
 
 func decodeIdentity(b []byte) (Identity, error) {
-	if len(b) != identityLen || b[0] != identityVersion {
-		return Identity{}, fmt.Errorf("malformed %s attribute (%d bytes): %w", IdentityXattr, len(b), unix.EINVAL)
+	id, _, err := decodeSizedIdentity(b)
+	return id, err
+}
+
+// decodeSizedIdentity decodes the attribute and the content size it records (-1: none).
+func decodeSizedIdentity(b []byte) (Identity, int64, error) {
+	size := int64(-1)
+	switch {
+	case len(b) == identityLen && b[0] == identityVersion:
+	case len(b) == identitySizedLen && b[0] == identityVersionSized && int64(binary.LittleEndian.Uint64(b[17:])) >= 0:
+		size = int64(binary.LittleEndian.Uint64(b[17:]))
+	default:
+		return Identity{}, -1, fmt.Errorf("malformed %s attribute (%d bytes): %w", IdentityXattr, len(b), unix.EINVAL)
 	}
 	id := Identity{ID: binary.LittleEndian.Uint64(b[1:]), Gen: binary.LittleEndian.Uint64(b[9:])}
 	if id.ID&(1<<63) == 0 {
-		return Identity{}, fmt.Errorf("malformed %s attribute (id %#x): %w", IdentityXattr, id.ID, unix.EINVAL)
+		return Identity{}, -1, fmt.Errorf("malformed %s attribute (id %#x): %w", IdentityXattr, id.ID, unix.EINVAL)
 	}
-	return id, nil
+	return id, size, nil
 }
 
 // readIdentity reads the identity of the open record fd; ok is false if it has none.
-func readIdentity(fd int) (id Identity, ok bool, err error) {
+func readIdentity(fd int) (id Identity, size int64, ok bool, err error) {
 	b, err := sysx.Fgetxattr(fd, IdentityXattr)
 	if err == unix.ENODATA {
-		return Identity{}, false, nil
+		return Identity{}, -1, false, nil
 	}
 	if err != nil {
-		return Identity{}, false, fmt.Errorf("read %s: %w", IdentityXattr, err)
+		return Identity{}, -1, false, fmt.Errorf("read %s: %w", IdentityXattr, err)
 	}
-	id, err = decodeIdentity(b)
-	return id, err == nil, err
+	id, size, err = decodeSizedIdentity(b)
+	return id, size, err == nil, err
 }
 
 // ReadIdentity reads the identity of the file at path; a file without one gives ENODATA. With nofollow
@@ -92,26 +115,29 @@ func ReadIdentity(path string, nofollow bool) (Identity, error) {
 // ensureIdentity returns the identity of the open record fd, giving it a new one if it has none. The new
 // one is set with XATTR_CREATE: of two daemons (or a lookup and a commit) that stamp the same file at
 // once, the first wins and the other reads what it wrote.
-func ensureIdentity(fd int) (Identity, error) {
+// The size it returns is the one recorded with the identity (-1: none, as for a record mergefs did not
+// write).
+func ensureIdentity(fd int) (Identity, int64, error) {
 	for range 3 {
-		id, ok, err := readIdentity(fd)
+		id, size, ok, err := readIdentity(fd)
 		if err != nil || ok {
-			return id, err
+			return id, size, err
 		}
 		id = Identity{ID: NewID()}
 		err = unix.Fsetxattr(fd, IdentityXattr, id.encode(), unix.XATTR_CREATE)
 		if err == nil {
-			return id, nil
+			return id, -1, nil
 		}
 		if err != unix.EEXIST {
-			return Identity{}, fmt.Errorf("set %s: %w", IdentityXattr, err)
+			return Identity{}, -1, fmt.Errorf("set %s: %w", IdentityXattr, err)
 		}
 	}
-	return Identity{}, fmt.Errorf("set %s: the attribute keeps changing: %w", IdentityXattr, unix.EAGAIN)
+	return Identity{}, -1, fmt.Errorf("set %s: the attribute keeps changing: %w", IdentityXattr, unix.EAGAIN)
 }
 
-func writeIdentity(fd int, id Identity) error {
-	if err := unix.Fsetxattr(fd, IdentityXattr, id.encode(), 0); err != nil {
+// writeIdentity sets the identity of the file fd, whose content is size bytes.
+func writeIdentity(fd int, id Identity, size int64) error {
+	if err := unix.Fsetxattr(fd, IdentityXattr, id.encodeSized(size), 0); err != nil {
 		return fmt.Errorf("set %s: %w", IdentityXattr, err)
 	}
 	return nil

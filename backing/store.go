@@ -1,6 +1,7 @@
 package backing
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -279,7 +280,7 @@ func (a *Access) check(fd int) error {
 // none), after checking access if it is not nil. A missing record gives ENOENT; a file larger than the
 // store's MaxRecordSize gives EFBIG without being read; anything but a regular file is refused.
 func (s *Store) ReadAt(dir Dir, name string, access *Access) (Snapshot, error) {
-	sn, _, err := s.ReadAtKnown(dir, name, access, nil)
+	sn, _, err := s.readAt(dir, name, access, false, nil)
 	return sn, err
 }
 
@@ -290,11 +291,21 @@ type Known struct {
 	Data     []byte
 }
 
-// ReadAtKnown is ReadAt, except that when the file it opens is known's (the same device, inode, size,
-// modification and change time) it returns known's data and identity without reading them again, and
-// reused says so. A record's file is never changed in place by a commit (a new file replaces it), and
-// a change of the file's content or of its attributes (the identity among them) moves its times.
-func (s *Store) ReadAtKnown(dir Dir, name string, access *Access, known *Known) (sn Snapshot, reused bool, err error) {
+// ReadKnown is ReadAt of a name the caller has just seen holding a record (an open of a looked-up
+// name): on a network filesystem, whose client may briefly not find a name that another host renamed
+// a new version onto, a missing record is looked up again, as for ESTALE, before it is believed.
+// When the file it opens is known's (the same device, inode, size, modification and change time), it
+// returns known's data and identity without reading them again, and reused says so: a record's file
+// is never changed in place by a commit (a new file replaces it), and a change of the file's content
+// or of its attributes (the identity among them) moves its times. known may be nil.
+func (s *Store) ReadKnown(dir Dir, name string, access *Access, known *Known) (sn Snapshot, reused bool, err error) {
+	return s.readAt(dir, name, access, s.Fencing(), known)
+}
+
+// errNotFoundYet stands for ENOENT while ReadKnown looks a name up again.
+var errNotFoundYet = fmt.Errorf("no record at the name yet: %w", unix.ESTALE)
+
+func (s *Store) readAt(dir Dir, name string, access *Access, seen bool, known *Known) (sn Snapshot, reused bool, err error) {
 	if err := checkBase(name); err != nil {
 		return Snapshot{}, false, err
 	}
@@ -302,8 +313,12 @@ func (s *Store) ReadAtKnown(dir Dir, name string, access *Access, known *Known) 
 		return Snapshot{}, false, err
 	}
 	defer s.end()
+	var short Snapshot
 	err = sysx.RetryStale(dir.FD, name, func() error {
 		fd, err := openFile(dir.FD, name, unix.O_RDONLY|unix.O_NOCTTY, 0)
+		if err == unix.ENOENT && seen {
+			return errNotFoundYet
+		}
 		if err != nil {
 			return err
 		}
@@ -322,12 +337,23 @@ func (s *Store) ReadAtKnown(dir Dir, name string, access *Access, known *Known) 
 			}
 		}
 		cur, err := s.readOpened(fd)
+		if _, ok := errors.AsType[*staleSizeError](err); ok {
+			short = Snapshot{Data: cur.data, Stat: cur.st, Identity: cur.id}
+		}
 		if err != nil {
 			return err
 		}
 		sn, reused = Snapshot{Data: cur.data, Stat: cur.st, Identity: cur.id}, false
 		return nil
 	})
+	if err == errNotFoundYet {
+		return Snapshot{}, false, unix.ENOENT
+	}
+	if e, ok := errors.AsType[*staleSizeError](err); ok {
+		// Past every cache's timeout: the file really is of that size (written outside mergefs).
+		s.log.Warn("backing: a record's size differs from the one committed with its identity; changed outside mergefs?", "record", name, "size", e.got, "committed", e.want)
+		return short, false, nil
+	}
 	return sn, reused, err
 }
 
@@ -357,7 +383,7 @@ func (s *Store) Identify(dir Dir, name string) (unix.Stat_t, Identity, error) {
 		if err != nil {
 			return err
 		}
-		id, err = ensureIdentity(fd)
+		id, _, err = ensureIdentity(fd)
 		return err
 	})
 	return st, id, err
@@ -373,7 +399,8 @@ type current struct {
 }
 
 // readCurrent opens and reads the record base in dirfd. A record without an identity gets one
-// (stamped with XATTR_CREATE, so that every reader and commit agrees on the first one made).
+// (stamped with XATTR_CREATE, so that every reader and commit agrees on the first one made). With a
+// *staleSizeError, cur is what was read and cur.fd is open: the caller reads again or takes it.
 func (s *Store) readCurrent(dirfd int, base string) (current, error) {
 	fd, err := openFile(dirfd, base, unix.O_RDONLY|unix.O_NOCTTY, 0)
 	if err == unix.ENOENT {
@@ -383,6 +410,9 @@ func (s *Store) readCurrent(dirfd int, base string) (current, error) {
 		return current{}, err
 	}
 	cur, err := s.readOpened(fd)
+	if _, ok := errors.AsType[*staleSizeError](err); ok {
+		return cur, err // the caller decides, and closes cur.fd
+	}
 	if err != nil {
 		sysx.Close(fd)
 		return current{}, err
@@ -390,6 +420,21 @@ func (s *Store) readCurrent(dirfd int, base string) (current, error) {
 	return cur, nil
 }
 
+// staleSizeError: the content read of a record is not the size committed with its identity. A
+// network filesystem's client can show a new file with an older size (GlusterFS's, after listing the
+// directory while the file was being written on another host), so the read looks short or empty:
+// the name must be looked up again (it unwraps to ESTALE).
+type staleSizeError struct{ got, want int64 }
+
+func (e *staleSizeError) Error() string {
+	return fmt.Sprintf("read %d bytes of a record committed with %d", e.got, e.want)
+}
+
+func (e *staleSizeError) Unwrap() error { return unix.ESTALE }
+
+// readOpened reads the open record fd whole, with its identity. Where fences are checked (a network
+// filesystem), content not of the size committed with the identity is a *staleSizeError, with cur
+// filled in as read.
 func (s *Store) readOpened(fd int) (current, error) {
 	st, err := sysx.Fstat(fd)
 	if err == nil {
@@ -401,7 +446,7 @@ func (s *Store) readOpened(fd int) (current, error) {
 	if err != nil {
 		return current{}, err
 	}
-	id, err := ensureIdentity(fd)
+	id, size, err := ensureIdentity(fd)
 	if err != nil {
 		return current{}, err
 	}
@@ -415,5 +460,9 @@ func (s *Store) readOpened(fd int) (current, error) {
 	if err != nil {
 		return current{}, err
 	}
-	return current{exists: true, fd: fd, st: st, id: id, data: data}, nil
+	cur := current{exists: true, fd: fd, st: st, id: id, data: data}
+	if s.Fencing() && size >= 0 && int64(len(data)) != size {
+		return cur, &staleSizeError{got: int64(len(data)), want: size}
+	}
+	return cur, nil
 }

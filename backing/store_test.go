@@ -128,9 +128,9 @@ func TestReadAndVersion(t *testing.T) {
 	}
 }
 
-// ReadAtKnown does not read again a record whose file is the one known (as committed, or as read):
+// ReadKnown does not read again a record whose file is the one known (as committed, or as read):
 // it returns the known bytes; any other file, or the same file changed, is read.
-func TestReadAtKnownReusesAnUnchangedFile(t *testing.T) {
+func TestReadKnownReusesAnUnchangedFile(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, dir, FsyncOnRequest)
 	res := put(t, s, "r.json", `{"a":1}`)
@@ -143,7 +143,7 @@ func TestReadAtKnownReusesAnUnchangedFile(t *testing.T) {
 	known := &Known{Version: res.Version, Identity: res.Identity, Data: marked}
 	read := func(label string, wantReused bool, want string) Snapshot {
 		t.Helper()
-		sn, reused, err := s.ReadAtKnown(root, "r.json", nil, known)
+		sn, reused, err := s.ReadKnown(root, "r.json", nil, known)
 		if err != nil || reused != wantReused || string(sn.Data) != want {
 			t.Fatalf("%s: %q reused %v (%v), want %q reused %v", label, sn.Data, reused, err, want, wantReused)
 		}
@@ -156,7 +156,7 @@ func TestReadAtKnownReusesAnUnchangedFile(t *testing.T) {
 		return sn
 	}
 	read("the committed file", true, `{"a":1}`)
-	if sn, reused, err := s.ReadAtKnown(root, "r.json", nil, nil); err != nil || reused || string(sn.Data) != `{"a":1}` {
+	if sn, reused, err := s.ReadKnown(root, "r.json", nil, nil); err != nil || reused || string(sn.Data) != `{"a":1}` {
 		t.Fatalf("nothing known: %q reused %v (%v)", sn.Data, reused, err)
 	}
 
@@ -181,7 +181,7 @@ func TestReadAtKnownReusesAnUnchangedFile(t *testing.T) {
 
 	// Replaced by a commit.
 	res2 := put(t, s, "r.json", `{"a":3}`)
-	if sn, reused, err := s.ReadAtKnown(root, "r.json", nil, known); err != nil || reused || string(sn.Data) != `{"a":3}` || sn.Identity.Gen != res2.Identity.Gen {
+	if sn, reused, err := s.ReadKnown(root, "r.json", nil, known); err != nil || reused || string(sn.Data) != `{"a":3}` || sn.Identity.Gen != res2.Identity.Gen {
 		t.Fatalf("after a commit: %q reused %v (%v), identity %+v", sn.Data, reused, err, sn.Identity)
 	}
 }
@@ -614,5 +614,41 @@ func TestLockSlotIsStable(t *testing.T) {
 		if got := lockSlot(tc.dirIno, tc.name); got != tc.want {
 			t.Errorf("lockSlot(%d, %q) = %d, want %d", tc.dirIno, tc.name, got, tc.want)
 		}
+	}
+}
+
+// Where the filesystem has no RENAME_NOREPLACE (GlusterFS's FUSE client answers EINVAL), records
+// are still created, and a name taken meanwhile is still not replaced.
+func TestCreateWithoutRenameNoReplace(t *testing.T) {
+	renameNoReplaceFlag = func(olddir int, oldname string, newdir int, newname string, flags uint) error {
+		if flags&unix.RENAME_NOREPLACE != 0 {
+			return unix.EINVAL
+		}
+		return renameat2(olddir, oldname, newdir, newname, flags)
+	}
+	t.Cleanup(func() { renameNoReplaceFlag = renameat2 })
+	dir := t.TempDir()
+	s := openStore(t, dir, FsyncOnRequest)
+	put(t, s, "new.json", `{"a":1}`)
+	if got := readFile(t, filepath.Join(dir, "new.json")); got != `{"a":1}` {
+		t.Fatalf("created record holds %q", got)
+	}
+	// The helper itself: an existing name is EEXIST, a free one is renamed onto.
+	if err := os.WriteFile(filepath.Join(dir, "src"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(root)
+	if err := renameNoReplace(root, "src", root, "new.json"); err != unix.EEXIST {
+		t.Fatalf("rename onto an existing name: %v, want EEXIST", err)
+	}
+	if got := readFile(t, filepath.Join(dir, "new.json")); got != `{"a":1}` {
+		t.Fatalf("the existing name was replaced: %q", got)
+	}
+	if err := renameNoReplace(root, "src", root, "free"); err != nil {
+		t.Fatalf("rename onto a free name: %v", err)
 	}
 }

@@ -211,7 +211,7 @@ func TestRewriteWithoutChangeLeavesTheRecord(t *testing.T) {
 }
 
 // What a commit leaves in the backing store is known with its file: an open that finds that file
-// unchanged serves the committed version without reading it (backing.Store.ReadAtKnown), and one that
+// unchanged serves the committed version without reading it (backing.Store.ReadKnown), and one that
 // finds another file reads it and knows that one.
 func TestCommittedVersionIsKnownByItsFile(t *testing.T) {
 	f := newTestFS(t, merge.WriterWins)
@@ -227,18 +227,18 @@ func TestCommittedVersionIsKnownByItsFile(t *testing.T) {
 		t.Fatalf("no version known with its file after the commit: %v", latest)
 	}
 	dir := backing.Dir{FD: f.rootFD, Ino: f.rootIno()}
-	sn, reused, err := f.store.ReadAtKnown(dir, "r.json", nil, latest.known())
+	sn, reused, err := f.store.ReadKnown(dir, "r.json", nil, latest.known())
 	if err != nil || !reused || f.snapshotView(id, &sn, reused, latest) != latest {
 		t.Fatalf("open of the committed record: reused %v (%v)", reused, err)
 	}
 	time.Sleep(10 * time.Millisecond) // past a coarse clock tick: the write moves the file's times
 	f.put(t, "r.json", `{"a": 2}`)    // another writer of the backing directory
-	sn, reused, err = f.store.ReadAtKnown(dir, "r.json", nil, latest.known())
+	sn, reused, err = f.store.ReadKnown(dir, "r.json", nil, latest.known())
 	if err != nil || reused || string(sn.Data) != `{"a": 2}` {
 		t.Fatalf("open of a record written in place: %q reused %v (%v)", sn.Data, reused, err)
 	}
 	v := f.snapshotView(id, &sn, reused, latest)
-	if sn2, reused, err := f.store.ReadAtKnown(dir, "r.json", nil, v.known()); err != nil || !reused || string(sn2.Data) != `{"a": 2}` {
+	if sn2, reused, err := f.store.ReadKnown(dir, "r.json", nil, v.known()); err != nil || !reused || string(sn2.Data) != `{"a": 2}` {
 		t.Fatalf("open of the record as read last: reused %v (%v)", reused, err)
 	}
 }

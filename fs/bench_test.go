@@ -397,3 +397,70 @@ func threadCPU() time.Duration {
 	}
 	return time.Duration(ts.Nano())
 }
+
+// BenchmarkBaseChoice measures what choosing a commit's base costs beside the commit itself
+// (docs/design.md, "The base of a commit"): "commit" is a whole rewrite of the record (open O_TRUNC,
+// writes, the flush that commits) whose writer's read is the only candidate; "choose-N" is the base
+// choice alone among N candidates: the writer's read and N-1 versions other processes read, each one
+// change from the next. Choosing among one candidate still validates and summarizes mine, which a
+// commit needs anyway; the choice's own cost is choose-32 less choose-1. scripts/bench --base-choice
+// prints it as a share of the commit.
+func BenchmarkBaseChoice(b *testing.B) {
+	for _, size := range []int{4 << 10, 256 << 10} {
+		b.Run(sizeLabel(size)+"/commit", func(b *testing.B) {
+			f, writer, _ := baseChoiceFixture(b, size, 1)
+			contents := [2][]byte{benchRecord(size, 1, 0), benchRecord(size, 2, 0)}
+			ctx := writer.ctx()
+			b.SetBytes(int64(size))
+			i := 0
+			for b.Loop() {
+				i++
+				h := f.benchOpen(b, writer, "r.json", syscall.O_WRONLY|syscall.O_TRUNC)
+				content := contents[i%2]
+				for off := 0; off < len(content); off += fuseChunk {
+					if _, errno := h.Write(ctx, content[off:min(off+fuseChunk, len(content))], int64(off)); errno != 0 {
+						b.Fatal(errno)
+					}
+				}
+				if errno := h.Flush(ctx); errno != 0 {
+					b.Fatal(errno)
+				}
+				h.Release(ctx)
+			}
+		})
+		for _, candidates := range []int{1, 32} {
+			b.Run(fmt.Sprintf("%s/choose-%d", sizeLabel(size), candidates), func(b *testing.B) {
+				f, writer, id := baseChoiceFixture(b, size, candidates)
+				c := f.callerOf(writer.ctx())
+				req := commitRequest{mine: benchRecord(size, 1, 0),
+					bases: f.history.candidates(id, c.thread, c.proc, nil, event.NoBase)}
+				if len(req.bases) != candidates {
+					b.Fatalf("%d candidates, want %d", len(req.bases), candidates)
+				}
+				b.SetBytes(int64(size))
+				for b.Loop() {
+					if ch, err := f.chooseBase(req); err != nil || ch.from != event.Thread {
+						b.Fatalf("choice %+v, %v: want the writer's read", ch, err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// baseChoiceFixture makes a record of size bytes that the writer (this process) has read, with
+// candidates-1 versions of it that other processes read, and returns its identity.
+func baseChoiceFixture(b *testing.B, size, candidates int) (*testFS, task, uint64) {
+	f := newBenchFS(b)
+	f.write(b, "r.json", benchRecord(size, 0, 0))
+	writer := self()
+	h := f.benchOpen(b, writer, "r.json", syscall.O_RDONLY)
+	readWhole(b, writer.ctx(), h, make([]byte, fuseChunk))
+	id := h.expect
+	h.Release(writer.ctx())
+	for i := 1; i < candidates; i++ {
+		other := procKey{pid: uint32(1000000 + i), start: 1}
+		f.history.read(id, other, other, &version{data: benchRecord(size, 0, i)})
+	}
+	return f, writer, id
+}

@@ -94,10 +94,11 @@ func (v *version) summaryOf(opts merge.Options, hint *merge.Summary) *merge.Summ
 
 // Bounds of what the history keeps of one record (besides --read-memory and --read-age): the newest
 // distinct versions served or committed by anyone, and per process the last versions it read, so
-// that a slow request finds its own read however many versions others made since.
+// that a slow request finds its own read however many versions others, or its own process's other
+// requests (an event loop serving hundreds a second), made since.
 const (
-	maxRecent      = 16
-	maxProcReads   = 4
+	maxRecent      = 32
+	maxProcReads   = 512
 	maxProcThreads = 64
 )
 
@@ -108,6 +109,7 @@ const (
 	recordBytes  = 256
 	procBytes    = 192
 	threadBytes  = 48
+	seenBytes    = 40 // an entry of a list of versions read
 )
 
 // history remembers, per record (by identity), the versions of it that mergefs served to readers
@@ -123,7 +125,7 @@ type history struct {
 	lru     list.List // of *recordReads, least recently touched first
 	bytes   int64
 	seq     uint64
-	evicted uint64
+	evicted uint64 // records dropped, and versions read dropped from the newest record
 }
 
 type recordReads struct {
@@ -256,7 +258,7 @@ func (h *history) committed(id uint64, thread, proc procKey, v *version) {
 }
 
 func (h *history) note(id uint64, thread, proc procKey, v *version, wrote bool) {
-	if id == 0 || v == nil || h.maxBytes <= 0 || h.cost(v)+recordBytes+procBytes+threadBytes > h.maxBytes {
+	if id == 0 || v == nil || h.maxBytes <= 0 || h.cost(v)+recordBytes+procBytes+threadBytes+2*seenBytes > h.maxBytes {
 		return
 	}
 	h.mu.Lock()
@@ -267,7 +269,7 @@ func (h *history) note(id uint64, thread, proc procKey, v *version, wrote bool) 
 		v.seq = h.seq
 	}
 	r := h.record(id, now)
-	r.recent = h.pushSeen(r.recent, seen{v: v, at: now, committed: wrote}, maxRecent)
+	r.recent = h.pushSeen(r, r.recent, seen{v: v, at: now, committed: wrote}, maxRecent)
 	p := r.procs[proc]
 	if p == nil {
 		p = &procReads{threads: make(map[procKey]seen)}
@@ -282,7 +284,7 @@ func (h *history) note(id uint64, thread, proc procKey, v *version, wrote bool) 
 		}
 		p.committed = seen{v: v, at: now}
 	} else {
-		p.reads = h.pushSeen(p.reads, seen{v: v, at: now}, maxProcReads)
+		p.reads = h.pushSeen(r, p.reads, seen{v: v, at: now}, maxProcReads)
 	}
 	if old, ok := p.threads[thread]; ok {
 		h.hold(v)
@@ -311,8 +313,10 @@ func (h *history) record(id uint64, now time.Time) *recordReads {
 	return r
 }
 
-// pushSeen adds s as the newest of list (moving v if it is there), keeping at most limit.
-func (h *history) pushSeen(list []seen, s seen, limit int) []seen {
+// pushSeen adds s as the newest of list, a list of record r (moving v if it is there), keeping at
+// most limit.
+func (h *history) pushSeen(r *recordReads, list []seen, s seen, limit int) []seen {
+	n := len(list)
 	for i, x := range list {
 		if x.v == s.v {
 			list = append(list[:i], list[i+1:]...)
@@ -325,7 +329,31 @@ func (h *history) pushSeen(list []seen, s seen, limit int) []seen {
 		list = append(list[:0], list[1:]...)
 	}
 	h.hold(s.v)
-	return append(list, s)
+	list = append(list, s)
+	h.charge(r, int64(len(list)-n)*seenBytes)
+	return list
+}
+
+// trimOldest drops the oldest entry of r's lists of versions read (the newest record is kept whole
+// as long as it can be: a busy record alone past the memory bound loses its oldest reads first, not
+// all of them). It reports whether there was one.
+func (h *history) trimOldest(r *recordReads) bool {
+	var oldest *[]seen
+	for _, p := range r.procs {
+		if len(p.reads) > 0 && (oldest == nil || p.reads[0].at.Before((*oldest)[0].at)) {
+			oldest = &p.reads
+		}
+	}
+	if len(r.recent) > 0 && (oldest == nil || r.recent[0].at.Before((*oldest)[0].at)) {
+		oldest = &r.recent
+	}
+	if oldest == nil {
+		return false
+	}
+	h.release((*oldest)[0].v)
+	*oldest = append((*oldest)[:0], (*oldest)[1:]...)
+	h.charge(r, -seenBytes)
+	return true
 }
 
 func (h *history) cost(v *version) int64 {
@@ -376,12 +404,16 @@ func (h *history) charge(r *recordReads, n int64) {
 }
 
 // expire drops records not touched within maxAge, then the least recently used ones until within
-// maxBytes, and prunes what is older than maxAge within the newest record touched.
+// maxBytes; the last record left loses its oldest reads first.
 func (h *history) expire(now time.Time) {
 	for front := h.lru.Front(); front != nil; front = h.lru.Front() {
 		r := front.Value.(*recordReads)
 		if now.Sub(r.touched) <= h.maxAge && h.bytes <= h.maxBytes {
 			break
+		}
+		if now.Sub(r.touched) <= h.maxAge && front == h.lru.Back() && h.trimOldest(r) {
+			h.evicted++
+			continue
 		}
 		h.drop(r)
 		h.evicted++

@@ -135,7 +135,7 @@ func TestHistoryExpiresByAge(t *testing.T) {
 // they outweigh the data); past the bound the least recently used records go first.
 func TestHistoryMemoryBound(t *testing.T) {
 	v := &version{data: make([]byte, 1000)}
-	one := recordBytes + procBytes + threadBytes + (versionBytes + 1000)
+	one := recordBytes + procBytes + threadBytes + 2*seenBytes + (versionBytes + 1000) // in the record's and the process's lists
 	h := newHistory(int64(3*one), time.Hour, time.Now)
 	p := procKey{pid: 1, start: 1}
 	h.read(1, p, p, v)
@@ -192,5 +192,48 @@ func TestHistorySharesEqualContentAndForgets(t *testing.T) {
 	}
 	if st := h.stats(); st.Records != 0 || st.Bytes != 0 {
 		t.Fatalf("after forget: %+v", st)
+	}
+}
+
+// A slow request in a busy process (an event loop serving other requests on the same record while
+// it awaits) still finds its own read after hundreds of versions its own process read since.
+func TestHistoryKeepsASlowRequestsReadInABusyProcess(t *testing.T) {
+	h := newHistory(1<<30, time.Hour, time.Now)
+	loop := procKey{pid: 1, start: 1}
+	first := h.share(1, []byte(`{"n":0}`))
+	h.read(1, loop, loop, first)
+	for i := 1; i <= 300; i++ {
+		h.read(1, loop, loop, h.share(1, []byte(fmt.Sprintf(`{"n":%d}`, i))))
+	}
+	found := false
+	for _, c := range h.candidates(1, loop, loop, nil, event.NoBase) {
+		found = found || c.v == first
+	}
+	if !found {
+		t.Fatal("the slow request's read is no candidate after 300 newer reads by its process")
+	}
+}
+
+// One busy record alone past the memory bound loses its oldest reads, not its whole history.
+func TestHistoryTrimsTheOnlyRecordOldestFirst(t *testing.T) {
+	p := procKey{pid: 1, start: 1}
+	one := int64(versionBytes + 1000 + 2*seenBytes)
+	h := newHistory(recordBytes+procBytes+threadBytes+10*one, time.Hour, time.Now)
+	var vs []*version
+	for range 30 {
+		v := &version{data: make([]byte, 1000)}
+		vs = append(vs, v)
+		h.read(1, p, p, v)
+	}
+	st := h.stats()
+	if st.Records != 1 || st.Bytes > h.maxBytes || st.Evicted == 0 {
+		t.Fatalf("after 30 reads of 1000 bytes within 10: %+v", st)
+	}
+	in := map[*version]bool{}
+	for _, c := range h.candidates(1, p, p, nil, event.NoBase) {
+		in[c.v] = true
+	}
+	if !in[vs[29]] || !in[vs[25]] || in[vs[0]] {
+		t.Fatalf("kept: newest %v, 26th %v, oldest %v; want the newest reads, not the oldest", in[vs[29]], in[vs[25]], in[vs[0]])
 	}
 }

@@ -354,24 +354,58 @@ func (n *node) statSelf(a *fuse.Attr) syscall.Errno {
 	return 0
 }
 
+// errOtherRecord: the name holds something else than the node's record.
+var errOtherRecord = errors.New("the name holds another record, or no record")
+
+// openOwnRecord opens name in dirfd with O_PATH and checks that it is a regular file carrying this
+// node's record identity (errOtherRecord if not). A stale handle of a network filesystem's client, at
+// the open or at the identity's read, is retried after a forced look-up.
+func (n *node) openOwnRecord(dirfd int, name string) (int, error) {
+	fd := -1
+	err := sysx.RetryStale(dirfd, name, func() error {
+		var err error
+		if fd, err = sysx.Openat(dirfd, name, unix.O_PATH, 0); err != nil {
+			return err
+		}
+		if err = n.checkRecord(fd); err != nil {
+			sysx.Close(fd)
+			fd = -1
+		}
+		return err
+	})
+	return fd, err
+}
+
+// ownRecordErrno is the errno of openOwnRecord's error for a path-based call: another record at the
+// name makes the kernel look it up again (ESTALE), as does no file at all.
+func ownRecordErrno(err error) syscall.Errno {
+	if err == errOtherRecord {
+		return syscall.ESTALE
+	}
+	return staleIfGone(err)
+}
+
 // checkRecord checks that fd (O_PATH) is a regular file carrying this node's record identity.
-func (n *node) checkRecord(fd int) syscall.Errno {
+func (n *node) checkRecord(fd int) error {
 	st, err := statx(fd, "")
 	if err != nil {
-		return errnoOf(err)
+		return err
 	}
 	if st.fileType() != syscall.S_IFREG {
-		return syscall.ESTALE
+		return errOtherRecord
 	}
 	if n.verified(&st) {
-		return 0
+		return nil
 	}
 	id, err := backing.ReadIdentity(sysx.ProcPath(fd), false)
-	if err != nil || id.ID != n.recordID.Load() {
-		return syscall.ESTALE
+	switch {
+	case sysx.IsStale(err):
+		return err
+	case err != nil || id.ID != n.recordID.Load():
+		return errOtherRecord
 	}
 	n.verifiedFile.Store(&verifiedFile{key: keyOf(&st), id: id.ID})
-	return 0
+	return nil
 }
 
 // fileKey tells a backing file apart from every other file that has or had its name: device, inode
@@ -411,14 +445,14 @@ func (n *node) statRecord() (unix.Stat_t, syscall.Errno) {
 	if st, err := statx(loc.dir.FD, loc.name); err == nil && st.fileType() == syscall.S_IFREG && n.verified(&st) {
 		return st.Stat_t, 0
 	}
-	fd, err := openatStale(loc.dir.FD, loc.name, unix.O_PATH)
+	fd, err := n.openOwnRecord(loc.dir.FD, loc.name)
+	if err == errOtherRecord {
+		return unix.Stat_t{}, syscall.ESTALE
+	}
 	if err != nil {
 		return unix.Stat_t{}, errnoOf(err)
 	}
 	defer sysx.Close(fd)
-	if errno := n.checkRecord(fd); errno != 0 {
-		return unix.Stat_t{}, errno
-	}
 	st, err := sysx.Fstatat(fd, "")
 	if err != nil {
 		return unix.Stat_t{}, errnoOf(err)
@@ -592,14 +626,11 @@ func (n *node) setRecordMetadata(ctx context.Context, c caller, in *fuse.SetAttr
 		return errnoOf(err)
 	}
 	defer unlock()
-	fd, err := openatStale(loc.dir.FD, loc.name, unix.O_PATH)
+	fd, err := n.openOwnRecord(loc.dir.FD, loc.name)
 	if err != nil {
-		return staleIfGone(err)
+		return ownRecordErrno(err)
 	}
 	defer sysx.Close(fd)
-	if errno := n.checkRecord(fd); errno != 0 {
-		return errno
-	}
 	return errnoOf(sysx.AsUser(c.cred(), func() error { return setMetadata(fd, in) }))
 }
 
@@ -611,7 +642,7 @@ func (n *node) truncateRecord(ctx context.Context, size uint64) syscall.Errno {
 		return errno
 	}
 	c := n.fsys.callerOf(ctx)
-	sn, err := n.fsys.store.ReadAt(loc.dir, loc.name, &backing.Access{Cred: c.cred(), Mode: unix.W_OK})
+	sn, _, err := n.fsys.store.ReadKnown(loc.dir, loc.name, &backing.Access{Cred: c.cred(), Mode: unix.W_OK}, nil)
 	loc.close()
 	if err != nil {
 		return errnoOf(err)
@@ -693,7 +724,7 @@ func (n *node) openRecord(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	if latest != nil {
 		known = latest.known()
 	}
-	sn, reused, err := n.fsys.store.ReadAtKnown(loc.dir, loc.name, &backing.Access{Cred: c.cred(), Mode: accessMode(flags)}, known)
+	sn, reused, err := n.fsys.store.ReadKnown(loc.dir, loc.name, &backing.Access{Cred: c.cred(), Mode: accessMode(flags)}, known)
 	loc.close()
 	exists := err == nil
 	switch {

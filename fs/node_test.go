@@ -25,7 +25,7 @@ func TestCheckRecordRemembersTheVerifiedFile(t *testing.T) {
 	}
 	n := &node{fsys: f.FS}
 	n.recordID.Store(id.ID)
-	check := func() (syscall.Errno, bool) {
+	check := func() (error, bool) {
 		t.Helper()
 		fd, err := unix.Openat(f.rootFD, "r.json", unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -39,8 +39,8 @@ func TestCheckRecordRemembersTheVerifiedFile(t *testing.T) {
 		}
 		return errno, n.verified(&st)
 	}
-	if errno, ok := check(); errno != 0 || !ok {
-		t.Fatalf("the record's own file: %v, remembered %v", errno, ok)
+	if err, ok := check(); err != nil || !ok {
+		t.Fatalf("the record's own file: %v, remembered %v", err, ok)
 	}
 	// Another record's identity on the same file: its change time moves, so it is read again.
 	other := backing.Identity{ID: backing.NewID(), Gen: 1}
@@ -48,8 +48,8 @@ func TestCheckRecordRemembersTheVerifiedFile(t *testing.T) {
 	if err := unix.Setxattr(path, backing.IdentityXattr, encodeIdentity(other), 0); err != nil {
 		t.Fatal(err)
 	}
-	if errno, ok := check(); errno != syscall.ESTALE || ok {
-		t.Fatalf("a file carrying another identity: %v, remembered %v; want ESTALE", errno, ok)
+	if err, ok := check(); err != errOtherRecord || ok {
+		t.Fatalf("a file carrying another identity: %v, remembered %v; want errOtherRecord", err, ok)
 	}
 	// Another file at the name that carries the node's identity (the record's next version) is
 	// checked and remembered in turn.
@@ -62,8 +62,8 @@ func TestCheckRecordRemembersTheVerifiedFile(t *testing.T) {
 	if err := os.Rename(filepath.Join(f.dir, "next"), path); err != nil {
 		t.Fatal(err)
 	}
-	if errno, ok := check(); errno != 0 || !ok {
-		t.Fatalf("the record's next version: %v, remembered %v", errno, ok)
+	if err, ok := check(); err != nil || !ok {
+		t.Fatalf("the record's next version: %v, remembered %v", err, ok)
 	}
 }
 

@@ -46,18 +46,11 @@ func (n *node) xattrTarget(ctx context.Context, lock bool) (string, func(), sysc
 		}
 		unlock = u
 	}
-	fd, err := openatStale(loc.dir.FD, loc.name, unix.O_PATH)
-	if err == nil {
-		if errno := n.checkRecord(fd); errno != 0 {
-			sysx.Close(fd)
-			unlock()
-			loc.close()
-			return "", nil, errno
-		}
-	} else {
+	fd, err := n.openOwnRecord(loc.dir.FD, loc.name)
+	if err != nil {
 		unlock()
 		loc.close()
-		return "", nil, staleIfGone(err)
+		return "", nil, ownRecordErrno(err)
 	}
 	return sysx.ProcPath(fd), func() { sysx.Close(fd); unlock(); loc.close() }, 0
 }

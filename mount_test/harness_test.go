@@ -87,6 +87,9 @@ type harness struct {
 	// aborted is set once the harness aborted FUSE connections because a
 	// client hung; the daemons' exits after that are not judged.
 	aborted bool
+	// abortHooks free other FUSE mounts the test depends on (the Gluster
+	// clients under mergefs) when a client hangs.
+	abortHooks []func()
 }
 
 func newHarness(t *testing.T) *harness {
@@ -402,6 +405,16 @@ func (h *harness) abortAll() {
 			abortConnection(h.t, m)
 		}
 	}
+	for _, hook := range h.abortHooks {
+		hook()
+	}
+}
+
+// onAbort adds a hook that abortAll runs after aborting the daemons' mounts.
+func (h *harness) onAbort(hook func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.abortHooks = append(h.abortHooks, hook)
 }
 
 func (h *harness) wasAborted() bool {
@@ -442,7 +455,7 @@ func (h *harness) runEnv(t *testing.T, timeout time.Duration, env []string, argv
 // does not exit 0.
 func (h *harness) python(t *testing.T, timeout time.Duration, script string, args ...string) []byte {
 	t.Helper()
-	argv := append([]string{"python3", filepath.Join(bins.workers, script)}, args...)
+	argv := append([]string{bins.python, filepath.Join(bins.workers, script)}, args...)
 	out, errOut, err := h.run(t, timeout, argv...)
 	if err != nil {
 		t.Fatalf("%s %s: %v\nstderr:\n%s", script, strings.Join(args, " "), err, tailLines(string(errOut), 30))

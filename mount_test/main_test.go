@@ -3,9 +3,15 @@
 // workers against the mount as separate processes, and checks that no update
 // is lost and no reader ever sees a torn record. Every scenario also runs on a
 // plain directory as a control, which shows the loss mergefs exists to prevent.
+// The runtime tests (runtimes_test.go, issue 10) do the same with workers on
+// event loops, thread pools and goroutines: Python asyncio with aiofiles,
+// Node, a Go program (internal/goworker, built by the test), editors and cp.
 //
-// Needs root, /dev/fuse and python3; without them the tests skip, unless
-// MERGEFS_REQUIRE_FUSE=1 (CI), where they fail. Environment:
+// Needs root, /dev/fuse and python3; the runtime tests also node and Debian's
+// python3-aiofiles (for /usr/bin/python3). TestGlusterTwoHosts also needs
+// GlusterFS (Debian: glusterfs-server, glusterfs-client) and util-linux's
+// unshare. Without them the tests skip, unless MERGEFS_REQUIRE_FUSE=1 (CI),
+// where they fail. Environment:
 //
 //	MERGEFS_DAEMON_RACE=1      build the daemon with -race
 //	MERGEFS_BINARY=path        test a prebuilt binary instead of building one
@@ -13,8 +19,9 @@
 //	                           self-test of the harness, whose checks must fail
 //
 // -short cuts the iteration counts. The per-scenario table of lost updates
-// (plain directory vs mergefs) is logged by TestLegacyWorkerPatterns and
-// TestLegacyWorkerDimensions (go test -v -run TestLegacyWorker).
+// (plain directory vs mergefs) is logged by TestLegacyWorkerPatterns,
+// TestLegacyWorkerDimensions and TestRuntimeWorkers (go test -v -run
+// 'TestLegacyWorker|TestRuntimeWorkers').
 package mount_test
 
 import (
@@ -29,6 +36,7 @@ import (
 	"time"
 
 	"github.com/mergefs/mergefs/internal/mountinfo"
+	"github.com/mergefs/mergefs/internal/stamp"
 )
 
 // binaries are built once per `go test` run by TestMain and never change after.
@@ -37,6 +45,10 @@ type binaries struct {
 	// buildErr is set when mergefs did not build; tests that need it fail with it.
 	mergefsErr, loopbackErr error
 	workers                 string // directory of the Python workers
+	dir                     string // where the binaries are; workers built on demand go here too
+	// python is the python3 in PATH as its own executable: a version
+	// manager's shim in PATH can take seconds to start on a loaded machine.
+	python string
 }
 
 var bins binaries
@@ -61,6 +73,7 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	bins.dir = dir
 
 	root, err := moduleRoot()
 	if err != nil {
@@ -68,8 +81,10 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	bins.workers = filepath.Join(root, "mount_test", "workers")
+	bins.python = pythonExecutable()
 
-	var daemonFlags []string
+	// The daemon says which revision it is (mergefs version, mergefs_build_info).
+	daemonFlags := stamp.BuildFlags(root)
 	if os.Getenv("MERGEFS_DAEMON_RACE") == "1" {
 		daemonFlags = append(daemonFlags, "-race")
 	}
@@ -83,6 +98,18 @@ func runTests(m *testing.M) int {
 	bins.loopback = filepath.Join(dir, "loopback")
 	bins.loopbackErr = goBuild(root, bins.loopback, "./internal/loopback")
 	return m.Run()
+}
+
+// pythonExecutable returns the executable of the python3 in PATH, or
+// "python3" if it cannot tell.
+func pythonExecutable() string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "python3", "-c", "import sys; print(sys.executable)").Output()
+	if py := strings.TrimSpace(string(out)); err == nil && filepath.IsAbs(py) {
+		return py
+	}
+	return "python3"
 }
 
 func moduleRoot() (string, error) {

@@ -32,9 +32,7 @@ func TestLongPathsNearPathMax(t *testing.T) {
 	}
 	t.Logf("deepest directory: %d bytes at the mount, %d in the backing directory", len(dir), len(dir)-len(mnt)+len(backing))
 	file := filepath.Join(dir, "file.txt")
-	fd := s.must(map[string]any{"op": "open", "path": file, "flags": []string{"O_WRONLY", "O_CREAT"}}).num("fd")
-	s.must(map[string]any{"op": "write", "fd": fd, "data": "deep"})
-	s.must(map[string]any{"op": "close", "fd": fd})
+	s.put(file, "deep")
 	s.must(map[string]any{"op": "chmod", "path": file, "mode": 0o600})
 	s.must(map[string]any{"op": "rename", "src": file, "dst": filepath.Join(dir, "moved.txt")})
 	if got := s.must(map[string]any{"op": "cat", "path": filepath.Join(dir, "moved.txt")}).str("data"); got != "deep" {
@@ -145,9 +143,7 @@ func TestRecordInodeNumbersAreStable(t *testing.T) {
 		sess.must(map[string]any{"op": "close", "fd": fd})
 	}
 	tmp := filepath.Join(mnt, "tmp.txt")
-	fd = w.must(map[string]any{"op": "open", "path": tmp, "flags": []string{"O_WRONLY", "O_CREAT"}}).num("fd")
-	w.must(map[string]any{"op": "write", "fd": fd, "data": `{"v":"renamed"}`})
-	w.must(map[string]any{"op": "close", "fd": fd})
+	w.put(tmp, `{"v":"renamed"}`)
 	w.must(map[string]any{"op": "rename", "src": tmp, "dst": a})
 	inos = append(inos, s.must(map[string]any{"op": "stat", "path": a}).ino())
 	for i, got := range inos {
@@ -281,9 +277,7 @@ func TestTruncateByPathAndExclusiveCreateOfRecords(t *testing.T) {
 	h.needMount(t, err)
 	s := h.startSession(t, "root", nil)
 	r := filepath.Join(mnt, "r.json")
-	fd := s.must(map[string]any{"op": "open", "path": r, "flags": []string{"O_WRONLY", "O_CREAT"}}).num("fd")
-	s.must(map[string]any{"op": "write", "fd": fd, "data": `{"a":1}   `})
-	s.must(map[string]any{"op": "close", "fd": fd})
+	s.put(r, `{"a":1}   `)
 
 	// Cutting trailing spaces leaves the same JSON: a commit with nothing to change.
 	if res := s.do(map[string]any{"op": "truncate", "path": r, "size": 7}); res.errno() != 0 {
@@ -302,7 +296,7 @@ func TestTruncateByPathAndExclusiveCreateOfRecords(t *testing.T) {
 		t.Errorf("exclusive create of an existing record: %v, want EEXIST", res)
 	}
 	n := filepath.Join(mnt, "new.json")
-	fd = s.must(map[string]any{"op": "open", "path": n, "flags": []string{"O_WRONLY", "O_CREAT", "O_EXCL"}, "mode": 0o600}).num("fd")
+	fd := s.must(map[string]any{"op": "open", "path": n, "flags": []string{"O_WRONLY", "O_CREAT", "O_EXCL"}, "mode": 0o600}).num("fd")
 	if res := s.do(map[string]any{"op": "open", "path": n, "flags": []string{"O_WRONLY", "O_CREAT", "O_EXCL"}}); res.errno() != syscall.EEXIST {
 		t.Errorf("second exclusive create of a reserved record: %v, want EEXIST", res)
 	}
@@ -328,9 +322,7 @@ func TestMmapOfRecords(t *testing.T) {
 	h.needMount(t, err)
 	s := h.startSession(t, "root", nil)
 	r := filepath.Join(mnt, "r.json")
-	fd := s.must(map[string]any{"op": "open", "path": r, "flags": []string{"O_WRONLY", "O_CREAT"}}).num("fd")
-	s.must(map[string]any{"op": "write", "fd": fd, "data": `{"mapped":true}`})
-	s.must(map[string]any{"op": "close", "fd": fd})
+	s.put(r, `{"mapped":true}`)
 	rd := s.must(map[string]any{"op": "open", "path": r, "flags": []string{"O_RDONLY"}}).num("fd")
 	rw := s.must(map[string]any{"op": "open", "path": r, "flags": []string{"O_RDWR"}}).num("fd")
 	if got := s.do(map[string]any{"op": "mmap", "fd": rd}); got.str("data") != `{"mapped":true}` {
@@ -346,7 +338,7 @@ func TestMmapOfRecords(t *testing.T) {
 	}
 	// Other files map as on the backing filesystem.
 	p := filepath.Join(mnt, "plain.txt")
-	fd = s.must(map[string]any{"op": "open", "path": p, "flags": []string{"O_RDWR", "O_CREAT"}}).num("fd")
+	fd := s.must(map[string]any{"op": "open", "path": p, "flags": []string{"O_RDWR", "O_CREAT"}}).num("fd")
 	s.must(map[string]any{"op": "write", "fd": fd, "data": "plain"})
 	if got := s.do(map[string]any{"op": "mmap", "fd": fd, "shared": true, "write": true}); got.str("data") != "plain" {
 		t.Errorf("shared writable mapping of a plain file: %v", got)

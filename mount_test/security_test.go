@@ -189,9 +189,7 @@ func TestBackingDirectoryReplacedWhileMounted(t *testing.T) {
 	h.needMount(t, err)
 	root := h.startSession(t, "root", nil)
 	r := filepath.Join(mnt, "r.json")
-	fd := root.must(map[string]any{"op": "open", "path": r, "flags": []string{"O_WRONLY", "O_CREAT"}}).num("fd")
-	root.must(map[string]any{"op": "write", "fd": fd, "data": `{"v":1}`})
-	root.must(map[string]any{"op": "close", "fd": fd})
+	root.put(r, `{"v":1}`)
 
 	old := backing + ".old"
 	if err := os.Rename(backing, old); err != nil {
@@ -206,7 +204,7 @@ func TestBackingDirectoryReplacedWhileMounted(t *testing.T) {
 	if got := root.must(map[string]any{"op": "cat", "path": r}).str("data"); got != `{"v":1}` {
 		t.Errorf("reading through the mount after the swap: %q, want the mounted directory's record", got)
 	}
-	fd = root.must(map[string]any{"op": "open", "path": r, "flags": []string{"O_WRONLY", "O_TRUNC"}}).num("fd")
+	fd := root.must(map[string]any{"op": "open", "path": r, "flags": []string{"O_WRONLY", "O_TRUNC"}}).num("fd")
 	root.must(map[string]any{"op": "write", "fd": fd, "data": `{"v":2}`})
 	root.must(map[string]any{"op": "close", "fd": fd})
 	fd = root.must(map[string]any{"op": "open", "path": filepath.Join(mnt, "new.txt"), "flags": []string{"O_WRONLY", "O_CREAT"}}).num("fd")

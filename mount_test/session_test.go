@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -86,21 +85,29 @@ func (h *harness) sessionScript(t *testing.T) (python, script string) {
 	if err := os.WriteFile(script, src, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var candidates []string
-	if out, err := exec.Command("python3", "-c", "import sys; print(sys.executable)").Output(); err == nil {
-		candidates = append(candidates, strings.TrimSpace(string(out)))
-	}
-	candidates = append(candidates, "/usr/bin/python3", "/usr/local/bin/python3")
-	for _, py := range candidates {
-		cmd := exec.Command(py, "-c", "import json, os")
-		cmd.Dir = "/"
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: userA}
-		if cmd.Run() == nil {
-			return py, script
+	sessionPython.once.Do(func() {
+		sessionPython.candidates = []string{bins.python, "/usr/bin/python3", "/usr/local/bin/python3"}
+		for _, py := range sessionPython.candidates {
+			cmd := exec.Command(py, "-c", "import json, os")
+			cmd.Dir = "/"
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: userA}
+			if cmd.Run() == nil {
+				sessionPython.path = py
+				return
+			}
 		}
+	})
+	if sessionPython.path == "" {
+		skipOrFatal(t, "no python3 that uid %d can run (tried %v)", userA.Uid, sessionPython.candidates)
 	}
-	skipOrFatal(t, "no python3 that uid %d can run (tried %v)", userA.Uid, candidates)
-	return "", ""
+	return sessionPython.path, script
+}
+
+// sessionPython is the interpreter sessions run on, found once.
+var sessionPython struct {
+	once       sync.Once
+	path       string
+	candidates []string
 }
 
 // startSession starts a session as cred (nil: root). It is killed when the test ends.
@@ -163,6 +170,15 @@ func (s *session) do(cmd map[string]any) reply {
 		s.t.Fatalf("%s: %s did not answer within %v: FUSE connections aborted", s.label, b, clientTimeout)
 	}
 	return nil
+}
+
+// put writes data into path (opened O_WRONLY|O_CREAT, written from offset 0, closed); each step has
+// to succeed.
+func (s *session) put(path, data string) {
+	s.t.Helper()
+	fd := s.must(map[string]any{"op": "open", "path": path, "flags": []string{"O_WRONLY", "O_CREAT"}}).num("fd")
+	s.must(map[string]any{"op": "write", "fd": fd, "data": data})
+	s.must(map[string]any{"op": "close", "fd": fd})
 }
 
 // must runs a command that has to succeed.

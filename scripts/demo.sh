@@ -42,7 +42,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 echo "== building mergefs"
-go build -o "$work/mergefs" ./cmd/mergefs
+go build -ldflags "$(scripts/version-ldflags)" -o "$work/mergefs" ./cmd/mergefs
 mkdir "$data"
 
 run_workers() {

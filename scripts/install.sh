@@ -22,7 +22,9 @@ bin=${MERGEFS_BIN:-}
 if [ -z "$bin" ]; then
   command -v go >/dev/null || { echo "install.sh: go is needed to build mergefs (or set MERGEFS_BIN)" >&2; exit 1; }
   echo "building mergefs"
-  go build -o "$work/mergefs" ./cmd/mergefs
+  # Stamped with the checkout's git revision (mergefs version), which Go leaves out under
+  # GOFLAGS=-buildvcs=false and in git worktrees.
+  go build -ldflags "$(scripts/version-ldflags)" -o "$work/mergefs" ./cmd/mergefs
   bin=$work/mergefs
 fi
 

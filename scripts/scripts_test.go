@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/mergefs/mergefs/internal/mountinfo"
+	"github.com/mergefs/mergefs/internal/stamp"
 )
 
 var (
@@ -55,7 +56,8 @@ func run(m *testing.M) int {
 	mergefsBin = filepath.Join(dir, "mergefs")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", mergefsBin, "./cmd/mergefs")
+	args := append([]string{"build", "-o", mergefsBin}, stamp.BuildFlags(moduleRoot)...)
+	cmd := exec.CommandContext(ctx, "go", append(args, "./cmd/mergefs")...)
 	cmd.Dir = moduleRoot
 	if out, err := cmd.CombinedOutput(); err != nil {
 		buildErr = fmt.Errorf("go build ./cmd/mergefs: %w\n%s", err, out)
@@ -194,6 +196,13 @@ func verifyRoot(t *testing.T) string {
 	}
 	if out, err := runCmd(t, time.Minute, nil, "cp", "-r", systemUnits, filepath.Join(root, "usr/lib/systemd/system")); err != nil {
 		t.Fatalf("copy system units: %v\n%s", err, out)
+	}
+	// The unit's ExecReload runs the system's /bin/kill.
+	if err := os.MkdirAll(filepath.Join(root, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runCmd(t, time.Minute, nil, "cp", "/bin/kill", filepath.Join(root, "bin/kill")); err != nil {
+		t.Fatalf("copy /bin/kill: %v\n%s", err, out)
 	}
 	return root
 }
@@ -383,6 +392,11 @@ func nsScript(t *testing.T, script string) string {
 	}
 	prelude := `set -euo pipefail
 fail() { echo "FAIL: $*"; exit 1; }
+# The namespace starts with a copy of every mount of the host, and a copied FUSE mount keeps its
+# connection alive for as long as the namespace lives: another test's daemon could not finish its
+# unmount meanwhile. Detach them here first.
+awk '{for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i+1) ~ /^fuse/) print $5; break }}' /proc/self/mountinfo |
+  sort -r | while read -r m; do umount -l "$(printf '%b' "$m")" 2>/dev/null || true; done
 sbin=$(realpath /sbin)
 mkdir -p "$W/helpers"
 cp "$HELPER" "$W/helpers/mount.fuse.mergefs"
@@ -498,6 +512,77 @@ echo DONE
 `)
 	if !strings.Contains(out, "DONE") {
 		t.Fatalf("script did not finish:\n%s", out)
+	}
+}
+
+// Without state-dir=, the helper leaves the state directory to mergefs
+// mount's default, /var/lib/mergefs/<mountpoint as systemd-escape --path
+// escapes it>, and logs to /var/log/mergefs/<the same>.log. The helper is
+// run directly, as mount(8) runs it, not in a namespace of its own: a new
+// mount namespace would hold a copy of every FUSE mount of the host (other
+// tests' too) until it ends, and keep them from going away on unmount.
+func TestMountHelperDefaultStateDir(t *testing.T) {
+	needBinary(t)
+	needFUSE(t)
+	w := workDir(t)
+	mnt := filepath.Join(w, "my data-é.1")
+	mkdirs(t, 0o755, mnt)
+	name := systemdEscapePath(t, mnt)
+	state, logFile := "/var/lib/mergefs/"+name, "/var/log/mergefs/"+name+".log"
+	for _, p := range []string{state, logFile} {
+		if _, err := os.Lstat(p); err == nil {
+			t.Fatalf("%s exists before the test", p)
+		}
+	}
+	removeStateDirs(t, state)
+	_, logRootErr := os.Stat("/var/log/mergefs")
+	t.Cleanup(func() {
+		os.Remove(logFile)
+		if logRootErr != nil {
+			os.Remove("/var/log/mergefs")
+		}
+	})
+	// Whatever happens, the mount goes, and with it the daemon.
+	t.Cleanup(func() {
+		if m, ok, _ := mountinfo.At(mnt); ok && m.FSType == "fuse.mergefs" {
+			t.Errorf("mount left at %s", mnt)
+			mountinfo.AbortAndDetach(m)
+		}
+	})
+	out, err := runCmd(t, time.Minute, []string{"MERGEFS_BIN=" + mergefsBin}, filepath.Join(moduleRoot, "scripts", "mount.fuse.mergefs"), mnt, mnt)
+	if err != nil {
+		t.Fatalf("mount.fuse.mergefs %s %s: %v\n%s", mnt, mnt, err, out)
+	}
+	if !mounted(mnt) {
+		t.Fatalf("not mounted after the helper returned")
+	}
+	logged, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatalf("no log at %s: %v", logFile, err)
+	}
+	if strings.Contains(string(logged), "--state-dir") {
+		t.Errorf("the helper chose a state directory:\n%s", logged)
+	}
+	if _, err := os.Stat(filepath.Join(state, "mergefs.sock")); err != nil {
+		t.Errorf("no status socket in %s: %v", state, err)
+	}
+	if out, err := mergefsCmd(t, "status", mnt); err != nil || !strings.Contains(out, "mergefs at "+mnt+" (in place)") {
+		t.Errorf("mergefs status %s: %v\n%s", mnt, err, out)
+	}
+	pid := regexp.MustCompile(`daemon pid (\d+)`).FindStringSubmatch(string(logged))
+	if out, err := runCmd(t, 30*time.Second, nil, "umount", mnt); err != nil {
+		t.Fatalf("umount: %v %s", err, out)
+	}
+	if pid != nil {
+		for i := 0; i < 200; i++ {
+			if _, err := os.Stat("/proc/" + pid[1]); err != nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Errorf("daemon %s still running after umount", pid[1])
+	} else {
+		t.Errorf("no daemon pid in the log:\n%s", logged)
 	}
 }
 

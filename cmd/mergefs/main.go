@@ -15,7 +15,9 @@ Usage:
   mergefs mount [flags] BACKING MOUNTPOINT   serve BACKING at MOUNTPOINT
   mergefs mount [flags] DIR                  mount in place over DIR
   mergefs merge [flags] BASE MINE THEIRS     3-way merge of three JSON files
-  mergefs status [flags]                     counters of a running mount
+  mergefs status [flags] [MOUNTPOINT]        counters of a running mount
+  mergefs doctor [flags] [MOUNTPOINT...]     check a deployment, say what to fix
+  mergefs version                            version, revision and Go version
   mergefs help [COMMAND]                     show help for a command
 
 Run 'mergefs COMMAND --help' for the flags of a command.
@@ -27,9 +29,11 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"mount":  {run: runMount},
-		"merge":  {run: runMerge},
-		"status": {run: runStatus},
+		"mount":   {run: runMount},
+		"merge":   {run: runMerge},
+		"status":  {run: runStatus},
+		"version": {run: runVersion},
+		"doctor":  {run: runDoctor},
 	}
 }
 
@@ -47,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
 		return 0
+	case "--version", "-version":
+		name = "version"
 	case "help":
 		if len(rest) == 0 {
 			fmt.Fprint(stdout, usage)

@@ -25,6 +25,7 @@ const (
 	metricOpenRecords    = "mergefs_open_record_handles"
 	metricReadVersions   = "mergefs_read_versions"
 	metricReadBytes      = "mergefs_read_versions_bytes"
+	metricReadMaxBytes   = "mergefs_read_versions_max_bytes"
 	metricReadsEvicted   = "mergefs_read_versions_evicted_total"
 	metricRecovered      = "mergefs_recovered_temp_files"
 	metricJournalWritten = "mergefs_journal_lines_total"
@@ -41,6 +42,7 @@ const (
 	metricLimitRefusals  = "mergefs_limit_refusals_total"
 	metricRejectedBytes  = "mergefs_rejected_dir_bytes"
 	metricRejectedDrop   = "mergefs_rejected_dir_dropped_total"
+	metricBuildInfo      = "mergefs_build_info"
 	metricStartTime      = "process_start_time_seconds"
 )
 
@@ -74,7 +76,16 @@ func newMetrics() *metrics {
 		Help:    "Values the written content differs in from the base chosen for it (commits with a chosen base).",
 		Buckets: []float64{0, 1, 2, 4, 8, 16, 64, 256, 1024},
 	})
-	m.registry.MustRegister(m.commitDuration, m.lockWait, m.baseDistance,
+	build := readBuildInfo()
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: metricBuildInfo,
+		Help: "The daemon's build (always 1): module version, git revision (-modified: with uncommitted changes; unknown) and Go version.",
+		ConstLabels: prometheus.Labels{
+			"version": build.Version, "revision": build.revisionLabel(), "goversion": build.GoVersion,
+		},
+	})
+	buildInfo.Set(1)
+	m.registry.MustRegister(m.commitDuration, m.lockWait, m.baseDistance, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -89,8 +100,9 @@ func (m *metrics) Commit(ev event.Commit) {
 	}
 }
 
-// register adds the mount's counters, read when scraped.
-func (m *metrics) register(fsys func() mergefs.Stats, jrnl func() journal.Stats, backing, mountpoint string, inPlace bool) error {
+// register adds the mount's counters, read when scraped, and its read
+// history's memory bound (--read-memory).
+func (m *metrics) register(fsys func() mergefs.Stats, jrnl func() journal.Stats, backing, mountpoint string, inPlace bool, readMemory int64) error {
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        metricMountInfo,
 		Help:        "The mount this daemon serves (always 1).",
@@ -98,6 +110,14 @@ func (m *metrics) register(fsys func() mergefs.Stats, jrnl func() journal.Stats,
 	})
 	info.Set(1)
 	if err := m.registry.Register(info); err != nil {
+		return err
+	}
+	readMax := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: metricReadMaxBytes,
+		Help: "The memory bound of the read history (--read-memory): past it, the least recently read records' histories are dropped.",
+	})
+	readMax.Set(float64(readMemory))
+	if err := m.registry.Register(readMax); err != nil {
 		return err
 	}
 	return m.registry.Register(&statsCollector{fsys: fsys, journal: jrnl})

@@ -39,6 +39,12 @@ With one argument, mergefs mounts in place over DIR: workers keep their
 configured path and mergefs reaches the original directory through a
 descriptor opened before the mount.
 
+Each mount keeps its conflict journal, rejected content and status socket
+in a state directory of its own: without --state-dir, /var/lib/mergefs/ and
+the mountpoint escaped as systemd-escape --path does (/var/lib/mergefs/srv-data
+for /srv/data), the directory the systemd unit and the mount(8) helper use.
+So mounts at different mountpoints need no flags.
+
 Runs in the foreground; SIGINT or SIGTERM unmounts (lazily if the mount is
 busy) and exits 0 once every pending commit is done. Needs root.
 
@@ -73,7 +79,7 @@ func mountFlags(cfg *mountConfig, stderr io.Writer) *flag.FlagSet {
 	fl.StringVar(&cfg.onConflict, "on-conflict", "writer-wins", "conflict `policy`: writer-wins (take the writer's value, log it) or reject (close/fsync fail with EIO)")
 	fl.StringVar(&cfg.fsync, "fsync", "on-request", "`when` to fsync commits: on-request (when the application calls fsync) or always")
 	fl.StringVar(&cfg.multiHost, "multi-host", "auto", "`mode`: on makes every commit check, under the record's lock, that it read the version another host committed last (network filesystem clients cache); auto: on for NFS, FUSE (GlusterFS), CIFS, Ceph, off for local filesystems; or off")
-	fl.StringVar(&cfg.stateDir, "state-dir", defaultStateDir, "`directory` for rejected content (rejected/), the conflict journal (conflicts.jsonl) and the status socket; one per mount, not inside it")
+	fl.StringVar(&cfg.stateDir, "state-dir", "", "`directory` for rejected content (rejected/), the conflict journal (conflicts.jsonl) and the status socket; one per mount, not inside it (default /var/lib/mergefs/ and the mountpoint escaped as by systemd-escape --path: /var/lib/mergefs/srv-data for /srv/data)")
 	fl.BoolVar(&cfg.allowOther, "allow-other", false, "let users other than root use the mount (the kernel checks file modes)")
 	fl.StringVar(&cfg.maxRecordSize, "max-record-size", "16MiB", "largest record `size` accepted (bytes, or with KiB/MiB/GiB)")
 	fl.IntVar(&cfg.maxDepth, "max-depth", merge.DefaultMaxDepth, "deepest JSON nesting `depth` accepted")
@@ -306,7 +312,12 @@ func resolveMountDirs(cfg mountConfig, logger *slog.Logger) (dirs mountDirs, err
 			return dirs, err
 		}
 	}
-	if dirs.state, err = filepath.Abs(cfg.stateDir); err != nil {
+	if cfg.stateDir == "" {
+		if name := escapePath(dirs.mount); len(name) > 255 {
+			return dirs, fmt.Errorf("the default state directory for %s would be named %s, longer than a file name may be: give --state-dir", dirs.mount, name)
+		}
+		dirs.state = defaultStateDir(dirs.mount)
+	} else if dirs.state, err = filepath.Abs(cfg.stateDir); err != nil {
 		return dirs, err
 	}
 	if within(dirs.state, dirs.mount) {
@@ -417,7 +428,7 @@ func mountFilesystem(cfg mountConfig, dirs mountDirs, fsys *mergefs.FS, root gof
 // announceReady starts serving metrics, tells the service manager, and says
 // on stderr that the mount is usable (the line scripts and tests wait for).
 func announceReady(cfg mountConfig, set mountSettings, dirs mountDirs, fsys *mergefs.FS, ops *operations, stderr io.Writer) {
-	ops.mounted(fsys, dirs.backing, dirs.mount, cfg.inPlace)
+	ops.mounted(fsys, dirs.backing, dirs.mount, cfg.inPlace, set.readMemory)
 	fmt.Fprintf(stderr, "mergefs: ready: serving %s at %s\n", dirs.backing, dirs.mount)
 	set.logger.Info("mounted", "backing", dirs.backing, "mountpoint", dirs.mount, "in_place", cfg.inPlace,
 		"records", cfg.records, "on_conflict", set.policy.String(), "fsync", cfg.fsync)

@@ -140,8 +140,8 @@ func (ops *operations) observer() event.Observer {
 
 // mounted starts serving metrics and tells the service manager the mount is
 // ready. Called once the mount is usable.
-func (ops *operations) mounted(fsys *mergefs.FS, backing, mountpoint string, inPlace bool) {
-	if err := ops.metrics.register(fsys.Stats, ops.journal.Stats, backing, mountpoint, inPlace); err != nil {
+func (ops *operations) mounted(fsys *mergefs.FS, backing, mountpoint string, inPlace bool, readMemory int64) {
+	if err := ops.metrics.register(fsys.Stats, ops.journal.Stats, backing, mountpoint, inPlace, readMemory); err != nil {
 		ops.log.Error("metrics unavailable", "err", err)
 	} else {
 		for _, ln := range ops.listeners {

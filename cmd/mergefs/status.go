@@ -18,19 +18,22 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/mergefs/mergefs/internal/mountinfo"
 )
 
-// defaultStateDir is where a mount keeps its state unless told otherwise.
-const defaultStateDir = "/var/lib/mergefs"
-
 const statusUsage = `Usage:
-  mergefs status [--state-dir DIR]
+  mergefs status [MOUNTPOINT]
+  mergefs status --state-dir DIR
   mergefs status --metrics ADDR
 
-Prints the counters of a running mount for a person. By default it asks the
-daemon whose --state-dir is DIR, over the socket DIR/mergefs.sock (root only);
-with --metrics it reads the metrics endpoint of a daemon started with
---metrics ADDR instead. Both carry the same Prometheus metrics.
+Prints the counters of a running mount for a person. It asks the daemon over
+the status socket in the mount's state directory (DIR/mergefs.sock, root
+only): the daemon's --state-dir, or the default for MOUNTPOINT
+(/var/lib/mergefs/srv-data for /srv/data). Without MOUNTPOINT it takes the
+one mergefs mount there is. With --metrics it reads the metrics endpoint of a
+daemon started with --metrics ADDR instead. Both carry the same Prometheus
+metrics.
 
 Flags:
 `
@@ -42,7 +45,7 @@ Flags:
 func runStatus(args []string, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("status", flag.ContinueOnError)
 	fl.SetOutput(stderr)
-	stateDir := fl.String("state-dir", defaultStateDir, "state `directory` of the mount (as given to mergefs mount)")
+	stateDir := fl.String("state-dir", "", "state `directory` of the mount (as given to mergefs mount)")
 	addr := fl.String("metrics", "", "read the metrics endpoint at `ADDR` (host:port or a URL) instead of the state directory's socket")
 	timeout := fl.Duration("timeout", 5*time.Second, "give up after this `duration`")
 	// Usage is printed here, once: to stdout when asked for, else to stderr
@@ -61,9 +64,17 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		usage(stderr)
 		return 2
 	}
-	if fl.NArg() != 0 {
-		fmt.Fprintln(stderr, "mergefs status: no arguments expected (see --help)")
+	if fl.NArg() > 1 || (fl.NArg() == 1 && (*stateDir != "" || *addr != "")) {
+		fmt.Fprintln(stderr, "mergefs status: give one MOUNTPOINT, or --state-dir, or --metrics (see --help)")
 		return 2
+	}
+	if *addr == "" && *stateDir == "" {
+		dir, err := statusStateDir(fl.Arg(0))
+		if err != nil {
+			fmt.Fprintf(stderr, "mergefs status: %v\n", err)
+			return 1
+		}
+		*stateDir = dir
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -74,6 +85,26 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	}
 	printStatus(stdout, families, time.Now())
 	return 0
+}
+
+// statusStateDir finds the state directory of the mount at mountpoint, or
+// of the one mergefs mount there is.
+func statusStateDir(mountpoint string) (string, error) {
+	if mountpoint == "" {
+		mounts, err := mountinfo.Read()
+		if err != nil {
+			return "", err
+		}
+		if mountpoint, err = pickMount(mounts); err != nil {
+			return "", err
+		}
+	}
+	abs, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return "", err
+	}
+	dir, _ := stateDirFor(abs, findDaemons("/proc"))
+	return dir, nil
 }
 
 // fetchMetrics scrapes a daemon, over its status socket or addr.
@@ -129,7 +160,7 @@ func metricsURL(addr string) string {
 func explainDialError(err error, stateDir, where string, viaSocket bool) error {
 	switch {
 	case viaSocket && errors.Is(err, syscall.ENOENT):
-		return fmt.Errorf("no mergefs daemon serves state directory %s (no %s): is the mount running, and was it given this --state-dir?", stateDir, where)
+		return fmt.Errorf("no mergefs daemon serves state directory %s (no %s): is the mount running? (a mount started with --state-dir needs the same --state-dir here)", stateDir, where)
 	case viaSocket && errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Errorf("the daemon of state directory %s is gone (%s refuses connections)", stateDir, where)
 	case errors.Is(err, syscall.EACCES):
@@ -156,6 +187,13 @@ func printStatus(w io.Writer, mf map[string]*dto.MetricFamily, now time.Time) {
 		}
 		fmt.Fprintln(w)
 	}
+	if build := first(mf[metricBuildInfo]); build != nil {
+		labels := map[string]string{}
+		for _, l := range build.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		fmt.Fprintf(w, "  %-15s %s, revision %s, %s\n", "version", labels["version"], labels["revision"], labels["goversion"])
+	}
 
 	row := func(name string, n float64, note string) {
 		fmt.Fprintf(w, "  %-15s %10.0f  %s\n", name, n, note)
@@ -176,8 +214,12 @@ func printStatus(w io.Writer, mf map[string]*dto.MetricFamily, now time.Time) {
 		fmt.Fprintf(w, "  %-15s %s  (changes on both sides merged by a strategy)\n", "merged by", merges)
 	}
 	row("open records", value(mf, metricOpenRecords), "record handles open now")
+	held := humanBytes(value(mf, metricReadBytes))
+	if max := value(mf, metricReadMaxBytes); max > 0 {
+		held += " of " + humanBytes(max)
+	}
 	row("read versions", value(mf, metricReadVersions), fmt.Sprintf("tracked to choose bases (%s, %.0f evicted)",
-		humanBytes(value(mf, metricReadBytes)), value(mf, metricReadsEvicted)))
+		held, value(mf, metricReadsEvicted)))
 	if limit := value(mf, metricBufferedLimit); limit > 0 {
 		fmt.Fprintf(w, "  %-15s %s of %s  record content held for open handles\n", "buffered",
 			humanBytes(value(mf, metricBuffered)), humanBytes(limit))

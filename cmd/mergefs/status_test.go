@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -35,7 +36,7 @@ func fakeMetrics(t *testing.T) *metrics {
 	m := newMetrics()
 	err := m.register(func() mergefs.Stats { return fakeStats },
 		func() journal.Stats { return journal.Stats{Written: 6, Dropped: 1} },
-		"/srv/backing", "/srv/data", false)
+		"/srv/backing", "/srv/data", false, 64<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,10 +87,12 @@ func checkStatusOutput(t *testing.T, out string) {
 	for _, s := range []string{
 		"mergefs at /srv/data (backing /srv/backing)",
 		"journaled 6, not journaled 1",
-		"35.2 KiB, 9 evicted",
+		"35.2 KiB of 64.0 MiB, 9 evicted",
 		// 100 commits of 1ms and one of 3s: the p99 is the 1ms bucket's bound,
 		// the mean is pulled up by the slow one.
 		"commit time     mean 30.69ms, p99 <= 1.95ms over 101 commits",
+		// The daemon's own build, from mergefs_build_info.
+		"  version         " + readBuildInfo().Version + ", revision " + readBuildInfo().revisionLabel() + ", " + runtime.Version() + "\n",
 	} {
 		if !strings.Contains(out, s) {
 			t.Errorf("output lacks %q:\n%s", s, out)
@@ -152,8 +155,14 @@ func TestStatusErrors(t *testing.T) {
 	if rc, msg := run("--metrics", other.URL); rc != 1 || !strings.Contains(msg, "no mergefs metrics") {
 		t.Errorf("not mergefs: rc %d, %q", rc, msg)
 	}
-	if rc, _ := run("extra"); rc != 2 {
-		t.Errorf("argument: rc %d, want 2", rc)
+	for _, args := range [][]string{{"a", "b"}, {"--state-dir", dir, "a"}, {"--metrics", "127.0.0.1:1", "a"}} {
+		if rc, _ := run(args...); rc != 2 {
+			t.Errorf("%v: rc %d, want 2", args, rc)
+		}
+	}
+	// A mountpoint whose daemon is not running: its default state directory is named.
+	if rc, msg := run(filepath.Join(dir, "srv", "data")); rc != 1 || !strings.Contains(msg, "no mergefs daemon serves state directory "+defaultStateDir(filepath.Join(dir, "srv", "data"))) {
+		t.Errorf("mountpoint without a daemon: rc %d, %q", rc, msg)
 	}
 	var stdout, stderr bytes.Buffer
 	if rc := runStatus([]string{"--help"}, &stdout, &stderr); rc != 0 || !strings.Contains(stdout.String(), "mergefs status --metrics ADDR") || stderr.Len() != 0 {
@@ -196,7 +205,7 @@ func TestOperationsLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ops.mounted(fsys, backingDir, "/mnt/x", true)
+	ops.mounted(fsys, backingDir, "/mnt/x", true, 1<<20)
 	if got := recv(); !strings.HasPrefix(got, "READY=1\n") {
 		t.Errorf("after mounted: %q, want READY=1", got)
 	}

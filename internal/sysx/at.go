@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -91,26 +92,19 @@ func Getxattr(path, name string, nofollow bool) ([]byte, error) {
 	if nofollow {
 		get = unix.Lgetxattr
 	}
-	buf := make([]byte, 256)
-	for {
-		n, err := get(path, name, buf)
-		switch {
-		case err == nil:
-			return buf[:n], nil
-		case err == unix.ERANGE && len(buf) < XattrSizeMax:
-			buf = make([]byte, XattrSizeMax)
-		case err == unix.EINTR:
-		default:
-			return nil, err
-		}
-	}
+	return readXattr(func(buf []byte) (int, error) { return get(path, name, buf) })
 }
 
 // Fgetxattr reads attribute name of the open file fd whole.
 func Fgetxattr(fd int, name string) ([]byte, error) {
+	return readXattr(func(buf []byte) (int, error) { return unix.Fgetxattr(fd, name, buf) })
+}
+
+// readXattr calls get with a buffer until the value fits (ERANGE: a larger one) or it fails.
+func readXattr(get func(buf []byte) (int, error)) ([]byte, error) {
 	buf := make([]byte, 256)
 	for {
-		n, err := unix.Fgetxattr(fd, name, buf)
+		n, err := get(buf)
 		switch {
 		case err == nil:
 			return buf[:n], nil
@@ -194,18 +188,44 @@ func IsStale(err error) bool {
 	return errors.Is(err, unix.ESTALE) || errors.Is(err, unix.EBADFD)
 }
 
-// maxStaleRetries bounds RetryStale.
-const maxStaleRetries = 3
+// staleDelays are RetryStale's waits after its first two retries: a GlusterFS client keeps answering
+// ESTALE for a name replaced on another host until its caches time out (about a second by default).
+var staleDelays = []time.Duration{0, 0, 20 * time.Millisecond, 80 * time.Millisecond, 300 * time.Millisecond, 1200 * time.Millisecond}
 
 // RetryStale runs fn, and again while it fails with a stale handle (IsStale), after making the
-// client look name up in dirfd afresh (statx with AT_STATX_FORCE_SYNC): ESTALE from the backing
-// filesystem is the daemon's business, never its callers'.
+// client look name up in dirfd afresh: a statx with AT_STATX_FORCE_SYNC, then also a listing of the
+// directory, then waits growing to about 1.6 s in all. ESTALE from the backing filesystem is the
+// daemon's business, never its callers'.
 func RetryStale(dirfd int, name string, fn func() error) error {
 	err := fn()
-	for i := 0; i < maxStaleRetries && IsStale(err); i++ {
+	for i := 0; i < len(staleDelays) && IsStale(err); i++ {
+		time.Sleep(staleDelays[i])
+		if i >= 1 {
+			listDir(dirfd)
+		}
 		var x unix.Statx_t
 		_ = unix.Statx(dirfd, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_FORCE_SYNC, unix.STATX_BASIC_STATS, &x)
 		err = fn()
 	}
 	return err
+}
+
+// listDir reads the directory dirfd (a fresh descriptor of it) to its end, for what a network
+// filesystem's client learns from a listing.
+func listDir(dirfd int) {
+	fd, err := Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return
+	}
+	defer Close(fd)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n <= 0 {
+			return
+		}
+	}
 }

@@ -6,16 +6,23 @@ concurrent requests would. Nothing here knows about mergefs.
 Each worker, each round: appends its own item to "items", adds an element {"id": ..., "qty": ...}
 to the keyed list "lines", and adds (its number + 1) to the counter "hits".
 
-Usage: lists.py RECORD WORKERS ROUNDS. Prints one JSON summary: {"errors": [...]}.
+Usage: lists.py RECORD WORKERS ROUNDS. Prints one JSON summary: {"errors": [...], "corrupt": bool}:
+"corrupt" when the record stayed invalid JSON (a plain directory can keep a stale tail behind a
+shorter body); the workers then stop.
 """
 
 import json
 import multiprocessing
 import sys
+import threading
 import time
 import traceback
 
 BARRIER_TIMEOUT = 120
+
+
+class Corrupt(Exception):
+    pass
 
 
 def read(path):
@@ -26,10 +33,10 @@ def read(path):
                 return json.load(f)
         except json.JSONDecodeError:
             time.sleep(0.01)
-    raise RuntimeError("%s stayed invalid JSON" % path)
+    raise Corrupt(path)
 
 
-def worker(path, k, rounds, barrier, errors):
+def worker(path, k, rounds, barrier, errors, corrupt):
     try:
         for r in range(rounds):
             barrier.wait(BARRIER_TIMEOUT)
@@ -40,6 +47,12 @@ def worker(path, k, rounds, barrier, errors):
             barrier.wait(BARRIER_TIMEOUT)
             with open(path, "w") as f:
                 json.dump(rec, f)
+    except Corrupt:
+        corrupt.set()
+        barrier.abort()
+    except threading.BrokenBarrierError:
+        if not corrupt.is_set():
+            errors.put("worker %d: %s" % (k, traceback.format_exc()))
     except Exception:
         errors.put("worker %d: %s" % (k, traceback.format_exc()))
         barrier.abort()
@@ -52,7 +65,8 @@ def main():
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(workers)
     errors = ctx.Queue()
-    procs = [ctx.Process(target=worker, args=(path, k, rounds, barrier, errors)) for k in range(workers)]
+    corrupt = ctx.Event()
+    procs = [ctx.Process(target=worker, args=(path, k, rounds, barrier, errors, corrupt)) for k in range(workers)]
     for p in procs:
         p.start()
     for p in procs:
@@ -60,7 +74,7 @@ def main():
     out = []
     while not errors.empty():
         out.append(errors.get())
-    print(json.dumps({"errors": out}))
+    print(json.dumps({"errors": out, "corrupt": corrupt.is_set()}))
 
 
 if __name__ == "__main__":
