@@ -162,7 +162,8 @@ func TestCommitOntoItsBaseWritesMineAsWritten(t *testing.T) {
 
 // A commit parses only what mergefs has not parsed before: in steady read-modify-write, mine alone
 // (the version read is what the process committed last, parsed then); a commit onto another
-// process's commit parses mine alone too (its base and theirs were each parsed once before).
+// process's commit parses mine (its base and theirs were each parsed once before), and then, after
+// the lock, the merged record, which the next commit onto it takes as theirs.
 func TestCommitsParseEachVersionOnce(t *testing.T) {
 	f := newTestFS(t, merge.WriterWins)
 	f.put(t, "r.json", `{"a": 0, "b": 0}`)
@@ -182,8 +183,16 @@ func TestCommitsParseEachVersionOnce(t *testing.T) {
 	f.writeRecord(t, a, `{"a": 10, "b": 0}`)
 	before := merge.ParseCount()
 	f.writeRecord(t, b, `{"a": 4, "b": 1}`) // merged onto a's commit
-	if n := merge.ParseCount() - before; n != 1 {
-		t.Errorf("a merging commit parsed %d documents, want 1 (mine)", n)
+	if n := merge.ParseCount() - before; n != 2 {
+		t.Errorf("a merging commit parsed %d documents, want 2 (mine, and the merged record after the lock)", n)
+	}
+	// The merged record, the next commit's theirs, was parsed after the lock, not under the next one.
+	_, id, err := f.store.Identify(backing.Dir{FD: f.rootFD, Ino: f.rootIno()}, "r.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := f.history.latest(id.ID); v == nil || v.parsed.Load() == nil || v.parsed.Load().doc == nil {
+		t.Errorf("the merged record is not parsed after its commit: %v", v)
 	}
 	if got := f.get(t, "r.json"); got["a"] != 10.0 || got["b"] != 1.0 {
 		t.Fatalf("record %v, want a=10 b=1", got)

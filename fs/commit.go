@@ -125,6 +125,11 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 			}
 			current.stored.Store(&storedFile{version: cr.Version, identity: cr.Identity})
 			fsys.history.setCurrent(cr.Identity.ID, current)
+			if current != wrote {
+				// Parsed now, outside the lock, rather than by the next commit under it (its
+				// theirs, when writers share the record).
+				fsys.documentOf(current)
+			}
 		}
 	}
 	return errno, final, cr, wrote

@@ -468,12 +468,12 @@ type candidate struct {
 // when there is no other.
 func (h *history) candidates(id uint64, thread, proc procKey, atOpen *version, from event.Base) []candidate {
 	var out []candidate
+	index := make(map[*version]int)
 	add := func(v *version, from event.Base) *candidate {
-		for i := range out {
-			if out[i].v == v {
-				return &out[i]
-			}
+		if i, ok := index[v]; ok {
+			return &out[i]
 		}
+		index[v] = len(out)
 		out = append(out, candidate{v: v, from: from})
 		return &out[len(out)-1]
 	}

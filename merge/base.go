@@ -2,6 +2,7 @@ package merge
 
 import (
 	"math"
+	"slices"
 )
 
 // Candidate is one version of a record that the writer of a commit may
@@ -46,13 +47,15 @@ type Choice struct {
 // Its cost is at most one Distance per candidate, each bounded by the
 // runner-up's distance so far (candidates are tried in preference order,
 // so the likely base first): with candidates that differ from mine in
-// many places, most comparisons stop after a few differences.
+// many places, most comparisons stop after a few differences, and once
+// the runner-up is one change from mine, the others cost a comparison of
+// hashes.
 func ChooseBase(mine *Summary, candidates []Candidate) Choice {
-	// The candidates in preference order, by insertion: there are few,
-	// and given oldest first they come in order.
+	// The candidates in preference order. A process's reads can make
+	// hundreds of candidates (docs/design.md, "The base of a commit").
 	var orderBuf [64]ranked
 	order := orderBuf[:0]
-	for i := len(candidates) - 1; i >= 0; i-- {
+	for i := range candidates {
 		c := &candidates[i]
 		if c.Summary == nil {
 			continue
@@ -65,10 +68,16 @@ func ChooseBase(mine *Summary, candidates []Candidate) Choice {
 			r.flags |= 1
 		}
 		order = append(order, r)
-		for j := len(order) - 1; j > 0 && r.before(&order[j-1]); j-- {
-			order[j], order[j-1] = order[j-1], r
-		}
 	}
+	slices.SortFunc(order, func(a, b ranked) int {
+		switch {
+		case a.i == b.i:
+			return 0
+		case a.before(&b):
+			return -1
+		}
+		return 1
+	})
 	ch := Choice{Index: -1, RunnerUpIndex: -1, RunnerUp: -1}
 	best, second := math.MaxInt, math.MaxInt
 	var bestHash, secondHash uint64
@@ -78,6 +87,13 @@ func ChooseBase(mine *Summary, candidates []Candidate) Choice {
 		if ch.Index >= 0 && s.hash == bestHash || ch.RunnerUpIndex >= 0 && s.hash == secondHash {
 			// The content of a candidate tried before, which was
 			// preferred: nothing changes.
+			continue
+		}
+		if second <= 1 && s.hash != mine.hash {
+			// Only a candidate equal to mine (distance 0) could still
+			// change the choice or the runner-up; any other is at least
+			// 1 from mine, not below second. With many candidates a step
+			// apart (a process's reads of a counter), most are this.
 			continue
 		}
 		limit := 0 // none

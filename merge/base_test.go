@@ -191,7 +191,11 @@ func TestChooseBaseProperty(t *testing.T) {
 	ambiguous := 0
 	for n := range 400 {
 		fields := 1 + rng.IntN(8)
-		vs := versions(rng, 1+rng.IntN(40), fields)
+		count := 1 + rng.IntN(40)
+		if n%10 == 0 {
+			count = 1 + rng.IntN(300) // a busy process's reads
+		}
+		vs := versions(rng, count, fields)
 		pad := rng.IntN(3) * 40
 		var cands []Candidate
 		for i, v := range vs {
