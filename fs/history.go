@@ -75,8 +75,10 @@ func (v *version) document(opts merge.Options) *merge.Document {
 	if err != nil {
 		doc = nil
 	}
+	// Another goroutine may have stored a parse meanwhile, and the history may drop it at any time
+	// (release): the parse made here is as good.
 	v.parsed.CompareAndSwap(nil, &parsedDoc{doc: doc})
-	return v.parsed.Load().doc
+	return doc
 }
 
 // summaryOf returns v's summary, making it (reusing hint's unchanged subtrees) if it has none.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mergefs/mergefs/internal/event"
+	"github.com/mergefs/mergefs/merge"
 )
 
 type fakeClock struct{ t time.Time }
@@ -235,5 +236,30 @@ func TestHistoryTrimsTheOnlyRecordOldestFirst(t *testing.T) {
 	}
 	if !in[vs[29]] || !in[vs[25]] || in[vs[0]] {
 		t.Fatalf("kept: newest %v, 26th %v, oldest %v; want the newest reads, not the oldest", in[vs[29]], in[vs[25]], in[vs[0]])
+	}
+}
+
+// A version's parse may be dropped (history.release) while a commit asks for it: document still
+// returns a parse. It once dereferenced the dropped one: a panic in the commit after its rename,
+// and EIO for a write that had landed.
+func TestDocumentWhileItsParseIsDropped(t *testing.T) {
+	v := &version{data: []byte(`{"a": 1, "b": [1, 2, 3]}`)}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				v.parsed.Store(nil)
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	for i := range 200000 {
+		if v.document(merge.Options{}) == nil {
+			t.Fatalf("call %d: no parse of a valid document", i)
+		}
 	}
 }

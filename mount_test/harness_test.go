@@ -385,7 +385,7 @@ func (h *harness) stopDaemon(d *daemon) {
 		}
 		detach(t, m)
 	}
-	for _, bad := range []string{"WARNING: DATA RACE", "panic:", "fatal error:"} {
+	for _, bad := range []string{"WARNING: DATA RACE", "panic:", "fatal error:", "panic in FS handler"} {
 		if strings.Contains(d.log.String(), bad) {
 			t.Errorf("%s daemon log contains %q:\n%s", d.kind, bad, d.log.tail(80))
 		}
