@@ -387,7 +387,8 @@ func ownRecordErrno(err error) syscall.Errno {
 
 // checkRecord checks that fd (O_PATH) is a regular file carrying this node's record identity.
 func (n *node) checkRecord(fd int) error {
-	st, err := statx(fd, "")
+	// Not retried here: a stale descriptor stays stale; openOwnRecord opens the name again.
+	st, err := statxOnce(fd, "")
 	if err != nil {
 		return err
 	}
