@@ -305,8 +305,7 @@ func (s *Store) readKnown(dirfd int, name string, known *Known) (current, error)
 	if err != nil {
 		return current{}, err
 	}
-	st, err := sysx.Fstat(fd)
-	if err == nil && versionOf(&st) == known.Version && requireRegular(&st) == nil {
+	if st, ok := known.unchanged(fd); ok {
 		return current{exists: true, fd: fd, st: st, id: known.Identity, data: known.Data}, nil
 	}
 	cur, err := s.readOpened(fd)

@@ -291,6 +291,12 @@ type Known struct {
 	Data     []byte
 }
 
+// unchanged reports whether fd is known's file, unchanged (see ReadKnown), with its stat.
+func (k *Known) unchanged(fd int) (unix.Stat_t, bool) {
+	st, err := sysx.Fstat(fd)
+	return st, err == nil && versionOf(&st) == k.Version && requireRegular(&st) == nil
+}
+
 // ReadKnown is ReadAt of a name the caller has just seen holding a record (an open of a looked-up
 // name): on a network filesystem, whose client may briefly not find a name that another host renamed
 // a new version onto, a missing record is looked up again, as for ESTALE, before it is believed.
@@ -327,11 +333,7 @@ func (s *Store) readAt(dir Dir, name string, access *Access, seen bool, known *K
 			return err
 		}
 		if known != nil {
-			st, err := sysx.Fstat(fd)
-			if err != nil {
-				return err
-			}
-			if versionOf(&st) == known.Version && requireRegular(&st) == nil {
+			if st, ok := known.unchanged(fd); ok {
 				sn, reused = Snapshot{Data: known.Data, Stat: st, Identity: known.Identity}, true
 				return nil
 			}
