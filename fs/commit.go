@@ -128,7 +128,7 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 			if current != wrote {
 				// Parsed now, outside the lock, rather than by the next commit under it (its
 				// theirs, when writers share the record).
-				fsys.documentOf(current)
+				fsys.documentOf(current, m.choice.mine)
 			}
 		}
 	}
@@ -175,7 +175,8 @@ func (m *commitMerge) merge(theirs []byte, exists bool) ([]byte, error) {
 	}
 	if exists && req.expect != 0 {
 		if v := fsys.history.current(req.expect, theirs); v != nil {
-			if doc := fsys.documentOf(v); doc != nil {
+			// Parsed under the lock unless its committer's parse (after its lock) came first.
+			if doc := fsys.documentOf(v, m.choice.mine); doc != nil {
 				in.Theirs, in.TheirsDoc = v.data, doc
 			}
 		}

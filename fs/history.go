@@ -67,11 +67,11 @@ func parsedVersion(data []byte, doc *merge.Document, sum *merge.Summary) *versio
 
 // document returns v's data parsed with the limits of opts, parsing it if it has not been, nil if
 // it is not a valid document.
-func (v *version) document(opts merge.Options) *merge.Document {
+func (v *version) document(opts merge.Options, like *merge.Document) *merge.Document {
 	if p := v.parsed.Load(); p != nil {
 		return p.doc
 	}
-	doc, err := merge.ParseDocument(v.data, opts)
+	doc, err := merge.ParseDocumentLike(v.data, opts, like)
 	if err != nil {
 		doc = nil
 	}
@@ -87,7 +87,7 @@ func (v *version) summaryOf(opts merge.Options, hint *merge.Summary) *merge.Summ
 		return s.s
 	}
 	var s *merge.Summary
-	if doc := v.document(opts); doc != nil {
+	if doc := v.document(opts, nil); doc != nil {
 		s = doc.SummaryReusing(hint)
 	}
 	v.summary.CompareAndSwap(nil, &summarized{s: s})

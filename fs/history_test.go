@@ -258,7 +258,7 @@ func TestDocumentWhileItsParseIsDropped(t *testing.T) {
 	}()
 	defer func() { close(stop); <-done }()
 	for i := range 200000 {
-		if v.document(merge.Options{}) == nil {
+		if v.document(merge.Options{}, nil) == nil {
 			t.Fatalf("call %d: no parse of a valid document", i)
 		}
 	}
