@@ -49,6 +49,11 @@ type Commit struct {
 	// that one, unchanged (see ReadKnown), theirs is known's data and is not read again. Not used
 	// where commits check fences (another host's client may show an older file).
 	Known *Known
+	// Committed, if not nil, is called with the result of a commit that wrote the record, while the
+	// record's lock is still held: the next commit, which may take the lock as soon as it is
+	// released, then finds what Committed recorded (mergefs's own note of the record's content).
+	// It must not use the store.
+	Committed func(CommitResult)
 
 	// split, set by Split: rewrite a record whose inode has other names, under a new identity.
 	split *bool
@@ -173,6 +178,9 @@ func (s *Store) commit(ctx context.Context, dir Dir, name string, c Commit) (res
 		if err != errCreateRace || attempt == maxCreateRaces {
 			break
 		}
+	}
+	if err == nil && !res.Unchanged && c.Committed != nil {
+		c.Committed(res)
 	}
 	if err != nil || !s.Fencing() {
 		return res, err

@@ -394,6 +394,48 @@ func TestCommitsToOneRecordAreSerialised(t *testing.T) {
 	}
 }
 
+// Committed runs for a commit that wrote the record, before the record's lock is released (a commit
+// that starts then sees what it recorded), and for no other.
+func TestCommittedRunsUnderTheLock(t *testing.T) {
+	s := openStore(t, t.TempDir(), FsyncOnRequest)
+	put(t, s, "r.json", `{"a": 1}`)
+	var calls []CommitResult
+	commit := func(content string) CommitResult {
+		t.Helper()
+		res, err := s.Commit(context.Background(), "r.json", Commit{
+			Merge: func([]byte, bool) ([]byte, error) { return []byte(content), nil },
+			Committed: func(cr CommitResult) {
+				ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+				defer cancel()
+				if unlock, err := s.LockRecords(ctx, RecordRef{Dir: Dir{FD: s.rootFD, Ino: s.rootIno}, Name: "r.json"}); err == nil {
+					unlock()
+					t.Error("Committed ran after the record's lock was released")
+				}
+				calls = append(calls, cr)
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	res := commit(`{"a": 2}`)
+	if len(calls) != 1 || calls[0].Identity != res.Identity || calls[0].Version != res.Version {
+		t.Fatalf("Committed got %+v, want one call with %+v", calls, res)
+	}
+	commit(`{"a": 2}`) // nothing to write
+	if len(calls) != 1 {
+		t.Errorf("Committed ran for a commit that left the record as it was")
+	}
+	_, err := s.Commit(context.Background(), "r.json", Commit{
+		Merge:     func([]byte, bool) ([]byte, error) { return nil, errors.New("refused") },
+		Committed: func(CommitResult) { t.Error("Committed ran for a failed commit") },
+	})
+	if err == nil {
+		t.Error("a failing Merge committed")
+	}
+}
+
 // incrementConcurrently runs goroutines committing increments of their own field of one record through
 // one store, and returns how many increments were lost.
 func incrementConcurrently(t *testing.T, s *Store, dir, name string, goroutines, count int) (lost int) {

@@ -77,14 +77,15 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 			known = latest.known()
 		}
 		cr, err = fsys.store.CommitAt(context.Background(), loc.dir, loc.name, backing.Commit{
-			Known:  known,
-			Merge:  m.merge,
-			Expect: req.expect,
-			NewID:  req.newID,
-			Writer: req.writer.cred(),
-			Mode:   iofs.FileMode(req.create.mode & 0o7777),
-			Sync:   req.sync,
-			Source: req.source,
+			Known:     known,
+			Merge:     m.merge,
+			Committed: m.committed,
+			Expect:    req.expect,
+			NewID:     req.newID,
+			Writer:    req.writer.cred(),
+			Mode:      iofs.FileMode(req.create.mode & 0o7777),
+			Sync:      req.sync,
+			Source:    req.source,
 		})
 		loc.close()
 		if !cr.Unchanged {
@@ -117,19 +118,10 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 	fsys.observer.Commit(ev)
 	if errno == 0 {
 		wrote = m.wrote()
-		if !cr.Unchanged {
-			// What the record holds now: the next commit's theirs, usually.
-			current := wrote
-			if !bytes.Equal(m.out, req.mine) {
-				current = &version{data: m.out}
-			}
-			current.stored.Store(&storedFile{version: cr.Version, identity: cr.Identity})
-			fsys.history.setCurrent(cr.Identity.ID, current)
-			if current != wrote {
-				// Parsed now, outside the lock, rather than by the next commit under it (its
-				// theirs, when writers share the record).
-				fsys.documentOf(current, m.choice.mine)
-			}
+		if m.current != nil && m.current != wrote {
+			// Parsed now, outside the lock, rather than by the next commit under it (its theirs,
+			// when writers share the record); a commit that needs it meanwhile waits for this parse.
+			fsys.documentOf(m.current, m.choice.mine)
 		}
 	}
 	return errno, final, cr, wrote
@@ -144,6 +136,21 @@ type commitMerge struct {
 	result merge.Result
 	merged bool   // a 3-way merge with a theirs that is not the base
 	out    []byte // what the commit wrote
+	// mine is the version of what the writer wrote (wrote), current what the record holds after
+	// the commit (committed): mine, or the merged result.
+	mine, current *version
+}
+
+// committed is backing.Commit.Committed: under the record's lock, the history learns what the
+// record now holds, the next commit's theirs when writers share the record.
+func (m *commitMerge) committed(cr backing.CommitResult) {
+	current := m.wrote()
+	if !bytes.Equal(m.out, m.req.mine) {
+		current = &version{data: m.out}
+	}
+	current.stored.Store(&storedFile{version: cr.Version, identity: cr.Identity})
+	m.fsys.history.setCurrent(cr.Identity.ID, current)
+	m.current = current
 }
 
 // merge is backing.Commit.Merge: it runs under the record's lock, with theirs as the record is now.
@@ -199,10 +206,14 @@ func (m *commitMerge) merge(theirs []byte, exists bool) ([]byte, error) {
 
 // wrote is the version of what the writer wrote, with the parse and summary the commit made of it.
 func (m *commitMerge) wrote() *version {
-	if m.choice.mine == nil {
-		return &version{data: m.req.mine}
+	if m.mine == nil {
+		if m.choice.mine == nil {
+			m.mine = &version{data: m.req.mine}
+		} else {
+			m.mine = parsedVersion(m.req.mine, m.choice.mine, m.choice.mineSum)
+		}
 	}
-	return parsedVersion(m.req.mine, m.choice.mine, m.choice.mineSum)
+	return m.mine
 }
 
 // errNoRecord aborts a sync of a record that does not exist.

@@ -25,6 +25,9 @@ type version struct {
 	// version as its base or theirs) and kept while the history holds the version: a commit does
 	// not parse again what mergefs parsed before (docs/design.md, "The cost of a commit").
 	parsed atomic.Pointer[parsedDoc]
+	// parsing is held while data is parsed: a second caller (a commit taking as theirs the version
+	// its committer is parsing) waits for that parse instead of making its own.
+	parsing sync.Mutex
 	// stored is the backing file known to hold exactly data (read from it at an open, or written by a
 	// commit), nil if none: an open that finds that file unchanged need not read it again.
 	stored atomic.Pointer[storedFile]
@@ -71,12 +74,17 @@ func (v *version) document(opts merge.Options, like *merge.Document) *merge.Docu
 	if p := v.parsed.Load(); p != nil {
 		return p.doc
 	}
+	v.parsing.Lock()
+	defer v.parsing.Unlock()
+	if p := v.parsed.Load(); p != nil {
+		return p.doc
+	}
 	doc, err := merge.ParseDocumentLike(v.data, opts, like)
 	if err != nil {
 		doc = nil
 	}
-	// Another goroutine may have stored a parse meanwhile, and the history may drop it at any time
-	// (release): the parse made here is as good.
+	// The history may drop the stored parse at any time (release): the parse made here is what
+	// this caller gets.
 	v.parsed.CompareAndSwap(nil, &parsedDoc{doc: doc})
 	return doc
 }

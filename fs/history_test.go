@@ -2,6 +2,8 @@ package fs
 
 import (
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -260,6 +262,36 @@ func TestDocumentWhileItsParseIsDropped(t *testing.T) {
 	for i := range 200000 {
 		if v.document(merge.Options{}, nil) == nil {
 			t.Fatalf("call %d: no parse of a valid document", i)
+		}
+	}
+}
+
+// Commits asking at once for the parse of one version (the committer of a merged record parsing it
+// after its lock, the next commit taking it as theirs under its own) share one parse.
+func TestConcurrentDocumentCallsParseOnce(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"a": 0`)
+	for i := range 20000 {
+		fmt.Fprintf(&b, `, "f%d": "%040d"`, i, i)
+	}
+	b.WriteString(`}`)
+	for round := range 5 {
+		v := &version{data: []byte(b.String())}
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		before := merge.ParseCount()
+		for range 8 {
+			wg.Go(func() {
+				<-start
+				if v.document(merge.Options{}, nil) == nil {
+					t.Error("no parse of a valid document")
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if n := merge.ParseCount() - before; n != 1 {
+			t.Fatalf("round %d: 8 concurrent callers made %d parses of one version, want 1", round, n)
 		}
 	}
 }
