@@ -231,10 +231,7 @@ func (h *history) setCurrent(id uint64, v *version) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	now := h.now()
-	if v.seq == 0 {
-		h.seq++
-		v.seq = h.seq
-	}
+	h.number(v)
 	h.setCurrentLocked(h.record(id, now), v)
 	h.expire(now)
 }
@@ -267,6 +264,14 @@ func (h *history) committed(id uint64, thread, proc procKey, v *version) {
 	h.note(id, thread, proc, v, true)
 }
 
+// number gives v its place in the order of versions mergefs knew, if it has none. h.mu is held.
+func (h *history) number(v *version) {
+	if v.seq == 0 {
+		h.seq++
+		v.seq = h.seq
+	}
+}
+
 func (h *history) note(id uint64, thread, proc procKey, v *version, wrote bool) {
 	if id == 0 || v == nil || h.maxBytes <= 0 || h.cost(v)+recordBytes+procBytes+threadBytes+2*seenBytes > h.maxBytes {
 		return
@@ -274,10 +279,7 @@ func (h *history) note(id uint64, thread, proc procKey, v *version, wrote bool) 
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	now := h.now()
-	if v.seq == 0 {
-		h.seq++
-		v.seq = h.seq
-	}
+	h.number(v)
 	r := h.record(id, now)
 	r.recent = h.pushSeen(r, r.recent, seen{v: v, at: now, committed: wrote}, maxRecent)
 	p := r.procs[proc]
