@@ -563,8 +563,12 @@ func (p *parser) copyMembers(lv *value, delta int32) (first int32, ok bool) {
 	}
 	shift := at - lo
 	t.members = t.members[:at+hi-lo]
-	for i, lm := range like.members[lo:hi] {
-		m := lm
+	// One block copy, then the offsets moved in place: copying member by member
+	// cost several times as much (BenchmarkParseLike).
+	copied := t.members[at:]
+	copy(copied, like.members[lo:hi])
+	for i := range copied {
+		m := &copied[i]
 		m.keyStart += delta
 		m.keyEnd += delta
 		m.value.start += delta
@@ -575,7 +579,6 @@ func (p *parser) copyMembers(lv *value, delta int32) (first int32, ok bool) {
 		if m.value.keyEscaped {
 			t.addEscapedKey(m.keyStart, p.data[m.keyStart+1:m.keyEnd-1])
 		}
-		t.members[at+int32(i)] = m
 	}
 	return lv.first + shift, true
 }

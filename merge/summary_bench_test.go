@@ -259,3 +259,49 @@ func BenchmarkSummarize(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkParseLike is the parse of a commit's mine given the version its writer read (one counter
+// changed), and its summary given that version's: what a commit of a large record does to mine.
+// "scan" is the plain parse, for comparison.
+func BenchmarkParseLike(b *testing.B) {
+	for _, size := range []struct {
+		name  string
+		bytes int
+	}{{"4KB", 4 << 10}, {"256KB", 256 << 10}, {"1MB", 1 << 20}} {
+		read, err := ParseDocument(profileRecord(size.bytes, [4]int{}, -1), Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		readSum := read.Summary()
+		mine := profileRecord(size.bytes, [4]int{1}, -1)
+		b.Run(size.name+"/scan", func(b *testing.B) {
+			b.SetBytes(int64(len(mine)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := ParseDocument(mine, Options{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(size.name+"/like", func(b *testing.B) {
+			b.SetBytes(int64(len(mine)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := ParseDocumentLike(mine, Options{}, read); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		doc, err := ParseDocumentLike(mine, Options{}, read)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(size.name+"/summary-reusing", func(b *testing.B) {
+			b.SetBytes(int64(len(mine)))
+			b.ReportAllocs()
+			for b.Loop() {
+				doc.SummaryReusing(readSum)
+			}
+		})
+	}
+}
