@@ -72,7 +72,7 @@ func (f *testFS) benchOpen(b *testing.B, tk task, name string, flags uint32) *re
 }
 
 // readWhole reads a handle as the kernel does for a direct-I/O read: chunks
-// of max_read (128 KiB) until a short one.
+// of max_read (1 MiB, MountOptions) until a short one.
 func readWhole(b *testing.B, ctx context.Context, h *recordHandle, buf []byte) int {
 	total := 0
 	for {
@@ -88,7 +88,7 @@ func readWhole(b *testing.B, ctx context.Context, h *recordHandle, buf []byte) i
 	}
 }
 
-const fuseChunk = 128 << 10
+const fuseChunk = 1 << 20
 
 // BenchmarkCallerResolve is the identification of a request's caller that
 // every OPEN, GETATTR, first READ and FLUSH of a record does.

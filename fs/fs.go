@@ -180,7 +180,11 @@ func MountOptions(fsName string, allowOther bool) *gofs.Options {
 			FsName:            fsName,
 			Name:              "mergefs",
 			DirectMountStrict: true,
-			AllowOther:        allowOther,
+			// READ and WRITE requests of up to 1 MiB (the kernel's most)
+			// instead of go-fuse's 128 KiB: a record of 256 KiB is read
+			// in two requests, not four, and written in one.
+			MaxWrite:   1 << 20,
+			AllowOther: allowOther,
 			// The daemon runs as root: let the kernel check the caller
 			// against the modes and owners it reports.
 			Options: []string{"default_permissions"},
