@@ -28,9 +28,6 @@ var (
 	_ gofs.FileReleaser  = (*passthroughFile)(nil)
 	_ gofs.FileLseeker   = (*passthroughFile)(nil)
 	_ gofs.FileAllocater = (*passthroughFile)(nil)
-	_ gofs.FileGetlker   = (*passthroughFile)(nil)
-	_ gofs.FileSetlker   = (*passthroughFile)(nil)
-	_ gofs.FileSetlkwer  = (*passthroughFile)(nil)
 )
 
 func (f *passthroughFile) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -72,49 +69,4 @@ func (f *passthroughFile) Lseek(ctx context.Context, off uint64, whence uint32) 
 
 func (f *passthroughFile) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
 	return errnoOf(unix.Fallocate(f.fd, mode, int64(off), int64(size)))
-}
-
-// Locks are open file description locks on the backing file (as go-fuse's loopback), and flock(2)
-// locks for flock requests.
-func (f *passthroughFile) Getlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
-	var flk syscall.Flock_t
-	lk.ToFlockT(&flk)
-	err := syscall.FcntlFlock(uintptr(f.fd), unix.F_OFD_GETLK, &flk)
-	out.FromFlockT(&flk)
-	return errnoOf(err)
-}
-
-func (f *passthroughFile) Setlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
-	return f.setLock(lk, flags, false)
-}
-
-func (f *passthroughFile) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
-	return f.setLock(lk, flags, true)
-}
-
-func (f *passthroughFile) setLock(lk *fuse.FileLock, flags uint32, wait bool) syscall.Errno {
-	if flags&fuse.FUSE_LK_FLOCK != 0 {
-		var op int
-		switch lk.Typ {
-		case syscall.F_RDLCK:
-			op = syscall.LOCK_SH
-		case syscall.F_WRLCK:
-			op = syscall.LOCK_EX
-		case syscall.F_UNLCK:
-			op = syscall.LOCK_UN
-		default:
-			return syscall.EINVAL
-		}
-		if !wait {
-			op |= syscall.LOCK_NB
-		}
-		return errnoOf(syscall.Flock(f.fd, op))
-	}
-	var flk syscall.Flock_t
-	lk.ToFlockT(&flk)
-	cmd := unix.F_OFD_SETLK
-	if wait {
-		cmd = unix.F_OFD_SETLKW
-	}
-	return errnoOf(syscall.FcntlFlock(uintptr(f.fd), cmd, &flk))
 }
