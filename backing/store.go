@@ -230,6 +230,16 @@ func (s *Store) OpenDir(rel string) (Dir, error) {
 	return Dir{FD: fd, Ino: st.Ino}, nil
 }
 
+// OpenDirFD is OpenDir for a caller that stats the directory itself (to check it is the one it
+// knows): the descriptor alone, one system call fewer. The caller closes it.
+func (s *Store) OpenDirFD(rel string) (int, error) {
+	if err := s.begin(); err != nil {
+		return -1, err
+	}
+	defer s.end()
+	return s.openDir(rel)
+}
+
 // Snapshot is a record as read: its bytes, the stat of the file they came from, and its identity.
 type Snapshot struct {
 	Data     []byte

@@ -198,16 +198,16 @@ func (n *node) openDir() (backing.Dir, func(), syscall.Errno) {
 	if !ok {
 		return backing.Dir{}, nil, syscall.ESTALE
 	}
-	dir, err := n.fsys.store.OpenDir(p)
+	fd, err := n.fsys.store.OpenDirFD(p)
 	if err != nil {
 		return backing.Dir{}, nil, staleIfGone(err)
 	}
-	st, err := statx(dir.FD, "")
+	st, err := statx(fd, "")
 	if err != nil || st.identity() != n.id {
-		sysx.Close(dir.FD)
+		sysx.Close(fd)
 		return backing.Dir{}, nil, syscall.ESTALE
 	}
-	return dir, func() { sysx.Close(dir.FD) }, 0
+	return backing.Dir{FD: fd, Ino: st.Ino}, func() { sysx.Close(fd) }, 0
 }
 
 // location is where a node's object is: its directory, open, and its name in it.
