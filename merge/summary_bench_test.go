@@ -274,34 +274,34 @@ func BenchmarkParseLike(b *testing.B) {
 		}
 		readSum := read.Summary()
 		mine := profileRecord(size.bytes, [4]int{1}, -1)
-		b.Run(size.name+"/scan", func(b *testing.B) {
-			b.SetBytes(int64(len(mine)))
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := ParseDocument(mine, Options{}); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-		b.Run(size.name+"/like", func(b *testing.B) {
-			b.SetBytes(int64(len(mine)))
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := ParseDocumentLike(mine, Options{}, read); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
 		doc, err := ParseDocumentLike(mine, Options{}, read)
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Run(size.name+"/summary-reusing", func(b *testing.B) {
-			b.SetBytes(int64(len(mine)))
-			b.ReportAllocs()
-			for b.Loop() {
-				doc.SummaryReusing(readSum)
-			}
+		runBytes(b, size.name+"/scan", len(mine), func() error {
+			_, err := ParseDocument(mine, Options{})
+			return err
+		})
+		runBytes(b, size.name+"/like", len(mine), func() error {
+			_, err := ParseDocumentLike(mine, Options{}, read)
+			return err
+		})
+		runBytes(b, size.name+"/summary-reusing", len(mine), func() error {
+			doc.SummaryReusing(readSum)
+			return nil
 		})
 	}
+}
+
+// runBytes runs fn as the sub-benchmark name, over n bytes a call.
+func runBytes(b *testing.B, name string, n int, fn func() error) {
+	b.Run(name, func(b *testing.B) {
+		b.SetBytes(int64(n))
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := fn(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
