@@ -214,11 +214,7 @@ type Dir struct {
 // OpenDir opens a directory below the root by its slash-separated relative path ("." for the root)
 // without following any symlink. The caller closes Dir.FD.
 func (s *Store) OpenDir(rel string) (Dir, error) {
-	if err := s.begin(); err != nil {
-		return Dir{FD: -1}, err
-	}
-	defer s.end()
-	fd, err := s.openDir(rel)
+	fd, err := s.OpenDirFD(rel)
 	if err != nil {
 		return Dir{FD: -1}, err
 	}
