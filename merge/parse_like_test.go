@@ -85,6 +85,14 @@ func TestParseLikeIsParse(t *testing.T) {
 			}
 		}
 	}
+	// "b" is taken whole after an object that grew (or shrank): its members, and the index of the
+	// members of the object within it, move.
+	before := `{"a": {"x": 1}, "b": {"c": {"d": 1}, "e": "` + big + `"}}`
+	after := strings.Replace(before, `{"x": 1}`, `{"x": 1, "y": 2}`, 1)
+	for _, minSpan := range []int{1, reuseSpan} {
+		checkParseLike(t, []byte(before), []byte(after), DefaultMaxDepth, minSpan)
+		checkParseLike(t, []byte(after), []byte(before), DefaultMaxDepth, minSpan)
+	}
 }
 
 // FuzzParseLike checks parseLike against parse on documents made from one another by a splice (a
