@@ -331,6 +331,9 @@ func (h *history) pushSeen(r *recordReads, list []seen, s seen, limit int) []see
 	n := len(list)
 	for i, x := range list {
 		if x.v == s.v {
+			// Served to a reader once, it stays read: a commit's note may come after a read of
+			// what it committed.
+			s.committed = s.committed && x.committed
 			list = append(list[:i], list[i+1:]...)
 			h.release(x.v)
 			break

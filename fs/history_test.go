@@ -93,6 +93,21 @@ func TestHistoryCandidates(t *testing.T) {
 	}
 }
 
+// A commit is noted once its FLUSH is answered, which may be after another process already read
+// what it committed (the reader's open does not wait for that reply). That version was read all
+// the same: it stays a base candidate for other processes, whatever order the notes came in.
+func TestHistoryAVersionReadBeforeItsCommitIsNotedStaysACandidate(t *testing.T) {
+	h := newHistory(1<<20, time.Minute, time.Now)
+	committer, reader, writer := procKey{pid: 1, start: 1}, procKey{pid: 2, start: 1}, procKey{pid: 3, start: 1}
+	v := h.share(7, []byte(`{"a":1}`))
+	h.read(7, reader, reader, v)
+	h.committed(7, committer, committer, v)
+	want := []string{`{"a":1}:other-process`}
+	if got := kinds(h.candidates(7, writer, writer, nil, event.NoBase)); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("read, then noted as committed: candidates %v, want %v", got, want)
+	}
+}
+
 // A slow request (an await on a slow upstream) still finds its own read however many versions other
 // processes read since.
 func TestHistoryKeepsAProcessesOwnReads(t *testing.T) {
