@@ -76,6 +76,7 @@ type Source struct {
 // CommitResult describes a successful commit. On error only Wait is meaningful.
 type CommitResult struct {
 	Version   Version       // of the record after the commit
+	Birth     uint64        // birth time of the record's file after a write, ns (0: not known)
 	Identity  Identity      // of the record after the commit
 	Created   bool          // no record existed before
 	Unchanged bool          // Merge returned bytes identical to theirs and the write was skipped
@@ -339,11 +340,11 @@ func (s *Store) commitLocked(dir Dir, name string, c Commit, src *openSource, re
 		}
 	}
 	// After the rename: it changes the ctime on some filesystems, and Read must see the same version.
-	st, err := sysx.Fstat(tmpFD)
+	st, birth, err := sysx.Statx(tmpFD, "")
 	if err != nil {
 		return res, read, err
 	}
-	res.Version = versionOf(&st)
+	res.Version, res.Birth = versionOf(&st), birth
 	return res, read, nil
 }
 

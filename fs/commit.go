@@ -90,7 +90,7 @@ func (fsys *FS) commitResult(req commitRequest) (errno syscall.Errno, final bool
 		loc.close()
 		if !cr.Unchanged {
 			// Before the reply: the kernel must not give anyone the old record's attributes.
-			req.target.changed()
+			req.target.changed(cr)
 		}
 	}
 	choice, result := m.choice, m.result

@@ -314,7 +314,23 @@ func (n *node) invalidateAttrs() {
 }
 
 // changed is recordTarget.changed: the record was committed.
-func (n *node) changed() { n.invalidateAttrs() }
+func (n *node) changed(cr backing.CommitResult) {
+	n.invalidateAttrs()
+	n.committedFile(cr)
+}
+
+// committedFile remembers the file a commit of this record left as verified (it wrote the identity
+// there itself): the GETATTR that follows a commit is then a stat of the name, not a check of the
+// identity attribute. Another commit, here or elsewhere, may have replaced the file since; its key
+// (a new inode, a new change time) does not match then, and the identity is read as before.
+func (n *node) committedFile(cr backing.CommitResult) {
+	if cr.Unchanged || cr.Version.Ino == 0 {
+		return
+	}
+	key := fileKey{dev: cr.Version.Dev, ino: cr.Version.Ino, gen: genOf(cr.Birth),
+		ctime: unix.NsecToTimespec(cr.Version.Ctime)}
+	n.verifiedFile.Store(&verifiedFile{key: key, id: cr.Identity.ID})
+}
 
 // opened checks the attributes the kernel may cache for this record node against the backing file an
 // open found (st): another daemon, or a process writing the backing directory, may have changed the

@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -64,6 +65,49 @@ func TestCheckRecordRemembersTheVerifiedFile(t *testing.T) {
 	}
 	if err, ok := check(); err != nil || !ok {
 		t.Fatalf("the record's next version: %v, remembered %v", err, ok)
+	}
+}
+
+// A commit leaves its record node knowing the file it wrote as the record's, so that the GETATTR after
+// the commit is a stat of the name: the file's key must be the one a stat of it gives.
+func TestCommitRemembersTheFileItLeft(t *testing.T) {
+	f := newTestFS(t, 0)
+	f.put(t, "r.json", `{"a":1}`)
+	dir := backing.Dir{FD: f.rootFD, Ino: f.rootIno()}
+	_, id, err := f.store.Identify(dir, "r.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{fsys: f.FS}
+	n.recordID.Store(id.ID)
+	stat := func() *stat {
+		t.Helper()
+		st, err := statx(f.rootFD, "r.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &st
+	}
+	if n.verified(stat()) {
+		t.Fatal("a node that checked no file finds one verified")
+	}
+	cr, err := f.store.CommitAt(context.Background(), dir, "r.json", backing.Commit{
+		Expect: id.ID,
+		Merge:  func([]byte, bool) ([]byte, error) { return []byte(`{"a":2}`), nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.changed(cr)
+	if !n.verified(stat()) {
+		t.Fatalf("the file the commit left is not remembered: result %+v, file %+v", cr, *stat())
+	}
+	// A change of the file since (here its attributes) makes the identity be read again.
+	if err := unix.Setxattr(filepath.Join(f.dir, "r.json"), "user.x", []byte("1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if n.verified(stat()) {
+		t.Fatal("a file changed after the commit is still taken as verified")
 	}
 }
 

@@ -64,8 +64,9 @@ type recordTarget interface {
 	newID() uint64
 	// adopt notes the identity the record has after a commit (another creator's, for a new record).
 	adopt(id uint64)
-	// changed notes that a commit changed the record: what the kernel caches of it is stale.
-	changed()
+	// changed notes that a commit changed the record: what the kernel caches of it is stale, and the
+	// file the commit left carries the record's identity.
+	changed(cr backing.CommitResult)
 }
 
 func (n *node) newID() uint64 { return n.recordID.Load() }
@@ -88,7 +89,7 @@ func (f *fixedPlace) newID() uint64 { return f.id }
 
 func (f *fixedPlace) adopt(id uint64) { f.id = id }
 
-func (f *fixedPlace) changed() {}
+func (f *fixedPlace) changed(backing.CommitResult) {}
 
 // newRecord is the mode and owner a commit gives a record it creates.
 type newRecord struct {

@@ -46,33 +46,24 @@ func statx(dirfd int, name string) (stat, error) {
 }
 
 func statxOnce(dirfd int, name string) (stat, error) {
-	flags := unix.AT_SYMLINK_NOFOLLOW | unix.AT_STATX_SYNC_AS_STAT
-	if name == "" {
-		flags |= unix.AT_EMPTY_PATH
+	st, birth, err := sysx.Statx(dirfd, name)
+	if err != nil {
+		return stat{}, err
 	}
-	var x unix.Statx_t
-	for {
-		err := unix.Statx(dirfd, name, flags, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &x)
-		if err == nil {
-			break
-		}
-		if err != unix.EINTR {
-			return stat{}, err
-		}
+	return statOf(st, birth), nil
+}
+
+// statOf is a stat of st and the file's birth time (0: none kept).
+func statOf(st unix.Stat_t, birth uint64) stat {
+	return stat{Stat_t: st, dev: st.Dev, gen: genOf(birth)}
+}
+
+// genOf is a stat's gen for a birth time: 1 where the filesystem keeps none.
+func genOf(birth uint64) uint64 {
+	if birth == 0 {
+		return 1
 	}
-	st := stat{dev: unix.Mkdev(x.Dev_major, x.Dev_minor), gen: 1}
-	if x.Mask&unix.STATX_BTIME != 0 && (x.Btime.Sec != 0 || x.Btime.Nsec != 0) {
-		st.gen = uint64(x.Btime.Sec)*1e9 + uint64(x.Btime.Nsec)
-	}
-	st.Stat_t = unix.Stat_t{
-		Dev: st.dev, Ino: x.Ino, Nlink: uint64(x.Nlink), Mode: uint32(x.Mode), Uid: x.Uid, Gid: x.Gid,
-		Rdev: unix.Mkdev(x.Rdev_major, x.Rdev_minor), Size: int64(x.Size), Blksize: int64(x.Blksize),
-		Blocks: int64(x.Blocks),
-		Atim:   unix.Timespec{Sec: x.Atime.Sec, Nsec: int64(x.Atime.Nsec)},
-		Mtim:   unix.Timespec{Sec: x.Mtime.Sec, Nsec: int64(x.Mtime.Nsec)},
-		Ctim:   unix.Timespec{Sec: x.Ctime.Sec, Nsec: int64(x.Ctime.Nsec)},
-	}
-	return st, nil
+	return birth
 }
 
 // fillAttr copies a backing stat into a FUSE attribute.

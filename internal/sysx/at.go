@@ -42,6 +42,38 @@ func Fstat(fd int) (unix.Stat_t, error) {
 	}
 }
 
+// Statx is statx(2) of name in dirfd without following a final symlink (an empty name: dirfd itself,
+// which works for O_PATH descriptors), retried on EINTR: the attributes as fstatat(2) reports them,
+// and the birth time in ns since the epoch (0 where the filesystem keeps none).
+func Statx(dirfd int, name string) (st unix.Stat_t, birth uint64, err error) {
+	flags := unix.AT_SYMLINK_NOFOLLOW | unix.AT_STATX_SYNC_AS_STAT
+	if name == "" {
+		flags |= unix.AT_EMPTY_PATH
+	}
+	var x unix.Statx_t
+	for {
+		err = unix.Statx(dirfd, name, flags, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &x)
+		if err == nil {
+			break
+		}
+		if err != unix.EINTR {
+			return st, 0, err
+		}
+	}
+	if x.Mask&unix.STATX_BTIME != 0 && (x.Btime.Sec != 0 || x.Btime.Nsec != 0) {
+		birth = uint64(x.Btime.Sec)*1e9 + uint64(x.Btime.Nsec)
+	}
+	st = unix.Stat_t{
+		Dev: unix.Mkdev(x.Dev_major, x.Dev_minor), Ino: x.Ino, Nlink: uint64(x.Nlink), Mode: uint32(x.Mode),
+		Uid: x.Uid, Gid: x.Gid, Rdev: unix.Mkdev(x.Rdev_major, x.Rdev_minor), Size: int64(x.Size),
+		Blksize: int64(x.Blksize), Blocks: int64(x.Blocks),
+		Atim: unix.Timespec{Sec: x.Atime.Sec, Nsec: int64(x.Atime.Nsec)},
+		Mtim: unix.Timespec{Sec: x.Mtime.Sec, Nsec: int64(x.Mtime.Nsec)},
+		Ctim: unix.Timespec{Sec: x.Ctime.Sec, Nsec: int64(x.Ctime.Nsec)},
+	}
+	return st, birth, nil
+}
+
 // Fstatat is fstatat(2) without following a final symlink, retried on EINTR. An empty name stats dirfd
 // itself (AT_EMPTY_PATH), which works for O_PATH descriptors.
 func Fstatat(dirfd int, name string) (unix.Stat_t, error) {
