@@ -35,6 +35,11 @@ type version struct {
 	// Guarded by history.mu: how many places of the history hold it, and what it is charged.
 	refs    int
 	charged int64
+	// Guarded by history.mu, scratch of history.candidates: the call that last took the version
+	// (its mark), and at which index. A map would cost more than the rest of a call with hundreds
+	// of candidates (a process's reads of a record it keeps updating).
+	mark uint64
+	at   int
 }
 
 type summarized struct{ s *merge.Summary }
@@ -136,6 +141,7 @@ type history struct {
 	bytes   int64
 	seq     uint64
 	evicted uint64 // records dropped, and versions read dropped from the newest record
+	marks   uint64 // calls of candidates so far (version.mark)
 }
 
 type recordReads struct {
@@ -482,18 +488,28 @@ type candidate struct {
 // did not exist), a candidate too, except that a truncating handle's (from Fallback) is one only
 // when there is no other.
 func (h *history) candidates(id uint64, thread, proc procKey, atOpen *version, from event.Base) []candidate {
-	var out []candidate
-	index := make(map[*version]int)
-	add := func(v *version, from event.Base) *candidate {
-		if i, ok := index[v]; ok {
-			return &out[i]
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.records[id]
+	size := 1
+	if r != nil {
+		size += len(r.recent) + 2
+		if p := r.procs[proc]; p != nil {
+			size += len(p.reads)
 		}
-		index[v] = len(out)
+	}
+	out := make([]candidate, 0, size)
+	h.marks++
+	mark := h.marks
+	add := func(v *version, from event.Base) *candidate {
+		if v.mark == mark {
+			return &out[v.at]
+		}
+		v.mark, v.at = mark, len(out)
 		out = append(out, candidate{v: v, from: from})
 		return &out[len(out)-1]
 	}
-	h.mu.Lock()
-	if r := h.records[id]; r != nil {
+	if r != nil {
 		now := h.now()
 		fresh := func(s seen) bool { return s.v != nil && now.Sub(s.at) <= h.maxAge }
 		if p := r.procs[proc]; p != nil {
@@ -527,7 +543,6 @@ func (h *history) candidates(id uint64, thread, proc procKey, atOpen *version, f
 			}
 		}
 	}
-	h.mu.Unlock()
 	// The record at the open of a handle that truncated it was served to nobody by that open: the
 	// writer can have derived its content from it only by reading it, which makes it a candidate
 	// above. So it is the fallback, for a writer that read nothing known. Taken as a candidate

@@ -55,6 +55,9 @@ func ChooseBase(mine *Summary, candidates []Candidate) Choice {
 	// hundreds of candidates (docs/design.md, "The base of a commit").
 	var orderBuf [64]ranked
 	order := orderBuf[:0]
+	if len(candidates) > len(orderBuf) {
+		order = make([]ranked, 0, len(candidates))
+	}
 	for i := range candidates {
 		c := &candidates[i]
 		if c.Summary == nil {
