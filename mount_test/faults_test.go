@@ -88,8 +88,11 @@ func (h *harness) startClient(t *testing.T, wait time.Duration, want string, arg
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		cmd.Wait()
+		// A client the test waited for is reaped: its id may name another process group by now.
+		if cmd.ProcessState == nil {
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			cmd.Wait()
+		}
 	})
 	stdout := bufio.NewReader(stdoutPipe)
 	line := make(chan string, 1)

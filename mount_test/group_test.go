@@ -64,14 +64,16 @@ func (h *harness) runGroup(t *testing.T, timeout time.Duration, procs []groupPro
 	stdins := make([]io.WriteCloser, len(procs))
 	stderrs := make([]*syncBuffer, len(procs))
 	results := make([]groupResult, len(procs))
+	waited := make([]bool, len(procs))
+	// Only groups of processes not yet waited for: a reaped process's id may name another process
+	// group by now (pid_max can be as low as 32768), another test's client or daemon.
 	killAll := func() {
-		for _, cmd := range cmds {
-			if cmd != nil && cmd.Process != nil {
+		for i, cmd := range cmds {
+			if cmd != nil && cmd.Process != nil && !waited[i] {
 				syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			}
 		}
 	}
-	waited := make([]bool, len(procs))
 	defer func() {
 		killAll()
 		for i, cmd := range cmds {

@@ -317,7 +317,11 @@ func (h *harness) stop(d *daemon) {
 // mount stays behind (ENOTCONN).
 func (h *harness) kill(d *daemon) {
 	d.killed = true
-	syscall.Kill(d.cmd.Process.Pid, syscall.SIGKILL)
+	select {
+	case <-d.exited: // reaped: its id may name another process by now
+	default:
+		syscall.Kill(d.cmd.Process.Pid, syscall.SIGKILL)
+	}
 	select {
 	case <-d.exited:
 	case <-time.After(10 * time.Second):
