@@ -100,6 +100,9 @@ type FS struct {
 	// cacheRecordAttrs: the kernel may cache a record's attributes while they are the same for
 	// everyone (node.Getattr): no other host changes records, so the daemon knows every change.
 	cacheRecordAttrs bool
+	// dirs keeps the directories of recent requests open (dirCache); nothing where cacheRecordAttrs
+	// is off, for the same reason.
+	dirs *dirCache
 
 	counters counters
 	now      func() time.Time
@@ -167,6 +170,11 @@ func New(cfg Config) (*FS, gofs.InodeEmbedder, error) {
 	}
 	fsys.rules.Store(cfg.Merge.Rules)
 	fsys.cacheRecordAttrs = !cfg.Store.Fencing()
+	var dirTTL time.Duration
+	if fsys.cacheRecordAttrs {
+		dirTTL = dirCacheTTL
+	}
+	fsys.dirs = newDirCache(dirTTL, fsys.now)
 	root := &node{fsys: fsys, id: st.identity()}
 	return fsys, root, nil
 }

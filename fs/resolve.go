@@ -187,7 +187,11 @@ func (n *node) openDir() (backing.Dir, func(), syscall.Errno) {
 	}
 	p, ok := n.relPath()
 	if !ok {
+		n.fsys.dirs.forget(n)
 		return backing.Dir{}, nil, syscall.ESTALE
+	}
+	if dir, done, ok := n.fsys.dirs.get(n); ok {
+		return dir, done, 0
 	}
 	fd, err := n.fsys.store.OpenDirFD(p)
 	if err != nil {
@@ -198,7 +202,8 @@ func (n *node) openDir() (backing.Dir, func(), syscall.Errno) {
 		sysx.Close(fd)
 		return backing.Dir{}, nil, syscall.ESTALE
 	}
-	return backing.Dir{FD: fd, Ino: st.Ino}, func() { sysx.Close(fd) }, 0
+	dir := backing.Dir{FD: fd, Ino: st.Ino}
+	return dir, n.fsys.dirs.put(n, dir), 0
 }
 
 // location is where a node's object is: its directory, open, and its name in it.
