@@ -10,10 +10,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Users the multi-user tests act as: numeric ids with no account, no supplementary groups.
@@ -31,6 +34,7 @@ type session struct {
 	in    io.WriteCloser
 	out   *bufio.Reader
 	errs  *syncBuffer
+	pid   int
 	// end kills the session's process group and waits for it (also run when the test ends).
 	end func()
 }
@@ -133,6 +137,7 @@ func (h *harness) startSession(t *testing.T, label string, cred *syscall.Credent
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	s.pid = cmd.Process.Pid
 	var once sync.Once
 	s.end = func() {
 		once.Do(func() {
@@ -162,7 +167,7 @@ func (s *session) do(cmd map[string]any) reply {
 	case l := <-line:
 		var r reply
 		if err := json.Unmarshal([]byte(l), &r); err != nil {
-			s.t.Fatalf("%s: %s answered %q: %v\nstderr:\n%s", s.label, b, l, err, s.errs.String())
+			s.t.Fatalf("%s: %s answered %q: %v (process: %s)\nstderr:\n%s", s.label, b, l, err, s.exitStatus(), s.errs.String())
 		}
 		return r
 	case <-time.After(clientTimeout):
@@ -170,6 +175,36 @@ func (s *session) do(cmd map[string]any) reply {
 		s.t.Fatalf("%s: %s did not answer within %v: FUSE connections aborted", s.label, b, clientTimeout)
 	}
 	return nil
+}
+
+// exitStatus says how the session's process ended, waiting for it up to a few seconds, without
+// reaping it (end still does): for a session that stopped answering, whether it exited (and how) or
+// was killed, and by which signal.
+func (s *session) exitStatus() string {
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		var info unix.Siginfo
+		if err := unix.Waitid(unix.P_PID, s.pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil); err != nil {
+			return fmt.Sprintf("waitid: %v", err)
+		}
+		if info.Signo != 0 { // SIGCHLD: it ended; a zombie's stat ends with its wait status
+			how := map[int32]string{1: "exited", 2: "killed", 3: "dumped core"}[info.Code]
+			stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.pid))
+			fields := strings.Fields(string(stat))
+			status := "?"
+			if len(fields) > 0 {
+				if n, err := strconv.Atoi(fields[len(fields)-1]); err == nil {
+					ws := syscall.WaitStatus(n)
+					if ws.Signaled() {
+						status = "signal " + ws.Signal().String()
+					} else {
+						status = fmt.Sprintf("exit status %d", ws.ExitStatus())
+					}
+				}
+			}
+			return fmt.Sprintf("pid %d %s (%s)", s.pid, how, status)
+		}
+	}
+	return fmt.Sprintf("pid %d still running", s.pid)
 }
 
 // put writes data into path (opened O_WRONLY|O_CREAT, written from offset 0, closed); each step has
