@@ -17,15 +17,7 @@ import (
 // birth and change time, so that a GETATTR need not read the identity again; any change of the
 // file's attributes (its identity among them) or another file at the name makes it read again.
 func TestCheckRecordRemembersTheVerifiedFile(t *testing.T) {
-	f := newTestFS(t, 0)
-	f.put(t, "r.json", `{"a":1}`)
-	dir := backing.Dir{FD: f.rootFD, Ino: f.rootIno()}
-	_, id, err := f.store.Identify(dir, "r.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &node{fsys: f.FS}
-	n.recordID.Store(id.ID)
+	f, _, n, id := recordNodeFixture(t)
 	check := func() (error, bool) {
 		t.Helper()
 		fd, err := unix.Openat(f.rootFD, "r.json", unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -71,15 +63,7 @@ func TestCheckRecordRemembersTheVerifiedFile(t *testing.T) {
 // A commit leaves its record node knowing the file it wrote as the record's, so that the GETATTR after
 // the commit is a stat of the name: the file's key must be the one a stat of it gives.
 func TestCommitRemembersTheFileItLeft(t *testing.T) {
-	f := newTestFS(t, 0)
-	f.put(t, "r.json", `{"a":1}`)
-	dir := backing.Dir{FD: f.rootFD, Ino: f.rootIno()}
-	_, id, err := f.store.Identify(dir, "r.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &node{fsys: f.FS}
-	n.recordID.Store(id.ID)
+	f, dir, n, id := recordNodeFixture(t)
 	stat := func() *stat {
 		t.Helper()
 		st, err := statx(f.rootFD, "r.json")
@@ -109,6 +93,22 @@ func TestCommitRemembersTheFileItLeft(t *testing.T) {
 	if n.verified(stat()) {
 		t.Fatal("a file changed after the commit is still taken as verified")
 	}
+}
+
+// recordNodeFixture is a record r.json at the backing root, and a node standing for it that has
+// verified no file yet.
+func recordNodeFixture(t *testing.T) (*testFS, backing.Dir, *node, backing.Identity) {
+	t.Helper()
+	f := newTestFS(t, 0)
+	f.put(t, "r.json", `{"a":1}`)
+	dir := backing.Dir{FD: f.rootFD, Ino: f.rootIno()}
+	_, id, err := f.store.Identify(dir, "r.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{fsys: f.FS}
+	n.recordID.Store(id.ID)
+	return f, dir, n, id
 }
 
 // encodeIdentity is the identity attribute's value (backing's format: version 1, id, generation).
