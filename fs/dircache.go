@@ -13,7 +13,7 @@ import (
 // check it (openat2, a statx and a close, six times per read-modify-write of a record: about 7% of
 // the daemon's CPU on reads). A descriptor is used for dirCacheTTL after the open that checked it;
 // then the next request opens and checks the directory again. Where other hosts may change the
-// backing directory, nothing is cached (docs/design.md, "Kernel caches").
+// backing directory, nothing is cached (docs/design.md, section 5).
 //
 // Each entry counts its users: the cache holds one reference while the entry is current, each
 // request one while it uses the descriptor, and the descriptor is closed when the last one goes, so
