@@ -52,6 +52,11 @@ type Config struct {
 	// Rejected bounds what is kept of refused content in StateDir/rejected.
 	Rejected RejectedLimits
 
+	// CacheReads lets plain reads of an unchanged record be served from the kernel's page cache,
+	// through a kernel inode per version of the record (versions.go). Not with a store other hosts
+	// write (Store.Fencing): the daemon would not see their commits.
+	CacheReads bool
+
 	Logger   *slog.Logger
 	Observer event.Observer
 }
@@ -103,6 +108,8 @@ type FS struct {
 	// dirs keeps the directories of recent requests open (dirCache); nothing where cacheRecordAttrs
 	// is off, for the same reason.
 	dirs *dirCache
+	// versions are the records' version nodes (Config.CacheReads; nil: off).
+	versions *versions
 
 	counters counters
 	now      func() time.Time
@@ -175,6 +182,12 @@ func New(cfg Config) (*FS, gofs.InodeEmbedder, error) {
 		dirTTL = dirCacheTTL
 	}
 	fsys.dirs = newDirCache(dirTTL, fsys.now)
+	if cfg.CacheReads {
+		if !fsys.cacheRecordAttrs {
+			return nil, nil, errors.New("mergefs: cached reads need a backing store that no other host writes")
+		}
+		fsys.versions = newVersions(fsys.now)
+	}
 	root := &node{fsys: fsys, id: st.identity()}
 	return fsys, root, nil
 }

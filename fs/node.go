@@ -155,15 +155,41 @@ func (n *node) lookupRecord(ctx context.Context, dir backing.Dir, name string, o
 		child := &node{fsys: n.fsys}
 		child.recordID.Store(id.ID)
 		child.last.Store(&place{parent: n, name: name})
+		var replaced *versionNode
+		if n.versionLookup(ctx, id.ID) {
+			child.ver, replaced = n.fsys.versions.node(id.ID, &st)
+		}
 		inode := n.NewInode(ctx, child, child.stableAttr(syscall.S_IFREG))
-		if existing, ok := inode.Operations().(*node); ok && existing != child {
+		existing, _ := inode.Operations().(*node)
+		if existing != nil && existing != child {
 			existing.last.Store(&place{parent: n, name: name})
+		}
+		if child.ver != nil && existing != nil {
+			child.ver.kernel.CompareAndSwap(nil, existing)
+		}
+		if replaced != nil {
+			replaced.kernel.Load().invalidateAttrs()
 		}
 		fillAttr(&out.Attr, &st)
 		out.Ino = id.ID
 		out.SetAttrTimeout(0)
 		return inode, 0
 	}
+}
+
+// versionLookup reports whether a lookup of record id gives a version node: when reads are cached,
+// unless the caller's thread is retrying an open that a version node answered ESTALE or the record
+// is busy (versions.go).
+func (n *node) versionLookup(ctx context.Context, id uint64) bool {
+	vs := n.fsys.versions
+	if vs == nil {
+		return false
+	}
+	var tid uint32
+	if fc, ok := fuseCaller(ctx); ok {
+		tid = fc.Pid
+	}
+	return !vs.recordNode(id, tid)
 }
 
 // splitRecord gives a record with several hard links an inode of its own (backing.Store.Split) and
@@ -261,6 +287,20 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 		h = n.fsys.ownHandle(record, n.fsys.callerOf(ctx).proc)
 	}
 	st, errno := n.statRecord()
+	if v := n.ver; v != nil {
+		found := &st
+		if errno != 0 {
+			found = nil
+		}
+		if v.versionAttrs(found) {
+			return n.versionGetattr(v, found, out)
+		}
+	}
+	if n.fsys.versions != nil {
+		// With version nodes the record has several kernel inodes: only a version node's own
+		// attributes are cached, where every change to the record invalidates them.
+		cacheable = false
+	}
 	switch {
 	case errno == 0:
 		fillAttr(&out.Attr, &st)
@@ -302,6 +342,85 @@ type attrKey struct {
 	mtime, ctime unix.Timespec
 }
 
+// versionGetattr answers a GETATTR of a version node that may be cached: its version's attributes,
+// whoever asks. The record's backing file (found, nil if none), if it is still that version, gives
+// them, and the kernel may cache them until the record changes (FS.versionChanged); otherwise the
+// version's attributes as the node took them, not cached.
+func (n *node) versionGetattr(v *versionNode, found *unix.Stat_t, out *fuse.AttrOut) syscall.Errno {
+	vst, key, _ := v.attrs()
+	current := found != nil && contentKeyOf(found) == key
+	if current {
+		fillAttr(&out.Attr, found)
+	} else {
+		fillAttr(&out.Attr, &vst)
+	}
+	out.Ino = n.recordID.Load()
+	out.SetTimeout(0)
+	if _, parent := n.Parent(); current && parent != nil {
+		n.cachedKey.Store(&attrKey{ino: found.Ino, size: found.Size, mtime: found.Mtim, ctime: found.Ctim})
+		out.SetTimeout(recordAttrTimeout)
+	}
+	return 0
+}
+
+// dropVersion makes the kernel drop the pages and attributes of this version node before it shows
+// another version (versionNode.release).
+func (n *node) dropVersion() {
+	n.attrsCached.Store(false)
+	n.cachedKey.Store(nil)
+	n.NotifyContent(0, 0)
+}
+
+// renewVersion makes the kernel look the record's name up again at its next use, after a commit by
+// close through the record's own node (a writer sent there by a version node's ESTALE): the lookup
+// gives a version node again, whose reads the page cache may keep.
+// Only from a FLUSH: the kernel locks the directory to drop the name, so never from a request that
+// holds that lock (a rename onto a record commits too).
+func (n *node) renewVersion() {
+	if n.fsys.versions == nil || n.ver != nil || n.fsys.versions.isBusy(n.recordID.Load()) {
+		// A version node shows the new version itself once its writer's handle is released; a
+		// busy record stays on its own node until its lookups give version nodes again.
+		return
+	}
+	name, parent := n.Parent()
+	if parent == nil {
+		l := n.last.Load()
+		if l == nil {
+			return
+		}
+		name, parent = l.name, l.parent.EmbeddedInode()
+	}
+	parent.NotifyEntry(name)
+}
+
+// metadataChanged tells the record's version nodes that its mode, owner or times changed through
+// mergefs: the same version, with new attributes (a new modification time included).
+func (n *node) metadataChanged() {
+	vs := n.fsys.versions
+	if vs == nil {
+		return
+	}
+	id := n.recordID.Load()
+	if st, errno := n.statRecord(); errno == 0 {
+		if n.ver != nil {
+			n.ver.touched(&st)
+		}
+		if cur := vs.currentNode(id); cur != nil && cur.ver != nil {
+			cur.ver.touched(&st)
+		}
+	}
+	n.fsys.versionChanged(id)
+}
+
+// versionChanged makes the kernel drop the attributes of record id's current version node: the
+// record was committed, or its metadata changed.
+func (fsys *FS) versionChanged(id uint64) {
+	if fsys.versions == nil {
+		return
+	}
+	fsys.versions.currentNode(id).invalidateAttrs()
+}
+
 // invalidateAttrs makes the kernel drop the attributes of this node it may cache, if an answer since
 // the last invalidation let it (node.Getattr). Only attributes: no lock is taken in the kernel, so it
 // may be called while serving any request.
@@ -316,6 +435,7 @@ func (n *node) invalidateAttrs() {
 // changed is recordTarget.changed: the record was committed.
 func (n *node) changed(cr backing.CommitResult) {
 	n.invalidateAttrs()
+	n.fsys.versionChanged(n.recordID.Load())
 	n.committedFile(cr)
 }
 
@@ -504,10 +624,19 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		}
 		return n.Getattr(ctx, f, out)
 	}
+	if _, ok := in.GetSize(); ok && n.ver != nil {
+		if n.ver.openOther(releaseWait) == openStale {
+			// The new size would show through the pages of the version's cached handles.
+			return n.staleVersion(c)
+		}
+		defer n.ver.release(false, n.dropVersion)
+	}
 	if errno := n.setRecordMetadata(ctx, c, in); errno != 0 {
 		if !(errno == syscall.ESTALE && f != nil) {
 			return errno
 		}
+	} else {
+		n.metadataChanged()
 	}
 	if size, ok := in.GetSize(); ok {
 		var errno syscall.Errno
@@ -729,6 +858,25 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 func (n *node) openRecord(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	record := n.recordPath()
 	c := n.fsys.callerOf(ctx)
+	reader := flags&syscall.O_ACCMODE == syscall.O_RDONLY && flags&syscall.O_TRUNC == 0
+	// On a version node the open is counted (versionNode.openReader, openOther) until the handle's
+	// release, or until a failure below.
+	v := n.ver
+	counted, cached, opened := false, false, false
+	switch {
+	case v != nil && !reader:
+		if v.openOther(releaseWait) == openStale {
+			return nil, 0, n.staleVersion(c)
+		}
+		counted = true
+	case v == nil && n.fsys.versions != nil:
+		n.fsys.versions.done(n.recordID.Load(), c.thread.pid)
+	}
+	defer func() {
+		if counted && !opened {
+			v.release(cached, n.dropVersion)
+		}
+	}()
 	loc, errno := n.locate()
 	if errno != 0 {
 		return nil, 0, errno
@@ -762,25 +910,59 @@ func (n *node) openRecord(ctx context.Context, flags uint32) (gofs.FileHandle, u
 			"pid", c.proc.pid, "comm", c.comm, "uid", c.uid, "err", err)
 		return nil, 0, errnoOf(err)
 	}
+	if v != nil && reader {
+		var found *unix.Stat_t
+		if exists {
+			found = &sn.Stat
+		}
+		switch v.openReader(found, releaseWait) {
+		case openStale:
+			return nil, 0, n.staleVersion(c)
+		case openCached:
+			cached = true
+		}
+		counted = true
+	}
 	var expect uint64
 	var view *version
 	if exists {
 		expect = sn.Identity.ID
-		n.opened(&sn.Stat)
+		if !cached {
+			n.opened(&sn.Stat)
+		}
 		view = n.fsys.snapshotView(expect, &sn, reused, latest)
 	}
 	h, errno := n.fsys.openRecordView(n, record, expect, flags, c, view, n.newRecordAttrs(c, 0o644))
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	return h, recordOpenFlags(flags), 0
+	if counted {
+		h.ver, h.cached = v, cached
+	}
+	if cached && view != nil {
+		// Its reads from the page cache never reach the daemon: the opener read the version.
+		h.rememberOpener(c)
+	}
+	opened = true
+	return h, recordOpenFlags(flags, cached), 0
+}
+
+// staleVersion answers an open of a version node that it cannot serve: ESTALE, and the thread's
+// lookups of the record give the record's own node for the kernel's retry of the open (versions.go).
+func (n *node) staleVersion(c caller) syscall.Errno {
+	n.fsys.versions.pend(n.recordID.Load(), c.thread.pid)
+	return syscall.ESTALE
 }
 
 // recordOpenFlags are the FOPEN flags of a record handle opened with flags: direct I/O, so that the
 // kernel's page cache, which is per inode, never shows one handle another's snapshot; and for a
 // read-only handle, which never commits, no FLUSH at its closes (the kernel skips the round trip).
-func recordOpenFlags(flags uint32) uint32 {
-	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
+// A cached handle of a version node (versions.go) reads through the page cache and keeps it.
+func recordOpenFlags(flags uint32, cached bool) uint32 {
+	switch {
+	case cached:
+		return fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
+	case flags&syscall.O_ACCMODE == syscall.O_RDONLY:
 		return fuse.FOPEN_DIRECT_IO | fuse.FOPEN_NOFLUSH
 	}
 	return fuse.FOPEN_DIRECT_IO
@@ -855,7 +1037,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	out.Ino = target.recordID.Load()
 	out.SetAttrTimeout(0)
-	return inode, h, recordOpenFlags(flags), 0
+	return inode, h, recordOpenFlags(flags, false), 0
 }
 
 func (n *node) createOther(ctx context.Context, dir backing.Dir, name string, c caller, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {

@@ -122,19 +122,22 @@ func encodeIdentity(id backing.Identity) []byte {
 	return b
 }
 
-// Record handles use direct I/O; read-only ones, which never commit, are opened without FLUSH.
+// Record handles use direct I/O; read-only ones, which never commit, are opened without FLUSH; a
+// cached handle of a version node keeps the page cache.
 func TestRecordOpenFlags(t *testing.T) {
 	for _, c := range []struct {
-		flags uint32
-		want  uint32
+		flags  uint32
+		cached bool
+		want   uint32
 	}{
-		{syscall.O_RDONLY, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_NOFLUSH},
-		{syscall.O_RDONLY | syscall.O_NONBLOCK, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_NOFLUSH},
-		{syscall.O_WRONLY | syscall.O_TRUNC, fuse.FOPEN_DIRECT_IO},
-		{syscall.O_RDWR, fuse.FOPEN_DIRECT_IO},
-		{syscall.O_WRONLY | syscall.O_APPEND, fuse.FOPEN_DIRECT_IO},
+		{syscall.O_RDONLY, true, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH},
+		{syscall.O_RDONLY, false, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_NOFLUSH},
+		{syscall.O_RDONLY | syscall.O_NONBLOCK, false, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_NOFLUSH},
+		{syscall.O_WRONLY | syscall.O_TRUNC, false, fuse.FOPEN_DIRECT_IO},
+		{syscall.O_RDWR, false, fuse.FOPEN_DIRECT_IO},
+		{syscall.O_WRONLY | syscall.O_APPEND, false, fuse.FOPEN_DIRECT_IO},
 	} {
-		if got := recordOpenFlags(c.flags); got != c.want {
+		if got := recordOpenFlags(c.flags, c.cached); got != c.want {
 			t.Errorf("flags %#o: %#x, want %#x", c.flags, got, c.want)
 		}
 	}

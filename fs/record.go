@@ -24,6 +24,10 @@ type recordHandle struct {
 	// record is the record's path at open, for read tracking and logs.
 	record string
 	append bool
+	// ver is the version node the handle was opened on (nil: none), cached whether it reads
+	// through the kernel's page cache (versions.go).
+	ver    *versionNode
+	cached bool
 	opener caller
 	create newRecord
 
@@ -249,6 +253,15 @@ func (h *recordHandle) rememberReader(ctx context.Context) {
 	h.fsys.history.read(h.expect, c.thread, c.proc, h.view)
 }
 
+// rememberOpener records that the opening thread saw h.view: a cached handle's reads are served by
+// the kernel's page cache, which READs reach only for pages not cached yet.
+func (h *recordHandle) rememberOpener(c caller) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.readers[c.thread.pid] = struct{}{}
+	h.fsys.history.read(h.expect, c.thread, c.proc, h.view)
+}
+
 func (h *recordHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -380,16 +393,25 @@ func (h *recordHandle) markWriter(ctx context.Context) {
 // handle, so a forked child or an exec dropping inherited descriptors
 // commits nothing.
 func (h *recordHandle) Flush(ctx context.Context) syscall.Errno {
+	errno, committed := h.flush(ctx)
+	if n, ok := h.target.(*node); ok && committed {
+		n.renewVersion()
+	}
+	return errno
+}
+
+func (h *recordHandle) flush(ctx context.Context) (errno syscall.Errno, committed bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.dirty {
-		return 0
+		return 0, false
 	}
 	c, ok := h.flusher(ctx)
 	if !ok {
-		return 0
+		return 0, false
 	}
-	return h.commitLocked(c, event.Close, false)
+	errno = h.commitLocked(c, event.Close, false)
+	return errno, errno == 0
 }
 
 // flusher identifies the task closing the handle and reports whether it
@@ -454,6 +476,10 @@ func (h *recordHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 // to a process that was killed, and its half-written content is dropped.
 func (h *recordHandle) Release(ctx context.Context) syscall.Errno {
 	h.fsys.removeOpen(h)
+	if h.ver != nil {
+		n, _ := h.target.(*node)
+		h.ver.release(h.cached, n.dropVersion)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.uncharge()

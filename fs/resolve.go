@@ -110,6 +110,8 @@ type node struct {
 	// record node's attributes; cachedKey is what the last such answer was made from (nil: unknown).
 	attrsCached atomic.Bool
 	cachedKey   atomic.Pointer[attrKey]
+	// ver is set on a record's version node (versions.go): a kernel inode for one version of it.
+	ver *versionNode
 }
 
 var _ gofs.InodeEmbedder = (*node)(nil)
@@ -129,6 +131,9 @@ func (n *node) newChild(name string, st *stat, recordID uint64) *node {
 // loopback does, so that a backing directory without submounts shows its own numbers.
 func (n *node) stableAttr(mode uint32) gofs.StableAttr {
 	if id := n.recordID.Load(); id != 0 {
+		if n.ver != nil {
+			return gofs.StableAttr{Mode: mode & syscall.S_IFMT, Ino: id, Gen: n.ver.gen}
+		}
 		return gofs.StableAttr{Mode: mode & syscall.S_IFMT, Ino: id, Gen: 1}
 	}
 	return gofs.StableAttr{Mode: mode & syscall.S_IFMT, Ino: n.fsys.inoOf(n.id.dev, n.id.ino), Gen: n.id.gen}

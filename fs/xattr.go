@@ -122,9 +122,14 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 		return errno
 	}
 	defer done()
-	return errnoOf(sysx.AsUser(n.fsys.callerOf(ctx).cred(), func() error {
+	errno = errnoOf(sysx.AsUser(n.fsys.callerOf(ctx).cred(), func() error {
 		return unix.Setxattr(p, attr, data, int(flags))
 	}))
+	if errno == 0 {
+		// An ACL changes the mode the kernel may cache for the record's version node.
+		n.fsys.versionChanged(n.recordID.Load())
+	}
+	return errno
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
@@ -139,7 +144,12 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 		return errno
 	}
 	defer done()
-	return errnoOf(sysx.AsUser(n.fsys.callerOf(ctx).cred(), func() error {
+	errno = errnoOf(sysx.AsUser(n.fsys.callerOf(ctx).cred(), func() error {
 		return unix.Removexattr(p, attr)
 	}))
+	if errno == 0 {
+		// An ACL changes the mode the kernel may cache for the record's version node.
+		n.fsys.versionChanged(n.recordID.Load())
+	}
+	return errno
 }
