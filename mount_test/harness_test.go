@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -211,13 +212,22 @@ func (h *harness) launchMergefs(spec daemonSpec, backing, mountpoint string, fla
 	return d, err
 }
 
-// mountUnderTest mounts mergefs, or with MERGEFS_E2E_TARGET=loopback the plain
-// go-fuse loopback: a self-test of the harness, whose no-loss checks must then
-// fail.
+// mountUnderTest mounts mergefs, with the flags in MERGEFS_E2E_FLAGS too (scripts/test runs the
+// workload tests again with --cache-reads), or with MERGEFS_E2E_TARGET=loopback the plain go-fuse
+// loopback: a self-test of the harness, whose no-loss checks must then fail.
 func (h *harness) mountUnderTest(backing, mountpoint string, flags ...string) (*daemon, error) {
 	if os.Getenv("MERGEFS_E2E_TARGET") == "loopback" {
 		h.t.Logf("MERGEFS_E2E_TARGET=loopback: the filesystem under test is go-fuse's loopback")
 		return h.mountLoopback(backing, mountpoint)
+	}
+	if extra := strings.Fields(os.Getenv("MERGEFS_E2E_FLAGS")); len(extra) > 0 {
+		if slices.Contains(flags, "--multi-host=on") {
+			// --cache-reads is refused with --multi-host: such a mount is tested as it is.
+			h.t.Logf("MERGEFS_E2E_FLAGS not added to a --multi-host=on mount")
+		} else {
+			h.t.Logf("MERGEFS_E2E_FLAGS: mergefs mounted with %s", strings.Join(extra, " "))
+			flags = append(flags, extra...)
+		}
 	}
 	return h.mountMergefs(backing, mountpoint, flags...)
 }

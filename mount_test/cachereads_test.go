@@ -1,0 +1,132 @@
+package mount_test
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestCachedReadsKeepTheirVersion: with --cache-reads, a plain read of a record goes through the
+// kernel's page cache (a shared mmap of the descriptor works, which direct I/O refuses with ENODEV:
+// TestMmapOfRecords),
+// and everything a reader and a writer see stays as without it: a descriptor opened before a commit
+// keeps reading its version, at its size, while the writer's rewrite, a truncate by path and a chmod
+// made meanwhile (each of which a version node with a cached descriptor open must turn away to the
+// record's own node) succeed, and stat and new opens show the record as it is now.
+func TestCachedReadsKeepTheirVersion(t *testing.T) {
+	h := newHarness(t)
+	backing, mnt := h.path("backing"), h.path("mnt")
+	_, err := h.mountMergefs(backing, mnt, "--cache-reads")
+	h.needMount(t, err)
+	writer := h.startSession(t, "writer", nil)
+	watcher := h.startSession(t, "watcher", nil)
+	reader := h.startSession(t, "reader", nil)
+	r := filepath.Join(mnt, "r.json")
+	rewrite := func(content string) { // a read-modify-write
+		t.Helper()
+		writer.do(map[string]any{"op": "cat", "path": r})
+		fd := writer.must(map[string]any{"op": "open", "path": r, "flags": []string{"O_WRONLY", "O_CREAT", "O_TRUNC"}}).num("fd")
+		writer.must(map[string]any{"op": "write", "fd": fd, "data": content})
+		writer.must(map[string]any{"op": "close", "fd": fd})
+	}
+	openCached := func(want string) int64 {
+		t.Helper()
+		fd := reader.must(map[string]any{"op": "open", "path": r, "flags": []string{"O_RDONLY"}}).num("fd")
+		got := reader.do(map[string]any{"op": "mmap", "fd": fd, "shared": true, "write": false})
+		if got.errno() != 0 {
+			t.Fatalf("shared mmap of a read-only descriptor: %v (a cached read allows it; direct I/O gives ENODEV)", got)
+		}
+		if got.str("data") != want {
+			t.Fatalf("read through a shared mmap: %q, want %q", got.str("data"), want)
+		}
+		return fd
+	}
+
+	rewrite(`{"a":1}`)
+	old := openCached(`{"a":1}`)
+	rewrite(`{"a":1,"b":22}`) // a truncating open while a cached descriptor is open
+	if got := watcher.must(map[string]any{"op": "cat", "path": r}).str("data"); got != `{"a":1,"b":22}` {
+		t.Fatalf("a new open after the commit read %q", got)
+	}
+	if got := watcher.must(map[string]any{"op": "stat", "path": r}).num("size"); got != 14 {
+		t.Errorf("stat right after the commit: size %d, want 14", got)
+	}
+	if got := reader.must(map[string]any{"op": "fstat", "fd": old}).num("size"); got != 7 {
+		t.Errorf("fstat of a descriptor opened before the commit: size %d, want 7 (its version)", got)
+	}
+	if got := reader.must(map[string]any{"op": "read", "fd": old}).str("data"); got != `{"a":1}` {
+		t.Errorf("read of a descriptor opened before the commit: %q, want its version", got)
+	}
+
+	// The writer was turned away to the record's other inode: for a second the record counts as
+	// busy (lookups give that inode, uncached), and the kernel keeps the name for a second.
+	settle := func() { time.Sleep(1500 * time.Millisecond) }
+	settle()
+	cur := openCached(`{"a":1,"b":22}`)
+	// truncate(2) to the record's own size: a commit of the same content, made through the record's
+	// node after the version node answered ESTALE.
+	watcher.must(map[string]any{"op": "truncate", "path": r, "size": 14})
+	watcher.must(map[string]any{"op": "chmod", "path": r, "mode": 0o600})
+	if got := watcher.must(map[string]any{"op": "stat", "path": r}).num("mode"); got != 0o600 {
+		t.Errorf("stat right after chmod: mode %#o, want 0600", got)
+	}
+	if got := reader.must(map[string]any{"op": "read", "fd": cur}).str("data"); got != `{"a":1,"b":22}` {
+		t.Errorf("read of a cached descriptor after a truncate and a chmod by path: %q", got)
+	}
+	// A writer that opens the record while nobody reads it is served on the version node it finds,
+	// and the next reader reads the new version from the page cache.
+	for _, fd := range []int64{old, cur} {
+		reader.must(map[string]any{"op": "close", "fd": fd})
+	}
+	settle() // the truncate was turned away too
+	reader.must(map[string]any{"op": "close", "fd": openCached(`{"a":1,"b":22}`)})
+	rewrite(`{"a":1,"b":22,"c":333}`)
+	if got := reader.must(map[string]any{"op": "cat", "path": r}).str("data"); got != `{"a":1,"b":22,"c":333}` {
+		t.Errorf("read after a rewrite with no reader open: %q", got)
+	}
+	reader.must(map[string]any{"op": "close", "fd": openCached(`{"a":1,"b":22,"c":333}`)})
+	if got := watcher.must(map[string]any{"op": "stat", "path": r}); got.num("size") != 22 || got.num("mode") != 0o600 {
+		t.Errorf("stat at the end: %v, want size 22 and mode 0600", got)
+	}
+}
+
+// TestCachedReadIsAReadOfItsVersion: a reader whose read of a record came from the page cache (another
+// reader's read had filled it; no READ reached the daemon) still read that version, and its
+// read-modify-write merges from it: another process's change committed in between is kept (a base
+// of the record as the truncating open found it would undo that change).
+func TestCachedReadIsAReadOfItsVersion(t *testing.T) {
+	h := newHarness(t)
+	backing, mnt := h.path("backing"), h.path("mnt")
+	_, err := h.mountMergefs(backing, mnt, "--cache-reads")
+	h.needMount(t, err)
+	a := h.startSession(t, "a", nil)
+	b := h.startSession(t, "b", nil)
+	r := filepath.Join(mnt, "r.json")
+	b.put(r, `{"x": 0, "y": 0}`)
+	read := func(s *session) string {
+		t.Helper()
+		fd := s.must(map[string]any{"op": "open", "path": r, "flags": []string{"O_RDONLY"}}).num("fd")
+		if got := s.do(map[string]any{"op": "mmap", "fd": fd, "shared": true, "write": false}); got.errno() != 0 {
+			t.Fatalf("%s: shared mmap of a read-only descriptor: %v (the read is not cached)", s.label, got)
+		}
+		data := s.must(map[string]any{"op": "read", "fd": fd}).str("data")
+		s.must(map[string]any{"op": "close", "fd": fd})
+		return data
+	}
+	write := func(s *session, content string) {
+		t.Helper()
+		fd := s.must(map[string]any{"op": "open", "path": r, "flags": []string{"O_WRONLY", "O_TRUNC"}}).num("fd")
+		s.must(map[string]any{"op": "write", "fd": fd, "data": content})
+		s.must(map[string]any{"op": "close", "fd": fd})
+	}
+	read(b) // fills the page cache
+	if got := read(a); got != `{"x": 0, "y": 0}` {
+		t.Fatalf("a read %q", got)
+	}
+	read(b)
+	write(b, `{"x": 1, "y": 0}`)
+	write(a, `{"x": 0, "y": 1}`)
+	if got := b.must(map[string]any{"op": "cat", "path": r}).str("data"); got != `{"x": 1, "y": 1}` {
+		t.Errorf("after both read-modify-writes the record is %q, want both changes", got)
+	}
+}
