@@ -11,12 +11,23 @@ import (
 // fstat of its descriptor, and a writer its own content's size. An open through another mount of the
 // same backing directory (a second daemon, whose commits this daemon does not see) still finds the
 // size of what it opened.
+// With --cache-reads too (version nodes answer GETATTR with their version's attributes).
 func TestRecordAttributesFollowCommits(t *testing.T) {
+	forCacheModes(t, testRecordAttributesFollowCommits)
+}
+
+// forCacheModes runs test without and with --cache-reads.
+func forCacheModes(t *testing.T, test func(t *testing.T, flags ...string)) {
+	t.Run("default", func(t *testing.T) { test(t) })
+	t.Run("cache-reads", func(t *testing.T) { test(t, "--cache-reads") })
+}
+
+func testRecordAttributesFollowCommits(t *testing.T, flags ...string) {
 	h := newHarness(t)
 	backing, mnt, mnt2 := h.path("backing"), h.path("mnt"), h.path("mnt2")
-	_, err := h.mountMergefs(backing, mnt)
+	_, err := h.mountMergefs(backing, mnt, flags...)
 	h.needMount(t, err)
-	_, err = h.mountMergefs(backing, mnt2)
+	_, err = h.mountMergefs(backing, mnt2, flags...)
 	h.needMount(t, err)
 	writer := h.startSession(t, "writer", nil)
 	watcher := h.startSession(t, "watcher", nil)
@@ -130,11 +141,16 @@ func TestRecordAttributesFollowCommits(t *testing.T) {
 
 // TestRecordModeFollowsACLChanges: an access ACL set on a record through the mount changes its mode
 // (the group bits show the mask); a stat right after shows it, whatever the kernel cached before.
+// With --cache-reads too.
 func TestRecordModeFollowsACLChanges(t *testing.T) {
 	needTools(t, "setfacl")
+	forCacheModes(t, testRecordModeFollowsACLChanges)
+}
+
+func testRecordModeFollowsACLChanges(t *testing.T, flags ...string) {
 	h := newHarness(t)
 	backing, mnt := h.path("backing"), h.path("mnt")
-	_, err := h.mountMergefs(backing, mnt)
+	_, err := h.mountMergefs(backing, mnt, flags...)
 	h.needMount(t, err)
 	s := h.startSession(t, "root", nil)
 	r := filepath.Join(mnt, "r.json")
