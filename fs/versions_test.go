@@ -174,12 +174,7 @@ func TestVersionNodeConcurrent(t *testing.T) {
 // A metadata change through mergefs (utimes) keeps the version: the node takes the new modification
 // time, and its cached handles stay its version's.
 func TestVersionNodeTouched(t *testing.T) {
-	vs := newVersions(time.Now)
-	st := fileStat(1, 10)
-	v, _ := vs.node(7, st)
-	if v.openReader(st, 0) != openCached {
-		t.Fatal("first reader not cached")
-	}
+	v, st := cachedVersion(t)
 	touched := *st
 	touched.Mtim.Sec += 100
 	v.touched(&touched)
@@ -200,12 +195,7 @@ func TestVersionNodeTouched(t *testing.T) {
 // the kernel sends after close() returned: a process that just closed its reading descriptor and
 // opens to write is not turned away.
 func TestVersionNodeWaitsForReleases(t *testing.T) {
-	vs := newVersions(time.Now)
-	st := fileStat(1, 10)
-	v, _ := vs.node(7, st)
-	if v.openReader(st, 0) != openCached {
-		t.Fatal("first reader not cached")
-	}
+	v, _ := cachedVersion(t)
 	go func() {
 		time.Sleep(time.Millisecond)
 		v.release(true, func() {})
@@ -214,4 +204,15 @@ func TestVersionNodeWaitsForReleases(t *testing.T) {
 		t.Errorf("writer while a cached handle is being released: %v, want direct", got)
 	}
 	v.release(false, func() {})
+}
+
+// cachedVersion is a version node of a record with one cached handle open, and its version.
+func cachedVersion(t *testing.T) (*versionNode, *unix.Stat_t) {
+	t.Helper()
+	st := fileStat(1, 10)
+	v, _ := newVersions(time.Now).node(7, st)
+	if v.openReader(st, 0) != openCached {
+		t.Fatal("first reader not cached")
+	}
+	return v, st
 }

@@ -14,30 +14,20 @@ import (
 // made meanwhile (each of which a version node with a cached descriptor open must turn away to the
 // record's own node) succeed, and stat and new opens show the record as it is now.
 func TestCachedReadsKeepTheirVersion(t *testing.T) {
-	h := newHarness(t)
-	backing, mnt := h.path("backing"), h.path("mnt")
-	_, err := h.mountMergefs(backing, mnt, "--cache-reads")
-	h.needMount(t, err)
+	h, r := cachedReadsMount(t)
 	writer := h.startSession(t, "writer", nil)
 	watcher := h.startSession(t, "watcher", nil)
 	reader := h.startSession(t, "reader", nil)
-	r := filepath.Join(mnt, "r.json")
 	rewrite := func(content string) { // a read-modify-write
 		t.Helper()
 		writer.do(map[string]any{"op": "cat", "path": r})
-		fd := writer.must(map[string]any{"op": "open", "path": r, "flags": []string{"O_WRONLY", "O_CREAT", "O_TRUNC"}}).num("fd")
-		writer.must(map[string]any{"op": "write", "fd": fd, "data": content})
-		writer.must(map[string]any{"op": "close", "fd": fd})
+		writer.rewrite(r, content)
 	}
 	openCached := func(want string) int64 {
 		t.Helper()
-		fd := reader.must(map[string]any{"op": "open", "path": r, "flags": []string{"O_RDONLY"}}).num("fd")
-		got := reader.do(map[string]any{"op": "mmap", "fd": fd, "shared": true, "write": false})
-		if got.errno() != 0 {
-			t.Fatalf("shared mmap of a read-only descriptor: %v (a cached read allows it; direct I/O gives ENODEV)", got)
-		}
-		if got.str("data") != want {
-			t.Fatalf("read through a shared mmap: %q, want %q", got.str("data"), want)
+		fd, got := reader.openCached(r)
+		if got != want {
+			t.Fatalf("read through a shared mmap: %q, want %q", got, want)
 		}
 		return fd
 	}
@@ -95,30 +85,17 @@ func TestCachedReadsKeepTheirVersion(t *testing.T) {
 // read-modify-write merges from it: another process's change committed in between is kept (a base
 // of the record as the truncating open found it would undo that change).
 func TestCachedReadIsAReadOfItsVersion(t *testing.T) {
-	h := newHarness(t)
-	backing, mnt := h.path("backing"), h.path("mnt")
-	_, err := h.mountMergefs(backing, mnt, "--cache-reads")
-	h.needMount(t, err)
+	h, r := cachedReadsMount(t)
 	a := h.startSession(t, "a", nil)
 	b := h.startSession(t, "b", nil)
-	r := filepath.Join(mnt, "r.json")
 	b.put(r, `{"x": 0, "y": 0}`)
 	read := func(s *session) string {
 		t.Helper()
-		fd := s.must(map[string]any{"op": "open", "path": r, "flags": []string{"O_RDONLY"}}).num("fd")
-		if got := s.do(map[string]any{"op": "mmap", "fd": fd, "shared": true, "write": false}); got.errno() != 0 {
-			t.Fatalf("%s: shared mmap of a read-only descriptor: %v (the read is not cached)", s.label, got)
-		}
-		data := s.must(map[string]any{"op": "read", "fd": fd}).str("data")
+		fd, data := s.openCached(r)
 		s.must(map[string]any{"op": "close", "fd": fd})
 		return data
 	}
-	write := func(s *session, content string) {
-		t.Helper()
-		fd := s.must(map[string]any{"op": "open", "path": r, "flags": []string{"O_WRONLY", "O_TRUNC"}}).num("fd")
-		s.must(map[string]any{"op": "write", "fd": fd, "data": content})
-		s.must(map[string]any{"op": "close", "fd": fd})
-	}
+	write := func(s *session, content string) { s.rewrite(r, content) }
 	read(b) // fills the page cache
 	if got := read(a); got != `{"x": 0, "y": 0}` {
 		t.Fatalf("a read %q", got)
@@ -129,4 +106,58 @@ func TestCachedReadIsAReadOfItsVersion(t *testing.T) {
 	if got := b.must(map[string]any{"op": "cat", "path": r}).str("data"); got != `{"x": 1, "y": 1}` {
 		t.Errorf("after both read-modify-writes the record is %q, want both changes", got)
 	}
+}
+
+// cachedReadsMount mounts mergefs with --cache-reads and returns the path of a record in it.
+func cachedReadsMount(t *testing.T) (*harness, string) {
+	h := newHarness(t)
+	backing, mnt := h.path("backing"), h.path("mnt")
+	_, err := h.mountMergefs(backing, mnt, "--cache-reads")
+	h.needMount(t, err)
+	return h, filepath.Join(mnt, "r.json")
+}
+
+// openCached opens path read-only and reads it through a shared mapping, which only a descriptor
+// that reads from the page cache allows (direct I/O gives ENODEV); it returns the descriptor and
+// what it read.
+func (s *session) openCached(path string) (int64, string) {
+	s.t.Helper()
+	fd := s.must(map[string]any{"op": "open", "path": path, "flags": []string{"O_RDONLY"}}).num("fd")
+	got := s.do(map[string]any{"op": "mmap", "fd": fd, "shared": true, "write": false})
+	if got.errno() != 0 {
+		s.t.Fatalf("%s: shared mmap of a read-only descriptor: %v (the read is not from the page cache)", s.label, got)
+	}
+	return fd, got.str("data")
+}
+
+// rewrite replaces path's content as json.dump(d, open(path, "w")) does.
+func (s *session) rewrite(path, content string) {
+	s.t.Helper()
+	fd := s.must(map[string]any{"op": "open", "path": path, "flags": []string{"O_WRONLY", "O_CREAT", "O_TRUNC"}}).num("fd")
+	s.must(map[string]any{"op": "write", "fd": fd, "data": content})
+	s.must(map[string]any{"op": "close", "fd": fd})
+}
+
+// TestCachedReaderMappingSurvivesAWriter: a cached reader's shared mapping keeps showing its version
+// while a writer holds the record open with O_TRUNC. The kernel keeps one size per inode and sets it
+// to 0 at a truncating open: were the writer given the reader's inode, touching the mapping would be
+// past that size, and the reader would die of SIGBUS. It is given the record's other inode.
+func TestCachedReaderMappingSurvivesAWriter(t *testing.T) {
+	h, r := cachedReadsMount(t)
+	reader := h.startSession(t, "reader", nil)
+	writer := h.startSession(t, "writer", nil)
+	writer.rewrite(r, `{"a":1,"b":22}`)
+	fd, _ := reader.openCached(r)
+	m := reader.must(map[string]any{"op": "maphold", "fd": fd}).num("map")
+	w := writer.must(map[string]any{"op": "open", "path": r, "flags": []string{"O_WRONLY", "O_TRUNC"}}).num("fd")
+	writer.must(map[string]any{"op": "fstat", "fd": w})
+	if got := reader.do(map[string]any{"op": "mapread", "map": m}); got.str("data") != `{"a":1,"b":22}` {
+		t.Fatalf("reader's mapping while a writer has the record open with O_TRUNC: %v (session: %s)", got, reader.exitStatus())
+	}
+	writer.must(map[string]any{"op": "write", "fd": w, "data": `{"a":1}`})
+	writer.must(map[string]any{"op": "close", "fd": w})
+	if got := reader.do(map[string]any{"op": "mapread", "map": m}); got.str("data") != `{"a":1,"b":22}` {
+		t.Errorf("reader's mapping after the writer's commit: %v (session: %s)", got, reader.exitStatus())
+	}
+	reader.must(map[string]any{"op": "close", "fd": fd})
 }

@@ -24,6 +24,9 @@ Reads one JSON command per line on stdin and answers one JSON line on stdout:
         opens P read-only up to C times, stopping at the first error, and keeps the descriptors open
   {"op": "mmap", "fd": N, "shared": bool, "write": bool}  -> {"data": text}
         maps the file (MAP_SHARED or MAP_PRIVATE; writable or read-only) and reads it through the map
+  {"op": "maphold", "fd": N} -> {"map": M}   maps the file shared and read-only, fstat's size, and
+        keeps the mapping without touching it; {"op": "mapread", "map": M} -> {"data": text} reads
+        through it (a page past the kernel's size of the file kills the session with SIGBUS)
 Any failing call answers {"errno": E, "error": name}.
 """
 
@@ -38,6 +41,7 @@ def stat_result(st):
 
 
 FLOOD = []  # descriptors "flood" keeps open
+MAPS = []  # mappings "maphold" keeps, untouched until "mapread"
 
 
 def run(cmd):
@@ -128,6 +132,13 @@ def run(cmd):
             return {"data": m[:].decode("utf-8", "replace")}
         finally:
             m.close()
+    if op == "maphold":
+        import mmap
+        m = mmap.mmap(cmd["fd"], os.fstat(cmd["fd"]).st_size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        MAPS.append(m)
+        return {"map": len(MAPS) - 1}
+    if op == "mapread":
+        return {"data": MAPS[cmd["map"]][:].decode("utf-8", "replace")}
     if op == "fill":
         chunk = b"x" * (1 << 16)
         off = 0
