@@ -358,6 +358,10 @@ type Stats struct {
 	ReadBytes      int64  // memory charged to the read history: distinct versions, summaries, entries
 	ReadsEvicted   uint64 // records whose read history was dropped by age or memory
 	RecoveredFiles int    // temporary files removed at start
+	// CachedOpens counts record opens that read from the kernel's page cache (Config.CacheReads);
+	// CacheRetries opens and truncates a version node turned away (ESTALE: the kernel retried them
+	// on the record's own node).
+	CachedOpens, CacheRetries uint64
 	// Limits is the use of the limits and their refusals; RejectedDir what rejected/ holds.
 	Limits      LimitStats
 	RejectedDir RejectedStats
@@ -365,6 +369,7 @@ type Stats struct {
 
 type counters struct {
 	commits, unchanged, merges, conflicts, rejected, failed, fallbacks, ambiguous atomic.Uint64
+	cachedOpens, cacheRetries                                                     atomic.Uint64
 	bases                                                                         [event.Fallback + 1]atomic.Uint64
 	ruleMerges                                                                    map[merge.Strategy]*atomic.Uint64 // filled by New
 }
@@ -394,6 +399,8 @@ func (fsys *FS) Stats() Stats {
 		Rejected:       fsys.counters.rejected.Load(),
 		Failed:         fsys.counters.failed.Load(),
 		BaseFallbacks:  fsys.counters.fallbacks.Load(),
+		CachedOpens:    fsys.counters.cachedOpens.Load(),
+		CacheRetries:   fsys.counters.cacheRetries.Load(),
 		Bases:          bases,
 		AmbiguousBases: fsys.counters.ambiguous.Load(),
 		RuleMerges:     ruleMerges,

@@ -939,9 +939,12 @@ func (n *node) openRecord(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	if counted {
 		h.ver, h.cached = v, cached
 	}
-	if cached && view != nil {
-		// Its reads from the page cache never reach the daemon: the opener read the version.
-		h.rememberOpener(c)
+	if cached {
+		n.fsys.counters.cachedOpens.Add(1)
+		if view != nil {
+			// Its reads from the page cache never reach the daemon: the opener read the version.
+			h.rememberOpener(c)
+		}
 	}
 	opened = true
 	return h, recordOpenFlags(flags, cached), 0
@@ -950,6 +953,7 @@ func (n *node) openRecord(ctx context.Context, flags uint32) (gofs.FileHandle, u
 // staleVersion answers an open of a version node that it cannot serve: ESTALE, and the thread's
 // lookups of the record give the record's own node for the kernel's retry of the open (versions.go).
 func (n *node) staleVersion(c caller) syscall.Errno {
+	n.fsys.counters.cacheRetries.Add(1)
 	n.fsys.versions.pend(n.recordID.Load(), c.thread.pid)
 	return syscall.ESTALE
 }

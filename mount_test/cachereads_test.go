@@ -14,7 +14,7 @@ import (
 // made meanwhile (each of which a version node with a cached descriptor open must turn away to the
 // record's own node) succeed, and stat and new opens show the record as it is now.
 func TestCachedReadsKeepTheirVersion(t *testing.T) {
-	h, r := cachedReadsMount(t)
+	h, d, r := cachedReadsMount(t)
 	writer := h.startSession(t, "writer", nil)
 	watcher := h.startSession(t, "watcher", nil)
 	reader := h.startSession(t, "reader", nil)
@@ -78,6 +78,8 @@ func TestCachedReadsKeepTheirVersion(t *testing.T) {
 	if got := watcher.must(map[string]any{"op": "stat", "path": r}); got.num("size") != 22 || got.num("mode") != 0o600 {
 		t.Errorf("stat at the end: %v, want size 22 and mode 0600", got)
 	}
+	// Four cached opens; the rewrite and the truncate with a cached descriptor open turned away.
+	cacheCounters(t, h, d, 4, 2)
 }
 
 // TestCachedReadIsAReadOfItsVersion: a reader whose read of a record came from the page cache (another
@@ -85,7 +87,7 @@ func TestCachedReadsKeepTheirVersion(t *testing.T) {
 // read-modify-write merges from it: another process's change committed in between is kept (a base
 // of the record as the truncating open found it would undo that change).
 func TestCachedReadIsAReadOfItsVersion(t *testing.T) {
-	h, r := cachedReadsMount(t)
+	h, _, r := cachedReadsMount(t)
 	a := h.startSession(t, "a", nil)
 	b := h.startSession(t, "b", nil)
 	b.put(r, `{"x": 0, "y": 0}`)
@@ -108,13 +110,25 @@ func TestCachedReadIsAReadOfItsVersion(t *testing.T) {
 	}
 }
 
-// cachedReadsMount mounts mergefs with --cache-reads and returns the path of a record in it.
-func cachedReadsMount(t *testing.T) (*harness, string) {
+// cachedReadsMount mounts mergefs with --cache-reads and returns its daemon and the path of a
+// record in it.
+func cachedReadsMount(t *testing.T) (*harness, *daemon, string) {
 	h := newHarness(t)
 	backing, mnt := h.path("backing"), h.path("mnt")
-	_, err := h.mountMergefs(backing, mnt, "--cache-reads")
+	d, err := h.mountMergefs(backing, mnt, "--cache-reads")
 	h.needMount(t, err)
-	return h, filepath.Join(mnt, "r.json")
+	return h, d, filepath.Join(mnt, "r.json")
+}
+
+// cacheCounters checks the daemon's counts of cached opens (at least minCached: the ones the test
+// checked, besides other reads that were cached) and of opens turned away from them.
+func cacheCounters(t *testing.T, h *harness, d *daemon, minCached, retries int) {
+	t.Helper()
+	c := h.waitNoOpenRecords(t, d)
+	if c["cached opens"] < minCached || c["cache retries"] != retries {
+		t.Errorf("mergefs status: %d cached opens, %d cache retries; want at least %d and %d",
+			c["cached opens"], c["cache retries"], minCached, retries)
+	}
 }
 
 // openCached opens path read-only and reads it through a shared mapping, which only a descriptor
@@ -143,7 +157,7 @@ func (s *session) rewrite(path, content string) {
 // to 0 at a truncating open: were the writer given the reader's inode, touching the mapping would be
 // past that size, and the reader would die of SIGBUS. It is given the record's other inode.
 func TestCachedReaderMappingSurvivesAWriter(t *testing.T) {
-	h, r := cachedReadsMount(t)
+	h, d, r := cachedReadsMount(t)
 	reader := h.startSession(t, "reader", nil)
 	writer := h.startSession(t, "writer", nil)
 	writer.rewrite(r, `{"a":1,"b":22}`)
@@ -160,4 +174,6 @@ func TestCachedReaderMappingSurvivesAWriter(t *testing.T) {
 		t.Errorf("reader's mapping after the writer's commit: %v (session: %s)", got, reader.exitStatus())
 	}
 	reader.must(map[string]any{"op": "close", "fd": fd})
+	reader.must(map[string]any{"op": "munmap", "map": m})
+	cacheCounters(t, h, d, 1, 1)
 }

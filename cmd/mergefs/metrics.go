@@ -23,6 +23,8 @@ const (
 	metricAmbiguous      = "mergefs_ambiguous_bases_total"
 	metricBaseDistance   = "mergefs_base_distance"
 	metricOpenRecords    = "mergefs_open_record_handles"
+	metricCachedOpens    = "mergefs_cached_opens_total"
+	metricCacheRetries   = "mergefs_cache_retries_total"
 	metricReadVersions   = "mergefs_read_versions"
 	metricReadBytes      = "mergefs_read_versions_bytes"
 	metricReadMaxBytes   = "mergefs_read_versions_max_bytes"
@@ -164,6 +166,10 @@ var statDescs = []statDesc{
 		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.BaseFallbacks) }),
 	newStatDesc(metricAmbiguous, "Commits whose runner-up base candidate was within one change of the chosen one (journaled).", prometheus.CounterValue,
 		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.AmbiguousBases) }),
+	newStatDesc(metricCachedOpens, "Record opens that read from the kernel's page cache (--cache-reads).", prometheus.CounterValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.CachedOpens) }),
+	newStatDesc(metricCacheRetries, "Record opens and truncates turned away from a version node while it was read from the page cache (--cache-reads; the kernel retried them on the record's own inode).", prometheus.CounterValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.CacheRetries) }),
 	newStatDesc(metricOpenRecords, "Record handles open now.", prometheus.GaugeValue,
 		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.OpenRecords) }),
 	newStatDesc(metricReadVersions, "Read versions tracked to choose merge bases.", prometheus.GaugeValue,

@@ -214,6 +214,8 @@ func printStatus(w io.Writer, mf map[string]*dto.MetricFamily, now time.Time) {
 		fmt.Fprintf(w, "  %-15s %s  (changes on both sides merged by a strategy)\n", "merged by", merges)
 	}
 	row("open records", value(mf, metricOpenRecords), "record handles open now")
+	row("cached opens", value(mf, metricCachedOpens), "record opens read from the page cache (--cache-reads)")
+	row("cache retries", value(mf, metricCacheRetries), "opens turned away from readers of the page cache (retried)")
 	held := humanBytes(value(mf, metricReadBytes))
 	if max := value(mf, metricReadMaxBytes); max > 0 {
 		held += " of " + humanBytes(max)

@@ -26,7 +26,8 @@ Reads one JSON command per line on stdin and answers one JSON line on stdout:
         maps the file (MAP_SHARED or MAP_PRIVATE; writable or read-only) and reads it through the map
   {"op": "maphold", "fd": N} -> {"map": M}   maps the file shared and read-only, fstat's size, and
         keeps the mapping without touching it; {"op": "mapread", "map": M} -> {"data": text} reads
-        through it (a page past the kernel's size of the file kills the session with SIGBUS)
+        through it (a page past the kernel's size of the file kills the session with SIGBUS);
+        {"op": "munmap", "map": M} unmaps it
 Any failing call answers {"errno": E, "error": name}.
 """
 
@@ -139,6 +140,9 @@ def run(cmd):
         return {"map": len(MAPS) - 1}
     if op == "mapread":
         return {"data": MAPS[cmd["map"]][:].decode("utf-8", "replace")}
+    if op == "munmap":
+        MAPS[cmd["map"]].close()
+        return {}
     if op == "fill":
         chunk = b"x" * (1 << 16)
         off = 0
