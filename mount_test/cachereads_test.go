@@ -2,6 +2,8 @@ package mount_test
 
 import (
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 )
@@ -87,7 +89,7 @@ func TestCachedReadsKeepTheirVersion(t *testing.T) {
 // read-modify-write merges from it: another process's change committed in between is kept (a base
 // of the record as the truncating open found it would undo that change).
 func TestCachedReadIsAReadOfItsVersion(t *testing.T) {
-	h, _, r := cachedReadsMount(t)
+	h, d, r := cachedReadsMount(t)
 	a := h.startSession(t, "a", nil)
 	b := h.startSession(t, "b", nil)
 	b.put(r, `{"x": 0, "y": 0}`)
@@ -107,6 +109,15 @@ func TestCachedReadIsAReadOfItsVersion(t *testing.T) {
 	write(a, `{"x": 0, "y": 1}`)
 	if got := b.must(map[string]any{"op": "cat", "path": r}).str("data"); got != `{"x": 1, "y": 1}` {
 		t.Errorf("after both read-modify-writes the record is %q, want both changes", got)
+	}
+	// Both rewrites took as base the writing thread's own read, a's from its cached open: no READ of
+	// a's reached the daemon, so the open recorded it.
+	out, errOut, err := h.run(t, clientTimeout, bins.mergefs, "status", "--state-dir", d.stateDir)
+	if err != nil {
+		t.Fatalf("mergefs status: %v: %s", err, errOut)
+	}
+	if m := regexp.MustCompile(`(?m)^  bases from +(.*)$`).FindStringSubmatch(string(out)); m == nil || !strings.Contains(m[1], "thread=2") {
+		t.Errorf("bases of the two rewrites: %q, want both from the writing thread's read (thread=2)\n%s", m, out)
 	}
 }
 
