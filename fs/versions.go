@@ -11,13 +11,13 @@ import (
 // Version nodes let plain reads of a record be served from the kernel's page cache (Config.CacheReads;
 // docs/design.md, "Kernel caches"). The page cache and the size the kernel reads up to are per kernel
 // inode, so an inode whose pages are cached must only ever show one version: a version node is a
-// kernel inode of its own for one version of a record (its backing file), given to a lookup of the
-// record's name while nobody has the record open to write. Read-only handles opened on it while that
-// version is still the record's are cached (FOPEN_KEEP_CACHE, no direct I/O): their pages and its size
-// are that version's. Anything that could show the kernel another size or other content through the
-// node (a writer, a truncate, an open after a commit) is served as today, with direct I/O, once no
-// cached handle is open on it; while one is, it is answered ESTALE, and the kernel's retry of that
-// open looks the name up again, which then gives the record's own node (pendingRecord).
+// kernel inode for one version of a record (its backing file) at a time, given to a lookup of the
+// record's name. Read-only handles opened on it while that version is still the record's are cached
+// (FOPEN_KEEP_CACHE, no direct I/O): their pages and its size are that version's. Anything that could
+// show the kernel another size or other content through the node (a writer, a truncate, an open
+// after a commit) is served as on the record's own node, with direct I/O, once no cached handle is
+// open on it; while one is, it is answered ESTALE, and the kernel's retry of that open looks the name
+// up again, which then gives the record's own node (versions.recordNode).
 
 // versionNode is a kernel inode for one version of a record at a time.
 type versionNode struct {
@@ -49,10 +49,9 @@ const (
 )
 
 // openReader decides a read-only open that found the record's backing file with attributes st (nil:
-// none):
-// cached if the node may be cached and st is its version (or it shows none yet); otherwise direct,
-// unless cached handles are open (the opener's content or size would show through their pages),
-// then stale. A cached or direct open counts until release.
+// none): cached if the node may be cached and st is its version (or it shows none yet); otherwise
+// direct, unless cached handles are open (the opener's content or size would show through their
+// pages) past wait, then stale. A cached or direct open counts until release.
 func (v *versionNode) openReader(st *unix.Stat_t, wait time.Duration) openMode {
 	v.mu.Lock()
 	defer v.mu.Unlock()
