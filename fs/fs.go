@@ -83,8 +83,8 @@ type FS struct {
 	budget  *budget
 
 	// requests carries what go-fuse's node API leaves out of a request, from rawFS to the node
-	// method, keyed by the request's cancel channel: whether a GETATTR named a file handle, and the
-	// caller's umask of a create (see rawFS).
+	// method, keyed by the request's cancel channel: whether a GETATTR named a file handle, the
+	// caller's umask of a create, a FLUSH's lock owner (see rawFS).
 	requests sync.Map // <-chan struct{} -> *requestInfo
 
 	mu   sync.Mutex
@@ -110,6 +110,9 @@ type FS struct {
 	dirs *dirCache
 	// versions are the records' version nodes (Config.CacheReads; nil: off).
 	versions *versions
+	// locks are the mount's file locks, kept by the daemon where a record can have several kernel
+	// inodes (with versions; nil: the kernel keeps them).
+	locks *fileLocks
 
 	counters counters
 	now      func() time.Time
@@ -187,6 +190,7 @@ func New(cfg Config) (*FS, gofs.InodeEmbedder, error) {
 			return nil, nil, errors.New("mergefs: cached reads need a backing store that no other host writes")
 		}
 		fsys.versions = newVersions(fsys.now)
+		fsys.locks = newFileLocks()
 	}
 	root := &node{fsys: fsys, id: st.identity()}
 	return fsys, root, nil
@@ -236,6 +240,7 @@ func (fsys *FS) Mount(mountpoint string, root gofs.InodeEmbedder, opts *gofs.Opt
 		attr := r.stableAttr(syscall.S_IFDIR)
 		opts.RootStableAttr = &attr
 	}
+	opts.EnableLocks = fsys.locks != nil
 	raw := &rawFS{RawFileSystem: gofs.NewNodeFS(root, opts), fsys: fsys}
 	server, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
 	if err != nil {
@@ -250,8 +255,9 @@ func (fsys *FS) Mount(mountpoint string, root gofs.InodeEmbedder, opts *gofs.Opt
 
 // rawFS is go-fuse's node filesystem with what its node API leaves out carried to the node methods
 // (FS.requests): whether a GETATTR named a file handle (FUSE_GETATTR_FH), which go-fuse hides by
-// passing the node's first open handle either way; and the caller's umask at a create, which the
-// filesystem applies itself once the kernel enforces ACLs.
+// passing the node's first open handle either way; the caller's umask at a create, which the
+// filesystem applies itself once the kernel enforces ACLs; and the lock owner of a FLUSH, whose
+// POSIX locks the close ends (locks.go).
 type rawFS struct {
 	fuse.RawFileSystem
 	fsys *FS
@@ -265,6 +271,8 @@ type requestInfo struct {
 	// record's, for a node that became that record (a file renamed onto it) and keeps its own
 	// number in go-fuse until the kernel looks the name up again.
 	ino uint64
+	// lockOwner is a FLUSH's lock owner: the closing process's file table.
+	lockOwner uint64
 }
 
 func (r *rawFS) with(cancel <-chan struct{}, info *requestInfo, fn func() fuse.Status) fuse.Status {
@@ -299,6 +307,15 @@ func (r *rawFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out
 func (r *rawFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
 	return r.with(cancel, &requestInfo{umask: in.Umask}, func() fuse.Status {
 		return r.RawFileSystem.Mknod(cancel, in, name, out)
+	})
+}
+
+func (r *rawFS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
+	if r.fsys.locks == nil {
+		return r.RawFileSystem.Flush(cancel, in)
+	}
+	return r.with(cancel, &requestInfo{lockOwner: in.LockOwner}, func() fuse.Status {
+		return r.RawFileSystem.Flush(cancel, in)
 	})
 }
 

@@ -154,27 +154,60 @@ func (h *harness) startSession(t *testing.T, label string, cred *syscall.Credent
 // gets the harness's FUSE connections aborted and fails the test.
 func (s *session) do(cmd map[string]any) reply {
 	s.t.Helper()
+	return s.start(cmd).reply()
+}
+
+// call is a command sent to a session whose reply has not been read yet.
+type call struct {
+	s    *session
+	cmd  []byte
+	line chan string
+	got  *string
+}
+
+// start sends one command and returns without waiting for its answer: for a command that blocks
+// until another session acts.
+func (s *session) start(cmd map[string]any) *call {
+	s.t.Helper()
 	b, _ := json.Marshal(cmd)
 	if _, err := fmt.Fprintf(s.in, "%s\n", b); err != nil {
 		s.t.Fatalf("%s: sending %s: %v\n%s", s.label, b, err, s.errs.String())
 	}
-	line := make(chan string, 1)
+	c := &call{s: s, cmd: b, line: make(chan string, 1)}
 	go func() {
 		l, _ := s.out.ReadString('\n')
-		line <- l
+		c.line <- l
 	}()
-	select {
-	case l := <-line:
-		var r reply
-		if err := json.Unmarshal([]byte(l), &r); err != nil {
-			s.t.Fatalf("%s: %s answered %q: %v (process: %s)\nstderr:\n%s", s.label, b, l, err, s.exitStatus(), s.errs.String())
-		}
-		return r
-	case <-time.After(clientTimeout):
-		s.h.abortAll()
-		s.t.Fatalf("%s: %s did not answer within %v: FUSE connections aborted", s.label, b, clientTimeout)
+	return c
+}
+
+// answeredWithin reports whether the session answered within d.
+func (c *call) answeredWithin(d time.Duration) bool {
+	if c.got != nil {
+		return true
 	}
-	return nil
+	select {
+	case l := <-c.line:
+		c.got = &l
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// reply waits for the answer, as do does.
+func (c *call) reply() reply {
+	s := c.s
+	s.t.Helper()
+	if !c.answeredWithin(clientTimeout) {
+		s.h.abortAll()
+		s.t.Fatalf("%s: %s did not answer within %v: FUSE connections aborted", s.label, c.cmd, clientTimeout)
+	}
+	var r reply
+	if err := json.Unmarshal([]byte(*c.got), &r); err != nil {
+		s.t.Fatalf("%s: %s answered %q: %v (process: %s)\nstderr:\n%s", s.label, c.cmd, *c.got, err, s.exitStatus(), s.errs.String())
+	}
+	return r
 }
 
 // exitStatus says how the session's process ended, waiting for it up to a few seconds, without

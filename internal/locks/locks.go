@@ -113,6 +113,28 @@ func (t *Table) Unlock(k Key, owner uint64) {
 	t.settle(k, f, released)
 }
 
+// UnlockProcess gives up every lock on k that process pid took (Lock.Pid), whichever owner it took
+// it as.
+func (t *Table) UnlockProcess(k Key, pid uint32) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f := t.files[k]
+	if f == nil {
+		return
+	}
+	n := 0
+	for _, l := range f.locks {
+		if l.Pid != pid {
+			f.locks[n] = l
+			n++
+		}
+	}
+	released := n != len(f.locks)
+	clear(f.locks[n:])
+	f.locks = f.locks[:n]
+	t.settle(k, f, released)
+}
+
 // Held returns a copy of the locks held on k, for tests and status.
 func (t *Table) Held(k Key) []Lock {
 	t.mu.Lock()

@@ -109,6 +109,25 @@ func TestUnlockForgetsFiles(t *testing.T) {
 	}
 }
 
+func TestUnlockProcess(t *testing.T) {
+	var tb Table
+	a, b := lk(1, rd, 0, 9), lk(2, rd, 5, 20) // owners 1 and 2: pids 101 and 102
+	c := lk(3, rd, 30, 40)
+	c.Pid = 101 // another owner of process 101 (an OFD lock, say)
+	for _, l := range []Lock{a, b, c} {
+		tb.TryLock(file1, l)
+	}
+	done := make(chan error, 1)
+	go func() { done <- tb.Lock(context.Background(), file1, lk(4, wr, 0, 4)) }()
+	tb.UnlockProcess(file1, 101)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got, want := tb.Held(file1), []Lock{b, lk(4, wr, 0, 4)}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("held %+v, want %+v", got, want)
+	}
+}
+
 func TestLockWaits(t *testing.T) {
 	var tb Table
 	tb.TryLock(file1, lk(1, wr, 0, 10))

@@ -28,12 +28,29 @@ Reads one JSON command per line on stdin and answers one JSON line on stdout:
         keeps the mapping without touching it; {"op": "mapread", "map": M} -> {"data": text} reads
         through it (a page past the kernel's size of the file kills the session with SIGBUS);
         {"op": "munmap", "map": M} unmaps it
+  {"op": "lock", "fd": N, "type": "r"|"w"|"u", "start": S, "len": L, "wait": bool}   fcntl F_SETLK
+        (F_SETLKW with wait) of bytes S to S+L-1 (L 0: to the end of the file)
+  {"op": "getlk", "fd": N, "type": "r"|"w", "start": S, "len": L} -> {"type": "r"|"w"|"u", "start",
+        "len", "pid"}   fcntl F_GETLK: a lock in the way, or "u"
+  {"op": "flock", "fd": N, "how": "sh"|"ex"|"un", "nb": bool}   flock(2) (LOCK_NB with nb)
+  A command with "interrupt_after": T (seconds) is interrupted by a signal after T if it has not
+  returned by then (its call fails with EINTR).
 Any failing call answers {"errno": E, "error": name}.
 """
 
+import fcntl
 import json
 import os
+import signal
+import struct
 import sys
+
+LOCK_TYPES = {"r": fcntl.F_RDLCK, "w": fcntl.F_WRLCK, "u": fcntl.F_UNLCK}
+FLOCK = "hhqqi4x"  # struct flock on 64-bit Linux: type, whence, start, len, pid
+
+
+def interrupted(signum, frame):
+    raise InterruptedError(4, "Interrupted system call")
 
 
 def stat_result(st):
@@ -158,6 +175,19 @@ def run(cmd):
         except OSError as e:
             return {"opened": opened, "stopped": e.errno}
         return {"opened": opened, "stopped": 0}
+    if op == "lock":
+        arg = struct.pack(FLOCK, LOCK_TYPES[cmd["type"]], os.SEEK_SET, cmd.get("start", 0), cmd.get("len", 0), 0)
+        fcntl.fcntl(cmd["fd"], fcntl.F_SETLKW if cmd.get("wait") else fcntl.F_SETLK, arg)
+        return {}
+    if op == "getlk":
+        arg = struct.pack(FLOCK, LOCK_TYPES[cmd["type"]], os.SEEK_SET, cmd.get("start", 0), cmd.get("len", 0), 0)
+        typ, _, start, length, pid = struct.unpack(FLOCK, fcntl.fcntl(cmd["fd"], fcntl.F_GETLK, arg))
+        name = {v: k for k, v in LOCK_TYPES.items()}[typ]
+        return {"type": name, "start": start, "len": length, "pid": pid}
+    if op == "flock":
+        how = {"sh": fcntl.LOCK_SH, "ex": fcntl.LOCK_EX, "un": fcntl.LOCK_UN}[cmd["how"]]
+        fcntl.flock(cmd["fd"], how | (fcntl.LOCK_NB if cmd.get("nb") else 0))
+        return {}
     if op == "umask":
         os.umask(cmd["mask"])
         return {}
@@ -169,8 +199,15 @@ def main():
         line = line.strip()
         if not line:
             continue
+        cmd = json.loads(line)
         try:
-            result = run(json.loads(line))
+            if "interrupt_after" in cmd:
+                signal.signal(signal.SIGALRM, interrupted)
+                signal.setitimer(signal.ITIMER_REAL, cmd["interrupt_after"])
+            try:
+                result = run(cmd)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
         except OSError as e:
             result = {"errno": e.errno, "error": os.strerror(e.errno)}
         sys.stdout.write(json.dumps(result) + "\n")

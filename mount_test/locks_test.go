@@ -1,0 +1,113 @@
+package mount_test
+
+import (
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestFileLocks: fcntl and flock locks on a record exclude each other between processes as on a
+// local file. With --cache-reads a reader from the page cache and a writer turned away from it are
+// on two kernel inodes of the record, so the daemon keeps the locks (the kernel's own would not
+// see each other: the writer's lock would be granted). Without it the kernel keeps them: the same
+// steps check that both agree.
+func TestFileLocks(t *testing.T) { forCacheModes(t, testFileLocks) }
+
+func testFileLocks(t *testing.T, flags ...string) {
+	h := newHarness(t)
+	mnt := h.path("mnt")
+	_, err := h.mountMergefs(h.path("backing"), mnt, flags...)
+	h.needMount(t, err)
+	r := filepath.Join(mnt, "r.json")
+	reader := h.startSession(t, "reader", nil)
+	writer := h.startSession(t, "writer", nil)
+	writer.put(r, `{"a":1}`)
+	open := func(s *session, flag string) int64 {
+		t.Helper()
+		return s.must(map[string]any{"op": "open", "path": r, "flags": []string{flag}}).num("fd")
+	}
+	lock := func(s *session, fd int64, typ string, extra ...any) reply {
+		t.Helper()
+		cmd := map[string]any{"op": "lock", "fd": fd, "type": typ}
+		for i := 0; i+1 < len(extra); i += 2 {
+			cmd[extra[i].(string)] = extra[i+1]
+		}
+		return s.do(cmd)
+	}
+	refused := func(what string, got reply) {
+		t.Helper()
+		if e := got.errno(); e != syscall.EAGAIN && e != syscall.EACCES {
+			t.Errorf("%s: %v, want EAGAIN (a conflicting lock is held)", what, got)
+		}
+	}
+
+	rfd := open(reader, "O_RDONLY")
+	if len(flags) > 0 { // read from the page cache: a shared mapping works (direct I/O refuses it)
+		reader.must(map[string]any{"op": "mmap", "fd": rfd, "shared": true, "write": false})
+	}
+	if got := lock(reader, rfd, "r"); got.errno() != 0 {
+		t.Fatalf("reader's read lock: %v", got)
+	}
+	wfd := open(writer, "O_RDWR")
+	refused("a write lock while another process holds a read lock", lock(writer, wfd, "w"))
+	if got := writer.must(map[string]any{"op": "getlk", "fd": wfd, "type": "w"}); got.str("type") != "r" || got.num("pid") != int64(reader.pid) {
+		t.Errorf("F_GETLK: %v, want the reader's read lock (pid %d)", got, reader.pid)
+	}
+	// flock locks exclude each other, and do not see fcntl locks.
+	writer.must(map[string]any{"op": "flock", "fd": wfd, "how": "ex", "nb": true})
+	if got := reader.do(map[string]any{"op": "flock", "fd": rfd, "how": "sh", "nb": true}); got.errno() != syscall.EWOULDBLOCK {
+		t.Errorf("flock(LOCK_SH|LOCK_NB) while another process holds LOCK_EX: %v, want EWOULDBLOCK", got)
+	}
+	writer.must(map[string]any{"op": "flock", "fd": wfd, "how": "un"})
+	reader.must(map[string]any{"op": "flock", "fd": rfd, "how": "sh", "nb": true})
+
+	// F_SETLKW waits until the reader's close ends its lock.
+	waiting := writer.start(map[string]any{"op": "lock", "fd": wfd, "type": "w", "wait": true})
+	if waiting.answeredWithin(300 * time.Millisecond) {
+		t.Fatalf("F_SETLKW returned %v while the reader held a read lock", waiting.reply())
+	}
+	reader.must(map[string]any{"op": "close", "fd": rfd})
+	if got := waiting.reply(); got.errno() != 0 {
+		t.Fatalf("F_SETLKW after the reader closed: %v", got)
+	}
+
+	// Under its lock the writer rewrites the record; a reader waiting for a lock is interrupted by
+	// a signal (EINTR), and gets it once the writer's close has committed and unlocked.
+	writer.must(map[string]any{"op": "write", "fd": wfd, "data": `{"a":2}`})
+	rfd = open(reader, "O_RDONLY")
+	if got := lock(reader, rfd, "r", "wait", true, "interrupt_after", 0.3); got.errno() != syscall.EINTR {
+		t.Errorf("F_SETLKW interrupted by a signal: %v, want EINTR", got)
+	}
+	writer.must(map[string]any{"op": "close", "fd": wfd})
+	reader.must(map[string]any{"op": "close", "fd": rfd})
+	rfd = open(reader, "O_RDONLY")
+	if got := lock(reader, rfd, "r"); got.errno() != 0 {
+		t.Fatalf("read lock after the writer closed: %v", got)
+	}
+	if got := reader.must(map[string]any{"op": "read", "fd": rfd}).str("data"); got != `{"a":2}` {
+		t.Errorf("read under the lock: %q, want the writer's commit", got)
+	}
+	reader.must(map[string]any{"op": "lock", "fd": rfd, "type": "u"})
+
+	// A close of any of a process's descriptors of the file ends its fcntl locks: of a writable one
+	// (FLUSH names the process), and of a read-only one (the kernel sends no FLUSH for it).
+	fd1 := open(writer, "O_RDWR")
+	for _, other := range []string{"O_RDWR", "O_RDONLY"} {
+		writer.must(map[string]any{"op": "lock", "fd": fd1, "type": "w"})
+		refused("a read lock while another process holds a write lock", lock(reader, rfd, "r"))
+		writer.must(map[string]any{"op": "close", "fd": open(writer, other)})
+		if got := lock(reader, rfd, "r"); got.errno() != 0 {
+			t.Fatalf("read lock after the writer closed another descriptor of the file (%s): %v", other, got)
+		}
+		reader.must(map[string]any{"op": "lock", "fd": rfd, "type": "u"})
+	}
+
+	// Locks belong to the file, not to a version of it: a commit by a third process keeps them.
+	writer.must(map[string]any{"op": "lock", "fd": fd1, "type": "w", "start": 2, "len": 3})
+	h.startSession(t, "third", nil).rewrite(r, `{"a":2,"b":3}`)
+	refused("a lock over another's range after a commit", lock(reader, rfd, "r", "start", 4, "len", 1))
+	if got := lock(reader, rfd, "r", "start", 5, "len", 0); got.errno() != 0 {
+		t.Errorf("a lock past another's range: %v", got)
+	}
+}
