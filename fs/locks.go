@@ -48,8 +48,15 @@ type lockUse struct {
 	owner uint64
 }
 
+// maxLocksPerUser bounds the locks one user holds on the mount (more get ENOLCK): each is a range
+// the daemon keeps in memory, about 50 bytes. The kernel, when it keeps them, bounds them by
+// kernel memory only; databases take a few locks per file.
+const maxLocksPerUser = 1 << 16
+
 func newFileLocks() *fileLocks {
-	return &fileLocks{through: make(map[gofs.FileHandle][]lockUse)}
+	l := &fileLocks{through: make(map[gofs.FileHandle][]lockUse)}
+	l.table.MaxPerUser = maxLocksPerUser
+	return l
 }
 
 // used records that owner locked k through f.
@@ -83,7 +90,7 @@ func (n *node) lockKey(flags uint32) locks.Key {
 	return locks.Key{File: n.StableAttr().Ino, Flock: flags&fuse.FUSE_LK_FLOCK != 0}
 }
 
-func lockOf(owner uint64, lk *fuse.FileLock) (locks.Lock, syscall.Errno) {
+func lockOf(ctx context.Context, owner uint64, lk *fuse.FileLock) (locks.Lock, syscall.Errno) {
 	switch lk.Typ {
 	case unix.F_RDLCK, unix.F_WRLCK, unix.F_UNLCK:
 	default:
@@ -92,7 +99,11 @@ func lockOf(owner uint64, lk *fuse.FileLock) (locks.Lock, syscall.Errno) {
 	if lk.Start > lk.End || lk.End > locks.MaxOffset {
 		return locks.Lock{}, syscall.EINVAL
 	}
-	return locks.Lock{Owner: owner, Pid: lk.Pid, Type: lk.Typ, Start: lk.Start, End: lk.End}, 0
+	want := locks.Lock{Owner: owner, Pid: lk.Pid, Type: lk.Typ, Start: lk.Start, End: lk.End}
+	if fc, ok := fuseCaller(ctx); ok {
+		want.Uid = fc.Uid
+	}
+	return want, 0
 }
 
 // Getlk answers F_GETLK: a lock of another owner in the way of lk, else F_UNLCK.
@@ -100,7 +111,7 @@ func (n *node) Getlk(ctx context.Context, f gofs.FileHandle, owner uint64, lk *f
 	if n.fsys.locks == nil {
 		return syscall.ENOTSUP
 	}
-	want, errno := lockOf(owner, lk)
+	want, errno := lockOf(ctx, owner, lk)
 	if errno != 0 {
 		return errno
 	}
@@ -130,7 +141,7 @@ func (n *node) setlk(ctx context.Context, f gofs.FileHandle, owner uint64, lk *f
 	if l == nil {
 		return syscall.ENOTSUP
 	}
-	want, errno := lockOf(owner, lk)
+	want, errno := lockOf(ctx, owner, lk)
 	if errno != 0 {
 		return errno
 	}
@@ -138,21 +149,26 @@ func (n *node) setlk(ctx context.Context, f gofs.FileHandle, owner uint64, lk *f
 	if want.Type != unix.F_UNLCK {
 		l.used(f, k, owner)
 	}
-	if l.table.TryLock(k, want) {
-		return 0
-	}
-	waitFor, stop := ctx, func() {}
-	if !wait {
-		waitFor, stop = context.WithTimeout(ctx, releaseWait)
-	}
-	defer stop()
-	if err := l.table.Lock(waitFor, k, want); err != nil {
-		if ctx.Err() != nil {
+	err := l.table.TryLock(k, want)
+	if err == locks.ErrConflict {
+		waitFor, stop := ctx, func() {}
+		if !wait {
+			waitFor, stop = context.WithTimeout(ctx, releaseWait)
+		}
+		err = l.table.Lock(waitFor, k, want)
+		stop()
+		if err != nil && ctx.Err() != nil {
 			return syscall.EINTR
 		}
-		return syscall.EAGAIN
 	}
-	return 0
+	switch err {
+	case nil:
+		return 0
+	case locks.ErrTooMany:
+		n.fsys.warnLimit("locks", n.fsys.callerOf(ctx), "file lock refused (ENOLCK): the user holds too many", "limit", maxLocksPerUser)
+		return syscall.ENOLCK
+	}
+	return syscall.EAGAIN
 }
 
 // Flush passes a close(2) on to the handle (a record's commit point) and then ends the closing

@@ -71,6 +71,10 @@ func testFileLocks(t *testing.T, flags ...string) {
 	if got := waiting.reply(); got.errno() != 0 {
 		t.Fatalf("F_SETLKW after the reader closed: %v", got)
 	}
+	if got := writer.do(map[string]any{"op": "flock", "fd": wfd, "how": "ex", "nb": true}); got.errno() != 0 {
+		t.Fatalf("flock(LOCK_EX|LOCK_NB) after the reader closed its descriptor with LOCK_SH: %v", got)
+	}
+	writer.must(map[string]any{"op": "flock", "fd": wfd, "how": "un"})
 
 	// Under its lock the writer rewrites the record; a reader waiting for a lock is interrupted by
 	// a signal (EINTR), and gets it once the writer's close has committed and unlocked.

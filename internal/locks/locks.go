@@ -9,6 +9,7 @@ package locks
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -21,11 +22,20 @@ const MaxOffset = 1<<63 - 1
 type Lock struct {
 	Owner uint64
 	Pid   uint32 // the process that took it, reported to F_GETLK
+	// Uid is the user who asks; an owner's locks count against the user of its first lock
+	// (Table.MaxPerUser).
 	// Type is unix.F_RDLCK (shared) or unix.F_WRLCK (exclusive); unix.F_UNLCK in a request
 	// unlocks the range.
 	Type       uint32
 	Start, End uint64 // bytes Start to End, both included
+	Uid        uint32
 }
+
+// Errors of TryLock and Lock.
+var (
+	ErrConflict = errors.New("locks: another owner holds a conflicting lock")
+	ErrTooMany  = errors.New("locks: the user holds too many locks")
+)
 
 func (l Lock) overlaps(o Lock) bool { return l.Start <= o.End && o.Start <= l.End }
 
@@ -44,8 +54,20 @@ type Key struct {
 
 // Table holds the locks of many files. The zero value is empty and ready.
 type Table struct {
-	mu    sync.Mutex
-	files map[Key]*file
+	// MaxPerUser bounds the locks one user's owners hold in the table (0: no bound): every lock
+	// is a range kept in memory, and a request can split one into three. Set it before use.
+	MaxPerUser int
+
+	mu     sync.Mutex
+	files  map[Key]*file
+	owners map[uint64]*owner
+	users  map[uint32]int // locks held, by user
+}
+
+// owner is what the table counts of one lock owner.
+type owner struct {
+	uid   uint32
+	locks int
 }
 
 // file is the locks held on one key. changed is closed (and replaced) whenever a lock is given up
@@ -69,11 +91,11 @@ func (t *Table) Conflict(k Key, want Lock) (Lock, bool) {
 	return Lock{}, false
 }
 
-// TryLock applies want (a lock, or an unlock of its range) unless another owner's lock conflicts;
-// it reports whether it did. A POSIX request replaces the owner's own locks over its range (a
+// TryLock applies want (a lock, or an unlock of its range) unless another owner's lock conflicts
+// (ErrConflict), or the request could take the user past MaxPerUser (ErrTooMany). A POSIX request replaces the owner's own locks over its range (a
 // shared lock turns exclusive there, or back) all at once. A flock request first gives up the
 // owner's lock, so a conversion that has to wait or fails leaves it with none (as flock(2) does).
-func (t *Table) TryLock(k Key, want Lock) bool {
+func (t *Table) TryLock(k Key, want Lock) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.try(k, want)
@@ -84,9 +106,9 @@ func (t *Table) TryLock(k Key, want Lock) bool {
 func (t *Table) Lock(ctx context.Context, k Key, want Lock) error {
 	for {
 		t.mu.Lock()
-		if t.try(k, want) {
+		if err := t.try(k, want); err != ErrConflict {
 			t.mu.Unlock()
-			return nil
+			return err
 		}
 		changed := t.files[k].changed // try failed on a conflict: the file has locks
 		t.mu.Unlock()
@@ -107,6 +129,7 @@ func (t *Table) Unlock(k Key, owner uint64) {
 		return
 	}
 	n := replace(f.locks, owner, Lock{Start: 0, End: MaxOffset}, nil)
+	t.account(owner, 0, n-len(f.locks))
 	released := n != len(f.locks)
 	clear(f.locks[n:])
 	f.locks = f.locks[:n]
@@ -127,6 +150,8 @@ func (t *Table) UnlockProcess(k Key, pid uint32) {
 		if l.Pid != pid {
 			f.locks[n] = l
 			n++
+		} else {
+			t.account(l.Owner, 0, -1)
 		}
 	}
 	released := n != len(f.locks)
@@ -145,19 +170,35 @@ func (t *Table) Held(k Key) []Lock {
 	return nil
 }
 
-// Files is how many keys have locks: the table's size.
-func (t *Table) Files() int {
+// Size is how many keys have locks, and how many owners hold them: the table's size.
+func (t *Table) Size() (files, owners int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.files)
+	return len(t.files), len(t.owners)
+}
+
+// UserLocks is how many locks the owners of user uid hold.
+func (t *Table) UserLocks(uid uint32) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.users[uid]
 }
 
 // try is TryLock with t.mu held.
-func (t *Table) try(k Key, want Lock) bool {
+func (t *Table) try(k Key, want Lock) error {
+	if o := t.owners[want.Owner]; t.MaxPerUser > 0 {
+		uid := want.Uid
+		if o != nil {
+			uid = o.uid
+		}
+		if t.users[uid]+2 > t.MaxPerUser {
+			return ErrTooMany
+		}
+	}
 	f := t.files[k]
 	if f == nil {
 		if want.Type == unix.F_UNLCK {
-			return true
+			return nil
 		}
 		if t.files == nil {
 			t.files = make(map[Key]*file)
@@ -165,8 +206,12 @@ func (t *Table) try(k Key, want Lock) bool {
 		f = &file{changed: make(chan struct{})}
 		t.files[k] = f
 	}
+	own := ownLocks(f.locks, want.Owner)
 	released := false // a lock was given up or weakened: waiters may get theirs now
-	defer func() { t.settle(k, f, released) }()
+	defer func() {
+		t.account(want.Owner, want.Uid, ownLocks(f.locks, want.Owner)-own)
+		t.settle(k, f, released)
+	}()
 	if k.Flock {
 		n := replace(f.locks, want.Owner, Lock{Start: 0, End: MaxOffset}, nil)
 		released = n != len(f.locks)
@@ -176,7 +221,7 @@ func (t *Table) try(k Key, want Lock) bool {
 	if want.Type != unix.F_UNLCK {
 		for _, l := range f.locks {
 			if l.conflicts(want) {
-				return false
+				return ErrConflict
 			}
 		}
 	}
@@ -188,7 +233,40 @@ func (t *Table) try(k Key, want Lock) bool {
 	released = released || n < len(f.locks)
 	clear(f.locks[n:])
 	f.locks = mergeOwn(append(f.locks[:n], add...), want.Owner)
-	return true
+	return nil
+}
+
+// account adds delta to owner's locks, and to its user's (uid for an owner new to the table).
+func (t *Table) account(id uint64, uid uint32, delta int) {
+	if delta == 0 {
+		return
+	}
+	o := t.owners[id]
+	if o == nil {
+		if t.owners == nil {
+			t.owners, t.users = make(map[uint64]*owner), make(map[uint32]int)
+		}
+		o = &owner{uid: uid}
+		t.owners[id] = o
+	}
+	o.locks += delta
+	t.users[o.uid] += delta
+	if o.locks == 0 {
+		delete(t.owners, id)
+	}
+	if t.users[o.uid] == 0 {
+		delete(t.users, o.uid)
+	}
+}
+
+func ownLocks(locks []Lock, owner uint64) int {
+	n := 0
+	for _, l := range locks {
+		if l.Owner == owner {
+			n++
+		}
+	}
+	return n
 }
 
 // settle wakes f's waiters if released, and forgets f once it holds nothing.

@@ -24,18 +24,18 @@ func lk(owner uint64, typ uint32, start, end uint64) Lock {
 
 func TestPosixRanges(t *testing.T) {
 	var tb Table
-	if !tb.TryLock(file1, lk(1, wr, 0, 99)) {
+	if tb.TryLock(file1, lk(1, wr, 0, 99)) != nil {
 		t.Fatal("first lock refused")
 	}
-	if tb.TryLock(file1, lk(2, rd, 50, 60)) {
+	if tb.TryLock(file1, lk(2, rd, 50, 60)) == nil {
 		t.Fatal("a read lock inside another owner's write lock was granted")
 	}
-	if !tb.TryLock(file1, lk(2, wr, 100, MaxOffset)) {
+	if tb.TryLock(file1, lk(2, wr, 100, MaxOffset)) != nil {
 		t.Fatal("a lock next to another owner's was refused")
 	}
 	// Owner 1 unlocks the middle: its lock splits in two, and owner 2 fits in between.
 	tb.TryLock(file1, lk(1, un, 40, 59))
-	if !tb.TryLock(file1, lk(2, rd, 45, 50)) {
+	if tb.TryLock(file1, lk(2, rd, 45, 50)) != nil {
 		t.Fatal("a lock in the unlocked middle was refused")
 	}
 	c, ok := tb.Conflict(file1, lk(3, rd, 60, 60))
@@ -44,17 +44,17 @@ func TestPosixRanges(t *testing.T) {
 	}
 	// An owner's own locks never conflict with its request: a write lock over its own read lock
 	// and another owner's nothing turns it exclusive there.
-	if !tb.TryLock(file1, lk(2, wr, 40, 59)) {
+	if tb.TryLock(file1, lk(2, wr, 40, 59)) != nil {
 		t.Fatal("owner 2 could not turn its own read lock exclusive")
 	}
 	// Read locks share.
 	var tr Table
 	for o := uint64(1); o <= 3; o++ {
-		if !tr.TryLock(file1, lk(o, rd, 0, MaxOffset)) {
+		if tr.TryLock(file1, lk(o, rd, 0, MaxOffset)) != nil {
 			t.Fatalf("read lock %d refused", o)
 		}
 	}
-	if tr.TryLock(file1, lk(1, wr, 0, 0)) {
+	if tr.TryLock(file1, lk(1, wr, 0, 0)) == nil {
 		t.Fatal("turning a shared lock exclusive while others share it succeeded")
 	}
 	if got := tr.Held(file1); len(got) != 3 || got[0].Type != rd {
@@ -79,14 +79,14 @@ func TestFlockConversionGivesUpFirst(t *testing.T) {
 	whole := func(owner uint64, typ uint32) Lock { return lk(owner, typ, 0, MaxOffset) }
 	tb.TryLock(fl, whole(1, rd))
 	tb.TryLock(fl, whole(2, rd))
-	if tb.TryLock(fl, whole(1, wr)) {
+	if tb.TryLock(fl, whole(1, wr)) == nil {
 		t.Fatal("flock upgrade granted while another holder shares the file")
 	}
 	if got := tb.Held(fl); len(got) != 1 || got[0].Owner != 2 {
 		t.Fatalf("after a failed upgrade owner 1 should hold nothing (flock(2)): %+v", got)
 	}
 	// flock and POSIX locks of one file do not see each other.
-	if !tb.TryLock(file1, whole(3, wr)) {
+	if tb.TryLock(file1, whole(3, wr)) != nil {
 		t.Fatal("a POSIX lock was refused because of a flock lock")
 	}
 }
@@ -104,8 +104,8 @@ func TestUnlockForgetsFiles(t *testing.T) {
 	}
 	tb.Unlock(Key{File: 1, Flock: true}, 8)
 	tb.TryLock(Key{File: 11}, lk(1, un, 0, 5))
-	if n := tb.Files(); n != 0 {
-		t.Fatalf("%d files kept with no locks", n)
+	if files, owners := tb.Size(); files != 0 || owners != 0 || tb.UserLocks(0) != 0 {
+		t.Fatalf("%d files and %d owners kept with no locks", files, owners)
 	}
 }
 
@@ -125,6 +125,45 @@ func TestUnlockProcess(t *testing.T) {
 	}
 	if got, want := tb.Held(file1), []Lock{b, lk(4, wr, 0, 4)}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("held %+v, want %+v", got, want)
+	}
+}
+
+func TestMaxPerUser(t *testing.T) {
+	tb := Table{MaxPerUser: 6}
+	user := func(l Lock, uid uint32) Lock { l.Uid = uid; return l }
+	// Owners 1 and 2 of user 7 lock every other byte, on two files.
+	n := 0
+	for b := uint64(0); ; b += 2 {
+		err := tb.TryLock(Key{File: b % 4}, user(lk(1+b%3, rd, b, b), 7))
+		if err == ErrTooMany {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 5 || tb.UserLocks(7) != 5 {
+		t.Fatalf("user 7 got %d locks (counted %d) before ErrTooMany; want 5 (a request may add 2: granted up to 4 held)", n, tb.UserLocks(7))
+	}
+	// Another user is not affected; an unlock that splits a lock is refused at the bound too.
+	if err := tb.TryLock(file1, user(lk(9, wr, 100, 200), 8)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.TryLock(Key{File: 0}, user(lk(1, un, 0, 0), 7)); err != ErrTooMany {
+		t.Fatalf("unlock at the bound: %v", err)
+	}
+	// Unlocking by owner frees the user's count, whatever user the request names.
+	for f := uint64(0); f < 4; f++ {
+		for o := uint64(1); o <= 3; o++ {
+			tb.Unlock(Key{File: f}, o)
+		}
+	}
+	if got := tb.UserLocks(7); got != 0 {
+		t.Fatalf("user 7 holds %d locks after unlocking all", got)
+	}
+	if err := tb.TryLock(Key{File: 0}, user(lk(1, rd, 0, 0), 7)); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -195,7 +234,7 @@ func TestAgainstByteModel(t *testing.T) {
 			if _, c := tb.Conflict(file1, req); c == free && typ != un {
 				t.Fatalf("round %d step %d: Conflict(%+v) = %v, model free %v", round, step, req, c, free)
 			}
-			if got := tb.TryLock(file1, req); got != free {
+			if got := tb.TryLock(file1, req) == nil; got != free {
 				t.Fatalf("round %d step %d: TryLock(%+v) = %v, model %v", round, step, req, got, free)
 			}
 			if free {
@@ -222,6 +261,9 @@ func TestAgainstByteModel(t *testing.T) {
 				if (l.End == MaxOffset) != (l.End >= size-1) {
 					t.Fatalf("round %d step %d: lock %+v lost or gained 'to the end'", round, step, l)
 				}
+			}
+			if n := tb.UserLocks(0); n != len(tb.Held(file1)) {
+				t.Fatalf("round %d step %d: user holds %d locks by the count, %d in the table", round, step, n, len(tb.Held(file1)))
 			}
 			if !reflect.DeepEqual(seen, model) {
 				t.Fatalf("round %d step %d: held %+v, model %v", round, step, tb.Held(file1), model)
