@@ -89,7 +89,7 @@ func mountFlags(cfg *mountConfig, stderr io.Writer) *flag.FlagSet {
 	fl.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fl.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text or json")
 	fl.BoolVar(&cfg.debugFUSE, "debug-fuse", false, "log every FUSE request (very verbose)")
-	fl.BoolVar(&cfg.cacheReads, "cache-reads", false, "serve plain reads of an unchanged record from the kernel's page cache (not with --multi-host; flock and fcntl locks then do not always exclude a reader and a writer of a record: see README)")
+	fl.BoolVar(&cfg.cacheReads, "cache-reads", false, "serve plain reads of an unchanged record from the kernel's page cache; the daemon then keeps flock and fcntl locks (not with --multi-host)")
 	fl.StringVar(&cfg.metricsAddr, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (like 127.0.0.1:9464); empty: only on the status socket")
 	fl.StringVar(&cfg.rules, "rules", "", "rules `file` (JSON) saying which positions merge as counters, sets, keyed lists, max/min, atomically or never (see README); SIGHUP re-reads it")
 	cfg.limits.register(fl)
