@@ -118,6 +118,10 @@ type FS struct {
 	now      func() time.Time
 }
 
+// CachesReads reports whether plain reads of records are served from the kernel's page cache
+// (Config.CacheReads).
+func (fsys *FS) CachesReads() bool { return fsys.versions != nil }
+
 // SetRules replaces the merge rules for the commits that start from now on (nil: none).
 func (fsys *FS) SetRules(r *merge.Rules) { fsys.rules.Store(r) }
 

@@ -16,10 +16,10 @@ func TestRecordAttributesFollowCommits(t *testing.T) {
 	forCacheModes(t, testRecordAttributesFollowCommits)
 }
 
-// forCacheModes runs test without and with --cache-reads.
+// forCacheModes runs test with --cache-reads (the default) and without.
 func forCacheModes(t *testing.T, test func(t *testing.T, flags ...string)) {
-	t.Run("default", func(t *testing.T) { test(t) })
 	t.Run("cache-reads", func(t *testing.T) { test(t, "--cache-reads") })
+	t.Run("no-cache-reads", func(t *testing.T) { test(t, "--cache-reads=false") })
 }
 
 func testRecordAttributesFollowCommits(t *testing.T, flags ...string) {

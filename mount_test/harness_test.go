@@ -213,7 +213,7 @@ func (h *harness) launchMergefs(spec daemonSpec, backing, mountpoint string, fla
 }
 
 // mountUnderTest mounts mergefs, with the flags in MERGEFS_E2E_FLAGS too (scripts/test runs the
-// workload tests again with --cache-reads), or with MERGEFS_E2E_TARGET=loopback the plain go-fuse
+// workload tests again with --cache-reads=false), or with MERGEFS_E2E_TARGET=loopback the plain go-fuse
 // loopback: a self-test of the harness, whose no-loss checks must then fail.
 func (h *harness) mountUnderTest(backing, mountpoint string, flags ...string) (*daemon, error) {
 	if os.Getenv("MERGEFS_E2E_TARGET") == "loopback" {
@@ -221,7 +221,7 @@ func (h *harness) mountUnderTest(backing, mountpoint string, flags ...string) (*
 		return h.mountLoopback(backing, mountpoint)
 	}
 	if extra := strings.Fields(os.Getenv("MERGEFS_E2E_FLAGS")); len(extra) > 0 {
-		if slices.Contains(flags, "--multi-host=on") {
+		if slices.Contains(flags, "--multi-host=on") && slices.Contains(extra, "--cache-reads") {
 			// --cache-reads is refused with --multi-host: such a mount is tested as it is.
 			h.t.Logf("MERGEFS_E2E_FLAGS not added to a --multi-host=on mount")
 		} else {

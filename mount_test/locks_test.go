@@ -2,16 +2,17 @@ package mount_test
 
 import (
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
 )
 
 // TestFileLocks: fcntl and flock locks on a record exclude each other between processes as on a
-// local file. With --cache-reads a reader from the page cache and a writer turned away from it are
-// on two kernel inodes of the record, so the daemon keeps the locks (the kernel's own would not
-// see each other: the writer's lock would be granted). Without it the kernel keeps them: the same
-// steps check that both agree.
+// local file. With cached reads (the default) a reader from the page cache and a writer turned
+// away from it are on two kernel inodes of the record, so the daemon keeps the locks (the kernel's
+// own would not see each other: the writer's lock would be granted). With --cache-reads=false the
+// kernel keeps them: the same steps check that both agree.
 func TestFileLocks(t *testing.T) { forCacheModes(t, testFileLocks) }
 
 func testFileLocks(t *testing.T, flags ...string) {
@@ -43,7 +44,7 @@ func testFileLocks(t *testing.T, flags ...string) {
 	}
 
 	rfd := open(reader, "O_RDONLY")
-	if len(flags) > 0 { // read from the page cache: a shared mapping works (direct I/O refuses it)
+	if !slices.Contains(flags, "--cache-reads=false") { // from the page cache: a shared mapping works (direct I/O refuses it)
 		reader.must(map[string]any{"op": "mmap", "fd": rfd, "shared": true, "write": false})
 	}
 	if got := lock(reader, rfd, "r"); got.errno() != 0 {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -314,12 +315,17 @@ func TestTruncateByPathAndExclusiveCreateOfRecords(t *testing.T) {
 
 // TestMmapOfRecords: a record handle bypasses the page cache so that each handle keeps its own
 // snapshot, so a shared mapping of a record fails with ENODEV, writable or not; a private mapping
-// (copy-on-write, what read-only tools can use) works and shows the handle's snapshot.
-func TestMmapOfRecords(t *testing.T) {
+// (copy-on-write, what read-only tools can use) works and shows the handle's snapshot. With cached
+// reads, a read-only descriptor of an unchanged record reads through the page cache: it can be
+// mapped shared (read-only).
+func TestMmapOfRecords(t *testing.T) { forCacheModes(t, testMmapOfRecords) }
+
+func testMmapOfRecords(t *testing.T, flags ...string) {
 	h := newHarness(t)
 	backing, mnt := h.path("backing"), h.path("mnt")
-	_, err := h.mountMergefs(backing, mnt)
+	_, err := h.mountMergefs(backing, mnt, flags...)
 	h.needMount(t, err)
+	cached := !slices.Contains(flags, "--cache-reads=false")
 	s := h.startSession(t, "root", nil)
 	r := filepath.Join(mnt, "r.json")
 	s.put(r, `{"mapped":true}`)
@@ -329,10 +335,15 @@ func TestMmapOfRecords(t *testing.T) {
 		t.Errorf("private read-only mapping of a record: %v", got)
 	}
 	for _, tc := range []struct {
-		fd    int64
-		write bool
-	}{{rd, false}, {rw, false}, {rw, true}} {
-		if got := s.do(map[string]any{"op": "mmap", "fd": tc.fd, "shared": true, "write": tc.write}); got.errno() != syscall.ENODEV {
+		fd     int64
+		write  bool
+		cached bool
+	}{{rd, false, cached}, {rw, false, false}, {rw, true, false}} {
+		got := s.do(map[string]any{"op": "mmap", "fd": tc.fd, "shared": true, "write": tc.write})
+		if tc.cached && got.str("data") != `{"mapped":true}` {
+			t.Errorf("shared read-only mapping of a cached read-only descriptor: %v", got)
+		}
+		if !tc.cached && got.errno() != syscall.ENODEV {
 			t.Errorf("shared mapping (writable %v) of a record: %v, want ENODEV", tc.write, got)
 		}
 	}

@@ -1,5 +1,5 @@
 // Command rmw is the driver behind scripts/bench: it mounts a plain go-fuse
-// loopback and mergefs (default, --fsync=always and --cache-reads) over scratch
+// loopback and mergefs (default, --fsync=always and --cache-reads=false) over scratch
 // directories, runs legacy read-modify-write workers (separate processes:
 // this binary in worker mode) against them and against a plain directory,
 // with and without flock, and prints one table. With -memory it measures the

@@ -31,7 +31,7 @@ type target struct {
 }
 
 // targetNames in table order.
-var targetNames = []string{"plain", "flock", "loopback", "mergefs", "mergefs-fsync", "mergefs-cache-reads"}
+var targetNames = []string{"plain", "flock", "loopback", "mergefs", "mergefs-fsync", "mergefs-no-cache-reads"}
 
 func newTargets(work, compare string) []*target {
 	plain := filepath.Join(work, "plain")
@@ -42,8 +42,8 @@ func newTargets(work, compare string) []*target {
 		{name: "mergefs", fuse: "mergefs", backing: filepath.Join(work, "mergefs-backing"), dir: filepath.Join(work, "mergefs-mnt")},
 		{name: "mergefs-fsync", fuse: "mergefs", flags: []string{"--fsync=always"},
 			backing: filepath.Join(work, "mergefs-fsync-backing"), dir: filepath.Join(work, "mergefs-fsync-mnt")},
-		{name: "mergefs-cache-reads", fuse: "mergefs", flags: []string{"--cache-reads"},
-			backing: filepath.Join(work, "mergefs-cache-reads-backing"), dir: filepath.Join(work, "mergefs-cache-reads-mnt")},
+		{name: "mergefs-no-cache-reads", fuse: "mergefs", flags: []string{"--cache-reads=false"},
+			backing: filepath.Join(work, "mergefs-no-cache-reads-backing"), dir: filepath.Join(work, "mergefs-no-cache-reads-mnt")},
 	}
 	if compare != "" {
 		targets = append(targets, &target{name: "mergefs-before", fuse: "mergefs", binary: compare,

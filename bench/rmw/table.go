@@ -179,7 +179,7 @@ func printTargets(w io.Writer, b *bench) {
 	}
 	for _, g := range b.cfg.groups {
 		size := g.size
-		for _, name := range []string{"mergefs", "mergefs-cache-reads"} {
+		for _, name := range []string{"mergefs", "mergefs-no-cache-reads"} {
 			for _, sh := range g.shapes {
 				key := cellKey{name, size, sh}
 				floor, ok := speedTarget(size, sh)

@@ -66,6 +66,7 @@ type mountConfig struct {
 	logFormat      string
 	debugFUSE      bool
 	cacheReads     bool
+	cacheReadsSet  bool // given on the command line, rather than the default
 	metricsAddr    string
 	backing, mount string
 	inPlace        bool
@@ -89,7 +90,7 @@ func mountFlags(cfg *mountConfig, stderr io.Writer) *flag.FlagSet {
 	fl.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fl.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text or json")
 	fl.BoolVar(&cfg.debugFUSE, "debug-fuse", false, "log every FUSE request (very verbose)")
-	fl.BoolVar(&cfg.cacheReads, "cache-reads", false, "serve plain reads of an unchanged record from the kernel's page cache; the daemon then keeps flock and fcntl locks (not with --multi-host)")
+	fl.BoolVar(&cfg.cacheReads, "cache-reads", true, "serve plain reads of an unchanged record from the kernel's page cache, the daemon keeping flock and fcntl locks; off by default where --multi-host is on, which refuses it")
 	fl.StringVar(&cfg.metricsAddr, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (like 127.0.0.1:9464); empty: only on the status socket")
 	fl.StringVar(&cfg.rules, "rules", "", "rules `file` (JSON) saying which positions merge as counters, sets, keyed lists, max/min, atomically or never (see README); SIGHUP re-reads it")
 	cfg.limits.register(fl)
@@ -97,6 +98,22 @@ func mountFlags(cfg *mountConfig, stderr io.Writer) *flag.FlagSet {
 	// stderr after the flag package's error.
 	fl.Usage = func() {}
 	return fl
+}
+
+// parseMountFlags parses args into cfg through fl (mountFlags), noting what was given explicitly.
+func parseMountFlags(fl *flag.FlagSet, cfg *mountConfig, args []string) error {
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	fl.Visit(func(f *flag.Flag) { cfg.cacheReadsSet = cfg.cacheReadsSet || f.Name == "cache-reads" })
+	return nil
+}
+
+// cachesReads says whether the mount serves cached reads over a store that other hosts write
+// (fencing) or not: by default only where they do not; asked for explicitly, always (the
+// filesystem then refuses a fenced store).
+func (cfg mountConfig) cachesReads(fencing bool) bool {
+	return cfg.cacheReads && (cfg.cacheReadsSet || !fencing)
 }
 
 func printMountUsage(fl *flag.FlagSet, w io.Writer) {
@@ -108,7 +125,7 @@ func printMountUsage(fl *flag.FlagSet, w io.Writer) {
 func runMount(args []string, stdout, stderr io.Writer) int {
 	var cfg mountConfig
 	fl := mountFlags(&cfg, stderr)
-	if err := fl.Parse(args); err != nil {
+	if err := parseMountFlags(fl, &cfg, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printMountUsage(fl, stdout)
 			return 0
@@ -409,7 +426,7 @@ func buildFilesystem(cfg mountConfig, set mountSettings, dirs mountDirs, bk *bac
 		StateDir:       dirs.state,
 		ReadMemory:     set.readMemory,
 		ReadAge:        cfg.readAge,
-		CacheReads:     cfg.cacheReads,
+		CacheReads:     cfg.cachesReads(bk.store.Fencing()),
 		Limits:         set.limits,
 		Rejected:       set.rejected,
 		Logger:         set.logger,
@@ -434,7 +451,7 @@ func announceReady(cfg mountConfig, set mountSettings, dirs mountDirs, fsys *mer
 	ops.mounted(fsys, dirs.backing, dirs.mount, cfg.inPlace, set.readMemory)
 	fmt.Fprintf(stderr, "mergefs: ready: serving %s at %s\n", dirs.backing, dirs.mount)
 	set.logger.Info("mounted", "backing", dirs.backing, "mountpoint", dirs.mount, "in_place", cfg.inPlace,
-		"records", cfg.records, "on_conflict", set.policy.String(), "fsync", cfg.fsync)
+		"records", cfg.records, "on_conflict", set.policy.String(), "fsync", cfg.fsync, "cache_reads", fsys.CachesReads())
 }
 
 // waitForShutdown serves until a signal or an external unmount, then makes

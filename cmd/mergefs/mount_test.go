@@ -18,10 +18,30 @@ func mountCfg(t *testing.T, args ...string) mountConfig {
 	t.Helper()
 	var cfg mountConfig
 	fl := mountFlags(&cfg, io.Discard)
-	if err := fl.Parse(args); err != nil {
+	if err := parseMountFlags(fl, &cfg, args); err != nil {
 		t.Fatalf("%v: %v", args, err)
 	}
 	return cfg
+}
+
+func TestCacheReadsDefault(t *testing.T) {
+	for _, c := range []struct {
+		args          []string
+		local, fenced bool // cached reads over a local store, over one other hosts write
+	}{
+		{nil, true, false},
+		{[]string{"--cache-reads=false"}, false, false},
+		{[]string{"--cache-reads"}, true, true}, // asked for: a fenced store is then refused (fs.New)
+		{[]string{"--cache-reads=true", "--multi-host=on"}, true, true},
+	} {
+		cfg := mountCfg(t, c.args...)
+		if got := cfg.cachesReads(false); got != c.local {
+			t.Errorf("%v over a local store: cached reads %v, want %v", c.args, got, c.local)
+		}
+		if got := cfg.cachesReads(true); got != c.fenced {
+			t.Errorf("%v over a fenced store: cached reads %v, want %v", c.args, got, c.fenced)
+		}
+	}
 }
 
 func TestMountUsage(t *testing.T) {
