@@ -31,9 +31,13 @@ func TestVersionNodeOpens(t *testing.T) {
 		drops++
 	}
 
-	if got := v.openReader(v1, 0); got != openCached {
-		t.Fatalf("reader of the node's version: %v, want cached", got)
+	if got := v.openReader(v1, 0); got != openDirect {
+		t.Fatalf("first reader of the node's version: %v, want direct", got)
 	}
+	if got := v.openReader(v1, 0); got != openCached {
+		t.Fatalf("second reader of the node's version: %v, want cached", got)
+	}
+	v.release(false, drop)
 	if got := v.openReader(st2, 0); got != openStale {
 		t.Errorf("reader of another version while a cached handle is open: %v, want stale", got)
 	}
@@ -71,14 +75,18 @@ func TestVersionNodeOpens(t *testing.T) {
 	if drops != 1 {
 		t.Fatalf("pages dropped %d times at the last release, want once", drops)
 	}
-	// The writer's commit made version 2: the node shows it at its next open.
-	if got := v.openReader(st2, 0); got != openCached {
-		t.Errorf("reader after the node's last release: %v, want cached (of the version it finds)", got)
+	// The writer's commit made version 2: the node shows it at its next open, cached from its second.
+	if got := v.openReader(st2, 0); got != openDirect {
+		t.Errorf("first reader after the node's last release: %v, want direct", got)
 	}
 	if st, key, known := v.attrs(); !known || key != contentKeyOf(st2) || st.Size != 20 {
 		t.Errorf("node after its release shows %+v (known %v), want version 2", key, known)
 	}
+	if got := v.openReader(st2, 0); got != openCached {
+		t.Errorf("second reader after the node's last release: %v, want cached (of the version it finds)", got)
+	}
 	v.release(true, drop)
+	v.release(false, drop)
 	if drops != 1 {
 		t.Errorf("pages dropped again after serving only its version")
 	}
@@ -211,8 +219,12 @@ func cachedVersion(t *testing.T) (*versionNode, *unix.Stat_t) {
 	t.Helper()
 	st := fileStat(1, 10)
 	v, _ := newVersions(time.Now).node(7, st)
+	if v.openReader(st, 0) != openDirect {
+		t.Fatal("first reader cached")
+	}
+	v.release(false, func() { t.Fatal("pages dropped after a direct read of the node's version") })
 	if v.openReader(st, 0) != openCached {
-		t.Fatal("first reader not cached")
+		t.Fatal("second reader not cached")
 	}
 	return v, st
 }

@@ -43,9 +43,11 @@ func testFileLocks(t *testing.T, flags ...string) {
 		}
 	}
 
-	rfd := open(reader, "O_RDONLY")
-	if !slices.Contains(flags, "--cache-reads=false") { // from the page cache: a shared mapping works (direct I/O refuses it)
-		reader.must(map[string]any{"op": "mmap", "fd": rfd, "shared": true, "write": false})
+	var rfd int64
+	if slices.Contains(flags, "--cache-reads=false") {
+		rfd = open(reader, "O_RDONLY")
+	} else {
+		rfd, _ = reader.openCached(r) // from the page cache, on a version node
 	}
 	if got := lock(reader, rfd, "r"); got.errno() != 0 {
 		t.Fatalf("reader's read lock: %v", got)
