@@ -92,9 +92,10 @@ func (t *Table) Conflict(k Key, want Lock) (Lock, bool) {
 }
 
 // TryLock applies want (a lock, or an unlock of its range) unless another owner's lock conflicts
-// (ErrConflict), or the request could take the user past MaxPerUser (ErrTooMany). A POSIX request replaces the owner's own locks over its range (a
-// shared lock turns exclusive there, or back) all at once. A flock request first gives up the
-// owner's lock, so a conversion that has to wait or fails leaves it with none (as flock(2) does).
+// (ErrConflict), or the request could take the user past MaxPerUser (ErrTooMany). A POSIX request
+// replaces the owner's own locks over its range (a shared lock turns exclusive there, or back) all
+// at once. A flock request first gives up the owner's lock, so a conversion that has to wait or
+// fails leaves it with none (as flock(2) does).
 func (t *Table) TryLock(k Key, want Lock) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -122,23 +123,17 @@ func (t *Table) Lock(ctx context.Context, k Key, want Lock) error {
 
 // Unlock gives up every lock owner holds on k.
 func (t *Table) Unlock(k Key, owner uint64) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	f := t.files[k]
-	if f == nil {
-		return
-	}
-	n := replace(f.locks, owner, Lock{Start: 0, End: MaxOffset}, nil)
-	t.account(owner, 0, n-len(f.locks))
-	released := n != len(f.locks)
-	clear(f.locks[n:])
-	f.locks = f.locks[:n]
-	t.settle(k, f, released)
+	t.drop(k, func(l Lock) bool { return l.Owner == owner })
 }
 
 // UnlockProcess gives up every lock on k that process pid took (Lock.Pid), whichever owner it took
 // it as.
 func (t *Table) UnlockProcess(k Key, pid uint32) {
+	t.drop(k, func(l Lock) bool { return l.Pid == pid })
+}
+
+// drop removes the locks on k that gone reports, and wakes the waiters if any went.
+func (t *Table) drop(k Key, gone func(Lock) bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	f := t.files[k]
@@ -147,12 +142,12 @@ func (t *Table) UnlockProcess(k Key, pid uint32) {
 	}
 	n := 0
 	for _, l := range f.locks {
-		if l.Pid != pid {
-			f.locks[n] = l
-			n++
-		} else {
+		if gone(l) {
 			t.account(l.Owner, 0, -1)
+			continue
 		}
+		f.locks[n] = l
+		n++
 	}
 	released := n != len(f.locks)
 	clear(f.locks[n:])
