@@ -22,10 +22,10 @@ import (
 // locks, the open file for flock and OFD locks. Those locks end, as the kernel would end them:
 //   - an owner's POSIX locks on a file at each FLUSH of that file by the owner (a close(2) of any of
 //     its descriptors of the file);
-//   - every lock taken through a handle at its RELEASE (the last close of the open file: flock and
-//     OFD locks, and POSIX locks taken through a read-only record handle, which gets no FLUSH);
-//   - at the RELEASE of a read-only record handle, the POSIX locks of the process that opened it:
-//     its close of that descriptor (a FLUSH the daemon did not get) ends them.
+//   - every lock taken through a handle at its RELEASE (the last close of the open file): flock and
+//     OFD locks, and POSIX locks taken through a read-only record handle, which gets no FLUSH.
+// RELEASE ends only the locks taken through its handle: it comes after the close that caused it has
+// returned, and by then the process may have taken new locks through another descriptor.
 
 var (
 	_ gofs.NodeGetlker  = (*node)(nil)
@@ -35,55 +35,46 @@ var (
 	_ gofs.NodeReleaser = (*node)(nil)
 )
 
-// fileLocks is the daemon's lock table and which handles locks were taken through.
+// fileLocks is the daemon's lock table and the handles locks were taken through.
 type fileLocks struct {
 	table locks.Table
 	mu    sync.Mutex
-	// through lists, per handle, the locks to end at its RELEASE.
-	through map[gofs.FileHandle][]lockUse
-}
-
-type lockUse struct {
-	key   locks.Key
-	owner uint64
+	// handles numbers the handles that took locks (locks.Lock.Via), until their RELEASE.
+	handles map[gofs.FileHandle]uint64
+	last    uint64
 }
 
 // maxLocksPerUser bounds the locks one user holds on the mount (more get ENOLCK): each is a range
-// the daemon keeps in memory, about 50 bytes. The kernel, when it keeps them, bounds them by
+// the daemon keeps in memory, about 60 bytes. The kernel, when it keeps them, bounds them by
 // kernel memory only; databases take a few locks per file.
 const maxLocksPerUser = 1 << 16
 
 func newFileLocks() *fileLocks {
-	l := &fileLocks{through: make(map[gofs.FileHandle][]lockUse)}
+	l := &fileLocks{handles: make(map[gofs.FileHandle]uint64)}
 	l.table.MaxPerUser = maxLocksPerUser
 	return l
 }
 
-// used records that owner locked k through f.
-func (l *fileLocks) used(f gofs.FileHandle, k locks.Key, owner uint64) {
-	if f == nil {
-		return
-	}
-	u := lockUse{k, owner}
+// via is f's number, given at its first lock.
+func (l *fileLocks) via(f gofs.FileHandle) uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, have := range l.through[f] {
-		if have == u {
-			return
-		}
+	id, ok := l.handles[f]
+	if !ok {
+		l.last++
+		id = l.last
+		l.handles[f] = id
 	}
-	l.through[f] = append(l.through[f], u)
+	return id
 }
 
-// released ends the locks taken through f.
-func (l *fileLocks) released(f gofs.FileHandle) {
+// released forgets f and returns its number, if it took locks.
+func (l *fileLocks) released(f gofs.FileHandle) (uint64, bool) {
 	l.mu.Lock()
-	uses := l.through[f]
-	delete(l.through, f)
-	l.mu.Unlock()
-	for _, u := range uses {
-		l.table.Unlock(u.key, u.owner)
-	}
+	defer l.mu.Unlock()
+	id, ok := l.handles[f]
+	delete(l.handles, f)
+	return id, ok
 }
 
 func (n *node) lockKey(flags uint32) locks.Key {
@@ -146,8 +137,8 @@ func (n *node) setlk(ctx context.Context, f gofs.FileHandle, owner uint64, lk *f
 		return errno
 	}
 	k := n.lockKey(flags)
-	if want.Type != unix.F_UNLCK {
-		l.used(f, k, owner)
+	if want.Type != unix.F_UNLCK && f != nil {
+		want.Via = l.via(f)
 	}
 	err := l.table.TryLock(k, want)
 	if err == locks.ErrConflict {
@@ -189,23 +180,13 @@ func (n *node) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno {
 // Release ends the locks taken through the handle and passes the release on to it.
 func (n *node) Release(ctx context.Context, f gofs.FileHandle) syscall.Errno {
 	if l := n.fsys.locks; l != nil {
-		l.released(f)
-		if h, ok := f.(*recordHandle); ok && h.readOnly {
-			n.closedWithoutFlush(l, h)
+		if id, ok := l.released(f); ok {
+			l.table.UnlockVia(n.lockKey(0), id)
+			l.table.UnlockVia(n.lockKey(fuse.FUSE_LK_FLOCK), id)
 		}
 	}
 	if r, ok := f.(gofs.FileReleaser); ok {
 		return r.Release(ctx)
 	}
 	return 0
-}
-
-// closedWithoutFlush ends the POSIX locks on n of the process that opened h, a handle that gets no
-// FLUSH, at its RELEASE: the opener's close of it. (RELEASE names no task; were the descriptor
-// shared with another process that closed it last, the opener's locks would end then, not at its
-// own close.)
-func (n *node) closedWithoutFlush(l *fileLocks, h *recordHandle) {
-	if pid := h.opener.proc.pid; pid != 0 {
-		l.table.UnlockProcess(n.lockKey(0), pid)
-	}
 }

@@ -24,8 +24,6 @@ type recordHandle struct {
 	// record is the record's path at open, for read tracking and logs.
 	record string
 	append bool
-	// readOnly: opened O_RDONLY, so the kernel sends no FLUSH at its closes (recordOpenFlags).
-	readOnly bool
 	// ver is the version node the handle was opened on (nil: none), cached whether it reads
 	// through the kernel's page cache (versions.go).
 	ver    *versionNode
@@ -164,7 +162,6 @@ func (fsys *FS) openRecordView(target recordTarget, record string, expect uint64
 		h.atOpen, h.atOpenFrom = h.view, event.Handle
 	}
 	writable := flags&syscall.O_ACCMODE != syscall.O_RDONLY
-	h.readOnly = !writable
 	if writable && flags&syscall.O_TRUNC != 0 {
 		h.atOpenFrom = event.Fallback
 		// A rewrite is usually about as long as what was read: one

@@ -503,15 +503,21 @@ func (h *harness) status(t *testing.T, d *daemon) map[string]int {
 // returns its counters then.
 func (h *harness) waitNoOpenRecords(t *testing.T, d *daemon) map[string]int {
 	t.Helper()
+	return h.waitOpenRecords(t, d, 0)
+}
+
+// waitOpenRecords waits until a mergefs daemon has at most n record handles open.
+func (h *harness) waitOpenRecords(t *testing.T, d *daemon, n int) map[string]int {
+	t.Helper()
 	deadline := time.Now().Add(clientTimeout)
 	for {
 		counters := h.status(t, d)
-		n := counters["open records"]
-		if n == 0 {
+		open := counters["open records"]
+		if open <= n {
 			return counters
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("mergefs still has %d record handles open %v after the last client exited", n, clientTimeout)
+			t.Fatalf("mergefs still has %d record handles open after %v, want at most %d", open, clientTimeout, n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -18,7 +18,7 @@ func TestFileLocks(t *testing.T) { forCacheModes(t, testFileLocks) }
 func testFileLocks(t *testing.T, flags ...string) {
 	h := newHarness(t)
 	mnt := h.path("mnt")
-	_, err := h.mountMergefs(h.path("backing"), mnt, flags...)
+	d, err := h.mountMergefs(h.path("backing"), mnt, flags...)
 	h.needMount(t, err)
 	r := filepath.Join(mnt, "r.json")
 	reader := h.startSession(t, "reader", nil)
@@ -98,9 +98,14 @@ func testFileLocks(t *testing.T, flags ...string) {
 	reader.must(map[string]any{"op": "lock", "fd": rfd, "type": "u"})
 
 	// A close of any of a process's descriptors of the file ends its fcntl locks: of a writable one
-	// (FLUSH names the process), and of a read-only one (the kernel sends no FLUSH for it).
+	// (FLUSH names the process), and without cached reads of a read-only one (with them, the
+	// kernel sends the daemon no FLUSH for it: README, Limitations).
 	fd1 := open(writer, "O_RDWR")
-	for _, other := range []string{"O_RDWR", "O_RDONLY"} {
+	others := []string{"O_RDWR"}
+	if slices.Contains(flags, "--cache-reads=false") {
+		others = append(others, "O_RDONLY")
+	}
+	for _, other := range others {
 		writer.must(map[string]any{"op": "lock", "fd": fd1, "type": "w"})
 		refused("a read lock while another process holds a write lock", lock(reader, rfd, "r"))
 		writer.must(map[string]any{"op": "close", "fd": open(writer, other)})
@@ -109,6 +114,19 @@ func testFileLocks(t *testing.T, flags ...string) {
 		}
 		reader.must(map[string]any{"op": "lock", "fd": rfd, "type": "u"})
 	}
+
+	// A lock taken after a close outlives the release of the closed descriptor's open file, which
+	// a forked child held until it exited: the release ends only what was taken through it.
+	fdr := open(writer, "O_RDONLY")
+	writer.must(map[string]any{"op": "lock", "fd": fdr, "type": "r"})
+	child := writer.must(map[string]any{"op": "fork"}).num("child")
+	writer.must(map[string]any{"op": "close", "fd": fdr})
+	writer.must(map[string]any{"op": "lock", "fd": fd1, "type": "w"})
+	openNow := h.status(t, d)["open records"]
+	writer.must(map[string]any{"op": "reap", "child": child})
+	h.waitOpenRecords(t, d, openNow-1) // the child's exit released fdr's open file
+	refused("a read lock after the release of an open file the lock holder closed earlier", lock(reader, rfd, "r"))
+	writer.must(map[string]any{"op": "lock", "fd": fd1, "type": "u"})
 
 	// Locks belong to the file, not to a version of it: a commit by a third process keeps them.
 	writer.must(map[string]any{"op": "lock", "fd": fd1, "type": "w", "start": 2, "len": 3})

@@ -29,6 +29,9 @@ type Lock struct {
 	Type       uint32
 	Start, End uint64 // bytes Start to End, both included
 	Uid        uint32
+	// Via names the open file the lock was taken through (UnlockVia); an owner's locks taken
+	// through different open files are kept apart, though they never conflict.
+	Via uint64
 }
 
 // Errors of TryLock and Lock.
@@ -126,10 +129,9 @@ func (t *Table) Unlock(k Key, owner uint64) {
 	t.drop(k, func(l Lock) bool { return l.Owner == owner })
 }
 
-// UnlockProcess gives up every lock on k that process pid took (Lock.Pid), whichever owner it took
-// it as.
-func (t *Table) UnlockProcess(k Key, pid uint32) {
-	t.drop(k, func(l Lock) bool { return l.Pid == pid })
+// UnlockVia gives up every lock on k taken through via (Lock.Via), whoever owns it.
+func (t *Table) UnlockVia(k Key, via uint64) {
+	t.drop(k, func(l Lock) bool { return l.Via == via })
 }
 
 // drop removes the locks on k that gone reports, and wakes the waiters if any went.
@@ -303,8 +305,8 @@ func replace(locks []Lock, owner uint64, r Lock, rest *[]Lock) int {
 	return n
 }
 
-// mergeOwn joins owner's locks of one type that touch or overlap, as the kernel does, so that
-// F_GETLK reports the range an owner really holds.
+// mergeOwn joins owner's locks of one type, taken through one open file, that touch or overlap, as
+// the kernel does, so that F_GETLK reports the range an owner really holds.
 func mergeOwn(locks []Lock, owner uint64) []Lock {
 	for i := 0; i < len(locks); i++ {
 		if locks[i].Owner != owner {
@@ -312,7 +314,7 @@ func mergeOwn(locks []Lock, owner uint64) []Lock {
 		}
 		for j := i + 1; j < len(locks); j++ {
 			a, b := locks[i], locks[j]
-			if b.Owner != owner || b.Type != a.Type || !touches(a, b) {
+			if b.Owner != owner || b.Type != a.Type || b.Via != a.Via || !touches(a, b) {
 				continue
 			}
 			a.Start, a.End = min(a.Start, b.Start), max(a.End, b.End)

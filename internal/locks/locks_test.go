@@ -109,21 +109,31 @@ func TestUnlockForgetsFiles(t *testing.T) {
 	}
 }
 
-func TestUnlockProcess(t *testing.T) {
+func TestUnlockVia(t *testing.T) {
 	var tb Table
-	a, b := lk(1, rd, 0, 9), lk(2, rd, 5, 20) // owners 1 and 2: pids 101 and 102
-	c := lk(3, rd, 30, 40)
-	c.Pid = 101 // another owner of process 101 (an OFD lock, say)
+	via := func(l Lock, v uint64) Lock { l.Via = v; return l }
+	a, b := via(lk(1, rd, 0, 9), 10), via(lk(2, rd, 5, 20), 20) // taken through open files 10 and 20
+	c := via(lk(1, rd, 10, 40), 11)                             // owner 1 again, through file 11
 	for _, l := range []Lock{a, b, c} {
 		tb.TryLock(file1, l)
 	}
+	if got := tb.Held(file1); len(got) != 3 {
+		t.Fatalf("an owner's touching locks through two open files were merged: %+v", got)
+	}
 	done := make(chan error, 1)
-	go func() { done <- tb.Lock(context.Background(), file1, lk(4, wr, 0, 4)) }()
-	tb.UnlockProcess(file1, 101)
+	go func() { done <- tb.Lock(context.Background(), file1, via(lk(4, wr, 0, 4), 40)) }()
+	tb.UnlockVia(file1, 10)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if got, want := tb.Held(file1), []Lock{b, lk(4, wr, 0, 4)}; !reflect.DeepEqual(got, want) {
+	if got, want := tb.Held(file1), []Lock{b, c, via(lk(4, wr, 0, 4), 40)}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("held %+v, want %+v", got, want)
+	}
+	// An owner's new lock over its old one through another file replaces it: ending the old file
+	// leaves it.
+	tb.TryLock(file1, via(lk(1, wr, 30, 40), 12))
+	tb.UnlockVia(file1, 11)
+	if got, want := tb.Held(file1), []Lock{b, via(lk(4, wr, 0, 4), 40), via(lk(1, wr, 30, 40), 12)}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("held %+v, want %+v", got, want)
 	}
 }
@@ -203,30 +213,50 @@ func TestLockWaits(t *testing.T) {
 	}
 }
 
+// held is what the model keeps of one owner's lock of one byte.
+type held struct {
+	typ uint32
+	via uint64
+}
+
 // TestAgainstByteModel drives the table with random requests over a small file and checks every
-// answer and the held locks against a model that keeps each byte's holders.
+// answer and the held locks against a model that keeps each byte's holders (and the open file each
+// took it through, whose close ends it).
 func TestAgainstByteModel(t *testing.T) {
 	const size = 24 // bytes modelled; MaxOffset stands for "to the end" and maps to the last one
 	rng := rand.New(rand.NewPCG(1, 2))
 	for round := 0; round < 200; round++ {
 		var tb Table
-		model := make([]map[uint64]uint32, size) // byte -> owner -> type
+		model := make([]map[uint64]held, size) // byte -> owner -> type and open file
 		for i := range model {
-			model[i] = map[uint64]uint32{}
+			model[i] = map[uint64]held{}
 		}
 		for step := 0; step < 60; step++ {
 			owner := uint64(1 + rng.IntN(3))
+			via := uint64(1 + rng.IntN(2))
+			if rng.IntN(8) == 0 { // the open file via closes: its locks end
+				tb.UnlockVia(file1, via)
+				for b := range model {
+					for o, h := range model[b] {
+						if h.via == via {
+							delete(model[b], o)
+						}
+					}
+				}
+				continue
+			}
 			typ := []uint32{rd, wr, un}[rng.IntN(3)]
 			start := uint64(rng.IntN(size - 1))
 			end := start + uint64(rng.IntN(size-1-int(start)))
 			req := lk(owner, typ, start, end)
+			req.Via = via
 			if end == size-2 && rng.IntN(2) == 0 {
 				req.End, end = MaxOffset, size-1
 			}
 			free := true
 			for b := start; b <= end && typ != un; b++ {
-				for o, ty := range model[b] {
-					if o != owner && (ty == wr || typ == wr) {
+				for o, h := range model[b] {
+					if o != owner && (h.typ == wr || typ == wr) {
 						free = false
 					}
 				}
@@ -242,13 +272,13 @@ func TestAgainstByteModel(t *testing.T) {
 					if typ == un {
 						delete(model[b], owner)
 					} else {
-						model[b][owner] = typ
+						model[b][owner] = held{typ, via}
 					}
 				}
 			}
-			seen := make([]map[uint64]uint32, size)
+			seen := make([]map[uint64]held, size)
 			for i := range seen {
-				seen[i] = map[uint64]uint32{}
+				seen[i] = map[uint64]held{}
 			}
 			for _, l := range tb.Held(file1) {
 				e := min(l.End, size-1)
@@ -256,7 +286,7 @@ func TestAgainstByteModel(t *testing.T) {
 					if _, dup := seen[b][l.Owner]; dup {
 						t.Fatalf("round %d step %d: owner %d holds byte %d twice: %+v", round, step, l.Owner, b, tb.Held(file1))
 					}
-					seen[b][l.Owner] = l.Type
+					seen[b][l.Owner] = held{l.Type, l.Via}
 				}
 				if (l.End == MaxOffset) != (l.End >= size-1) {
 					t.Fatalf("round %d step %d: lock %+v lost or gained 'to the end'", round, step, l)

@@ -33,6 +33,8 @@ Reads one JSON command per line on stdin and answers one JSON line on stdout:
   {"op": "getlk", "fd": N, "type": "r"|"w", "start": S, "len": L} -> {"type": "r"|"w"|"u", "start",
         "len", "pid"}   fcntl F_GETLK: a lock in the way, or "u"
   {"op": "flock", "fd": N, "how": "sh"|"ex"|"un", "nb": bool}   flock(2) (LOCK_NB with nb)
+  {"op": "fork"} -> {"child": C}   a child process that holds copies of every descriptor until
+        {"op": "reap", "child": C} ends it (and waits for it)
   A command with "interrupt_after": T (seconds) is interrupted by a signal after T if it has not
   returned by then (its call fails with EINTR).
 Any failing call answers {"errno": E, "error": name}.
@@ -59,6 +61,7 @@ def stat_result(st):
 
 
 FLOOD = []  # descriptors "flood" keeps open
+CHILDREN = {}  # pid -> write end of the pipe the child "fork" made waits on
 MAPS = []  # mappings "maphold" keeps, untouched until "mapread"
 
 
@@ -187,6 +190,20 @@ def run(cmd):
     if op == "flock":
         how = {"sh": fcntl.LOCK_SH, "ex": fcntl.LOCK_EX, "un": fcntl.LOCK_UN}[cmd["how"]]
         fcntl.flock(cmd["fd"], how | (fcntl.LOCK_NB if cmd.get("nb") else 0))
+        return {}
+    if op == "fork":
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(w)
+            os.read(r, 1)
+            os._exit(0)
+        os.close(r)
+        CHILDREN[pid] = w
+        return {"child": pid}
+    if op == "reap":
+        os.close(CHILDREN.pop(cmd["child"]))
+        os.waitpid(cmd["child"], 0)
         return {}
     if op == "umask":
         os.umask(cmd["mask"])
