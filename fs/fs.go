@@ -383,6 +383,9 @@ type Stats struct {
 	// CacheRetries opens and truncates a version node turned away (ESTALE: the kernel retried them
 	// on the record's own node).
 	CachedOpens, CacheRetries uint64
+	// FileLocks are the flock and fcntl locks the daemon holds for processes (with cached reads),
+	// LockWaiters the lock requests waiting for another's lock to go.
+	FileLocks, LockWaiters int
 	// Limits is the use of the limits and their refusals; RejectedDir what rejected/ holds.
 	Limits      LimitStats
 	RejectedDir RejectedStats
@@ -412,7 +415,13 @@ func (fsys *FS) Stats() Stats {
 	for _, b := range event.Bases {
 		bases[b] = fsys.counters.bases[b].Load()
 	}
+	var fileLocks, lockWaiters int
+	if fsys.locks != nil {
+		fileLocks, lockWaiters = fsys.locks.table.Counts()
+	}
 	return Stats{
+		FileLocks:      fileLocks,
+		LockWaiters:    lockWaiters,
 		Commits:        fsys.counters.commits.Load(),
 		Unchanged:      fsys.counters.unchanged.Load(),
 		Merges:         fsys.counters.merges.Load(),

@@ -43,8 +43,9 @@ func testFileLocks(t *testing.T, flags ...string) {
 		}
 	}
 
+	cached := !slices.Contains(flags, "--cache-reads=false")
 	var rfd int64
-	if slices.Contains(flags, "--cache-reads=false") {
+	if !cached {
 		rfd = open(reader, "O_RDONLY")
 	} else {
 		rfd, _ = reader.openCached(r) // from the page cache, on a version node
@@ -69,6 +70,11 @@ func testFileLocks(t *testing.T, flags ...string) {
 	waiting := writer.start(map[string]any{"op": "lock", "fd": wfd, "type": "w", "wait": true})
 	if waiting.answeredWithin(300 * time.Millisecond) {
 		t.Fatalf("F_SETLKW returned %v while the reader held a read lock", waiting.reply())
+	}
+	if cached { // the daemon's table: the reader's fcntl and flock locks
+		if got := h.status(t, d)["file locks"]; got != 2 {
+			t.Errorf("mergefs status: %d file locks, want 2", got)
+		}
 	}
 	reader.must(map[string]any{"op": "close", "fd": rfd})
 	if got := waiting.reply(); got.errno() != 0 {
@@ -102,7 +108,7 @@ func testFileLocks(t *testing.T, flags ...string) {
 	// kernel sends the daemon no FLUSH for it: README, Limitations).
 	fd1 := open(writer, "O_RDWR")
 	others := []string{"O_RDWR"}
-	if slices.Contains(flags, "--cache-reads=false") {
+	if !cached {
 		others = append(others, "O_RDONLY")
 	}
 	for _, other := range others {

@@ -25,6 +25,8 @@ const (
 	metricOpenRecords    = "mergefs_open_record_handles"
 	metricCachedOpens    = "mergefs_cached_opens_total"
 	metricCacheRetries   = "mergefs_cache_retries_total"
+	metricFileLocks      = "mergefs_file_locks"
+	metricLockWaiters    = "mergefs_file_lock_waiters"
 	metricReadVersions   = "mergefs_read_versions"
 	metricReadBytes      = "mergefs_read_versions_bytes"
 	metricReadMaxBytes   = "mergefs_read_versions_max_bytes"
@@ -170,6 +172,10 @@ var statDescs = []statDesc{
 		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.CachedOpens) }),
 	newStatDesc(metricCacheRetries, "Record opens and truncates turned away from a version node while it was read from the page cache (--cache-reads; the kernel retried them on the record's own inode).", prometheus.CounterValue,
 		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.CacheRetries) }),
+	newStatDesc(metricFileLocks, "flock and fcntl locks the daemon holds for processes (with cached reads; else the kernel keeps them).", prometheus.GaugeValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.FileLocks) }),
+	newStatDesc(metricLockWaiters, "flock and fcntl lock requests waiting for a conflicting lock to go.", prometheus.GaugeValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.LockWaiters) }),
 	newStatDesc(metricOpenRecords, "Record handles open now.", prometheus.GaugeValue,
 		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.OpenRecords) }),
 	newStatDesc(metricReadVersions, "Read versions tracked to choose merge bases.", prometheus.GaugeValue,

@@ -216,6 +216,7 @@ func printStatus(w io.Writer, mf map[string]*dto.MetricFamily, now time.Time) {
 	row("open records", value(mf, metricOpenRecords), "record handles open now")
 	row("cached opens", value(mf, metricCachedOpens), "record opens read from the page cache (--cache-reads)")
 	row("cache retries", value(mf, metricCacheRetries), "opens turned away from readers of the page cache (retried)")
+	row("file locks", value(mf, metricFileLocks), fmt.Sprintf("flock and fcntl locks held (%.0f requests waiting)", value(mf, metricLockWaiters)))
 	held := humanBytes(value(mf, metricReadBytes))
 	if max := value(mf, metricReadMaxBytes); max > 0 {
 		held += " of " + humanBytes(max)

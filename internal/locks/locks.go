@@ -61,10 +61,11 @@ type Table struct {
 	// is a range kept in memory, and a request can split one into three. Set it before use.
 	MaxPerUser int
 
-	mu     sync.Mutex
-	files  map[Key]*file
-	owners map[uint64]*owner
-	users  map[uint32]int // locks held, by user
+	mu      sync.Mutex
+	waiting int // requests in Lock waiting for a conflicting lock to go
+	files   map[Key]*file
+	owners  map[uint64]*owner
+	users   map[uint32]int // locks held, by user
 }
 
 // owner is what the table counts of one lock owner.
@@ -115,11 +116,19 @@ func (t *Table) Lock(ctx context.Context, k Key, want Lock) error {
 			return err
 		}
 		changed := t.files[k].changed // try failed on a conflict: the file has locks
+		t.waiting++
 		t.mu.Unlock()
+		var err error
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return ctx.Err()
+			err = ctx.Err()
+		}
+		t.mu.Lock()
+		t.waiting--
+		t.mu.Unlock()
+		if err != nil {
+			return err
 		}
 	}
 }
@@ -172,6 +181,16 @@ func (t *Table) Size() (files, owners int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.files), len(t.owners)
+}
+
+// Counts are how many locks the table holds, and how many requests wait in Lock.
+func (t *Table) Counts() (held, waiting int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, n := range t.users {
+		held += n
+	}
+	return held, t.waiting
 }
 
 // UserLocks is how many locks the owners of user uid hold.

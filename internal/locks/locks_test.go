@@ -187,6 +187,9 @@ func TestLockWaits(t *testing.T) {
 		t.Fatalf("Lock returned %v while the range was held", err)
 	case <-time.After(20 * time.Millisecond):
 	}
+	if held, waiting := tb.Counts(); held != 1 || waiting != 1 {
+		t.Errorf("counts while one request waits: %d held, %d waiting", held, waiting)
+	}
 	tb.TryLock(file1, lk(1, un, 0, 4)) // still conflicts
 	select {
 	case err := <-done:
@@ -210,6 +213,9 @@ func TestLockWaits(t *testing.T) {
 	}
 	if got := tb.Held(file1); len(got) != 1 {
 		t.Fatalf("a cancelled wait left %+v", got)
+	}
+	if held, waiting := tb.Counts(); held != 1 || waiting != 0 {
+		t.Errorf("counts after the waits: %d held, %d waiting", held, waiting)
 	}
 }
 
