@@ -22,13 +22,13 @@ const MaxOffset = 1<<63 - 1
 type Lock struct {
 	Owner uint64
 	Pid   uint32 // the process that took it, reported to F_GETLK
-	// Uid is the user who asks; an owner's locks count against the user of its first lock
-	// (Table.MaxPerUser).
 	// Type is unix.F_RDLCK (shared) or unix.F_WRLCK (exclusive); unix.F_UNLCK in a request
 	// unlocks the range.
 	Type       uint32
 	Start, End uint64 // bytes Start to End, both included
-	Uid        uint32
+	// Uid is the user who asks; an owner's locks count against the user of its first lock
+	// (Table.MaxPerUser).
+	Uid uint32
 	// Via names the open file the lock was taken through (UnlockVia); an owner's locks taken
 	// through different open files are kept apart, though they never conflict.
 	Via uint64
@@ -58,7 +58,8 @@ type Key struct {
 // Table holds the locks of many files. The zero value is empty and ready.
 type Table struct {
 	// MaxPerUser bounds the locks one user's owners hold in the table (0: no bound): every lock
-	// is a range kept in memory, and a request can split one into three. Set it before use.
+	// is a range kept in memory, and a request can split one into three. An unlock that splits
+	// nothing is never refused. Set it before use.
 	MaxPerUser int
 
 	mu      sync.Mutex
@@ -207,7 +208,7 @@ func (t *Table) try(k Key, want Lock) error {
 		if o != nil {
 			uid = o.uid
 		}
-		if t.users[uid]+2 > t.MaxPerUser {
+		if t.users[uid]+t.growth(k, want) > t.MaxPerUser {
 			return ErrTooMany
 		}
 	}
@@ -250,6 +251,23 @@ func (t *Table) try(k Key, want Lock) error {
 	clear(f.locks[n:])
 	f.locks = mergeOwn(append(f.locks[:n], add...), want.Owner)
 	return nil
+}
+
+// growth is the most locks want can add to its owner's: two for a lock (splitting one of the
+// owner's in three), one for an unlock that splits one in two, none for other unlocks, which are
+// never refused.
+func (t *Table) growth(k Key, want Lock) int {
+	if want.Type != unix.F_UNLCK {
+		return 2
+	}
+	if f := t.files[k]; f != nil {
+		for _, l := range f.locks {
+			if l.Owner == want.Owner && l.Start < want.Start && l.End > want.End {
+				return 1
+			}
+		}
+	}
+	return 0
 }
 
 // account adds delta to owner's locks, and to its user's (uid for an owner new to the table).

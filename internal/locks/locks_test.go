@@ -160,8 +160,26 @@ func TestMaxPerUser(t *testing.T) {
 	if err := tb.TryLock(file1, user(lk(9, wr, 100, 200), 8)); err != nil {
 		t.Fatal(err)
 	}
-	if err := tb.TryLock(Key{File: 0}, user(lk(1, un, 0, 0), 7)); err != ErrTooMany {
+	// At the bound a whole lock can still be given up (the bound must not keep a process from
+	// unlocking), and it makes room again.
+	if err := tb.TryLock(Key{File: 0}, user(lk(1, un, 0, 0), 7)); err != nil {
 		t.Fatalf("unlock at the bound: %v", err)
+	}
+	if got := tb.UserLocks(7); got != 4 {
+		t.Fatalf("user 7 holds %d locks after giving one up, want 4", got)
+	}
+	// An unlock that splits a lock needs room for one more.
+	small := Table{MaxPerUser: 3}
+	for _, l := range []Lock{lk(1, rd, 0, 9), lk(1, rd, 20, 29), lk(1, un, 4, 5)} {
+		if err := small.TryLock(file1, l); err != nil {
+			t.Fatalf("%+v: %v", l, err)
+		}
+	}
+	if err := small.TryLock(file1, lk(1, un, 22, 23)); err != ErrTooMany {
+		t.Fatalf("an unlock splitting a lock past the bound: %v, want ErrTooMany", err)
+	}
+	if err := small.TryLock(file1, lk(1, un, 20, 29)); err != nil || small.UserLocks(0) != 2 {
+		t.Fatalf("a whole unlock at the bound: %v, %d locks left", err, small.UserLocks(0))
 	}
 	// Unlocking by owner frees the user's count, whatever user the request names.
 	for f := uint64(0); f < 4; f++ {
