@@ -26,7 +26,7 @@ func TestMakeRecordHasTheSizeAndCountersAsked(t *testing.T) {
 
 func TestIncrementAndFindCounter(t *testing.T) {
 	data := makeRecord(0, 300, 8)
-	digits, ok := findCounter(data, counterField("w3"))
+	digits, ok := findCounter(data, counterField("w3"), len(data))
 	if !ok {
 		t.Fatal("w3 not found")
 	}
@@ -39,11 +39,14 @@ func TestIncrementAndFindCounter(t *testing.T) {
 	if v, _ := counterValue(data, "w2"); v != 0 {
 		t.Fatalf("w2 changed to %d", v)
 	}
-	// A torn read: an empty or cut record has no complete counter.
-	if _, ok := findCounter(data[:len(`{"id": 0, "name": "Zo\u00eb \u00dcnal", "score": 1.5, "tags": ["a", "b"], "w0": "00`)], counterField("w0")); ok {
+	// A torn read: an empty or cut record is no record, also when the counter is whole in it.
+	if _, ok := findCounter(data[:len(`{"id": 0, "name": "Zo\u00eb \u00dcnal", "score": 1.5, "tags": ["a", "b"], "w0": "00`)], counterField("w0"), len(data)); ok {
 		t.Fatal("a cut counter was accepted")
 	}
-	if _, ok := findCounter(nil, counterField("w0")); ok {
+	if _, ok := findCounter(data[:len(data)-1], counterField("w0"), len(data)); ok {
+		t.Fatal("a record cut after its counters was accepted")
+	}
+	if _, ok := findCounter(nil, counterField("w0"), len(data)); ok {
 		t.Fatal("an empty record has a counter")
 	}
 }

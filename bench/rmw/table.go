@@ -114,6 +114,9 @@ func printTable(w io.Writer, b *bench, m machine, took time.Duration) {
 		for _, sh := range g.shapes {
 			for _, t := range b.targets {
 				key := cellKey{t.name, size, sh}
+				if _, measured := b.results[key]; !measured {
+					continue
+				}
 				s := summarize(b.results[key], b.ratios[key])
 				lost := fmt.Sprintf("%d", s.lost)
 				if s.lost > 0 {

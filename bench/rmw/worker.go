@@ -48,11 +48,12 @@ func runWorker(args []string) error {
 	lockPath := fl.String("flock", "", "take flock(LOCK_EX) on this `file` around each cycle")
 	unpinned := fl.Bool("unpinned", false, "let the Go runtime move the cycle between OS threads")
 	reads := fl.Int("reads", 0, "plain reads (open, read, close, as json.load(open(p))) before each read-modify-write")
+	size := fl.Int("size", 0, "the record's size in `bytes` (it never changes): a read of any other length is torn")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
-	if *record == "" || *key == "" {
-		return errors.New("worker: -record and -key are required")
+	if *record == "" || *key == "" || *size <= 0 {
+		return errors.New("worker: -record, -key and -size are required")
 	}
 	lockFD := -1
 	if *lockPath != "" {
@@ -68,7 +69,7 @@ func runWorker(args []string) error {
 	if !*unpinned {
 		runtime.LockOSThread()
 	}
-	w := &cycler{path: *record, field: counterField(*key), buf: make([]byte, 64<<10)}
+	w := &cycler{path: *record, field: counterField(*key), size: *size, buf: make([]byte, 64<<10)}
 
 	fmt.Println("ready")
 	io.Copy(io.Discard, os.Stdin) // start signal: the driver closes stdin
@@ -128,6 +129,7 @@ func counterField(key string) []byte {
 type cycler struct {
 	path  string
 	field []byte
+	size  int
 	buf   []byte
 }
 
@@ -138,7 +140,7 @@ func (c *cycler) cycle() (torn bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	digits, ok := findCounter(data, c.field)
+	digits, ok := findCounter(data, c.field, c.size)
 	if !ok {
 		return true, nil
 	}
@@ -156,7 +158,7 @@ func (c *cycler) plainReads(n int) (torn bool, err error) {
 		if err != nil {
 			return false, err
 		}
-		if _, ok := findCounter(data, c.field); !ok {
+		if _, ok := findCounter(data, c.field, c.size); !ok {
 			return true, nil
 		}
 	}
@@ -252,9 +254,16 @@ func openRetry(path string, flags int, mode uint32) (int, error) {
 	}
 }
 
-// findCounter returns the digits of the counter introduced by field, if the
-// record holds a complete one.
-func findCounter(data, field []byte) ([]byte, bool) {
+// findCounter returns the digits of the counter introduced by field, if data
+// is a whole record of size bytes (records never change size) and holds a
+// complete one. A read of another length is a record caught while it was
+// being written: Python's json.load raises on it, so its worker writes
+// nothing (a cut record that still holds the counter must not count as a
+// cycle: writing it back would move a fraction of the record).
+func findCounter(data, field []byte, size int) ([]byte, bool) {
+	if len(data) != size {
+		return nil, false
+	}
 	i := bytes.Index(data, field)
 	if i < 0 {
 		return nil, false
