@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -212,6 +213,7 @@ func serve(cfg mountConfig, stderr io.Writer) error {
 	}
 	defer stopProfile()
 	setMemoryLimit(set.readMemory, set.limits.MaxBuffered, set.logger)
+	setProcs(set.logger)
 	// Signals are caught before the mount exists: one that arrives as it
 	// becomes ready must unmount it, not kill the daemon and leave it.
 	sigs := make(chan os.Signal, 1)
@@ -496,6 +498,34 @@ func setMemoryLimit(readMemory, maxBuffered int64, logger *slog.Logger) {
 	limit := readMemory + maxBuffered + memoryHeadroom
 	debug.SetMemoryLimit(limit)
 	logger.Debug("soft memory limit set", "bytes", limit)
+}
+
+// procsPerCPU is how many Go processors (Ps) the daemon runs per CPU the runtime would use by
+// default. Nearly every FUSE request blocks its thread in system calls: the read of /dev/fuse that
+// waits for it, the backing store's, the reply. With one P per CPU, a goroutine made runnable
+// meanwhile waits until a thread returns from its system call or the runtime's monitor takes the
+// P back from it (after 20 µs to 10 ms); with two, it runs at once and the kernel shares the CPUs
+// among the threads. Measured in scripts/bench runs on 2 CPUs (docs/design.md, section 9).
+const procsPerCPU = 2
+
+// daemonProcs is the GOMAXPROCS the daemon sets, given the runtime's default and the GOMAXPROCS
+// environment variable: 0 (leave it) when the variable is set.
+func daemonProcs(defaultProcs int, env string) int {
+	if env != "" {
+		return 0
+	}
+	return procsPerCPU * max(defaultProcs, 1)
+}
+
+// setProcs sets GOMAXPROCS to daemonProcs, unless the GOMAXPROCS environment variable says
+// otherwise. (Setting it stops the runtime from following later changes of a cgroup's CPU limit.)
+func setProcs(logger *slog.Logger) {
+	n := daemonProcs(runtime.GOMAXPROCS(0), os.Getenv("GOMAXPROCS"))
+	if n == 0 {
+		return
+	}
+	runtime.GOMAXPROCS(n)
+	logger.Debug("GOMAXPROCS set", "procs", n)
 }
 
 // clearStaleMount unmounts a FUSE mount at dir whose daemon is gone (every

@@ -247,3 +247,21 @@ func TestStateDirIsRootsAlone(t *testing.T) {
 		t.Errorf("a symlink as state directory was accepted")
 	}
 }
+
+func TestDaemonProcs(t *testing.T) {
+	for _, tc := range []struct {
+		def  int
+		env  string
+		want int
+	}{
+		{2, "", 4},
+		{1, "", 2},
+		{16, "", 32},
+		{0, "", 2},
+		{2, "3", 0}, // the operator's GOMAXPROCS stands
+	} {
+		if got := daemonProcs(tc.def, tc.env); got != tc.want {
+			t.Errorf("daemonProcs(%d, %q) = %d, want %d", tc.def, tc.env, got, tc.want)
+		}
+	}
+}
