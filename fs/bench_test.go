@@ -107,8 +107,8 @@ func BenchmarkCallerResolve(b *testing.B) {
 }
 
 // BenchmarkCallerRecheck is the identification of a caller whose cached identity is older than
-// callerRecheck: /proc confirms it (the thread's stat and status are read again), as for most
-// requests of a worker that makes fewer than a hundred a second.
+// callerRecheck: /proc confirms it (the thread's status is read again, through the file held open
+// for it), as for most requests of a worker that makes fewer than a hundred a second.
 func BenchmarkCallerRecheck(b *testing.B) {
 	r := newCallerResolver("/proc")
 	now := time.Now()

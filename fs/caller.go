@@ -2,6 +2,7 @@ package fs
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -37,34 +38,43 @@ type caller struct {
 
 // callerCacheLimit bounds the thread table; a full table is dropped whole,
 // which only costs the next requests a re-read of /proc.
-const callerCacheLimit = 8192
+const callerCacheLimit = 1024
 
 // callerRecheck is how long a cached identity is used before /proc confirms
-// it again. The check guards against a thread id now naming another task:
-// that needs the old task to exit and the kernel to hand out every other id
-// first, since ids are allocated cyclically up to pid_max, which is at least
-// 32768 and at least 1024 per CPU. Wrapping within this window takes a new
-// task every 10 µs on every CPU (about the cost of a bare clone and exit),
-// for nothing else. Checking on every request instead cost an open, read
-// and close of /proc/<tid>/stat on nearly every request to a record, up to
-// nine per read-modify-write cycle (BenchmarkCallerResolve).
+// it again, and refreshes its supplementary groups. Between checks the cache
+// is trusted: a thread id naming another task needs the old task to exit and
+// the kernel to hand out every other id first, since ids are allocated
+// cyclically up to pid_max, which is at least 32768 and at least 1024 per
+// CPU. Wrapping within this window takes a new task every 10 µs on every CPU
+// (about the cost of a bare clone and exit), for nothing else. Checking on
+// every request instead cost a read of /proc on nearly every request to a
+// record, up to nine per read-modify-write cycle (BenchmarkCallerResolve).
 const callerRecheck = 10 * time.Millisecond
 
+// callerIdle is how long a thread may make no request before its entry, and
+// the /proc file it holds open, are dropped.
+const callerIdle = 2 * time.Second
+
 // callerResolver maps thread ids to processes through /proc. A cached entry
-// is used as is for callerRecheck, then trusted again only if the thread's
-// start time still matches, which guards against a thread id being reused
-// by another process.
+// is used as is for callerRecheck, then confirmed through the thread's
+// /proc/<tid>/status, held open since the thread was first resolved: the
+// kernel ties an open /proc file to the task it was opened for, and once that
+// task has exited every read fails (ESRCH), even after its id is reused. A
+// successful read therefore confirms the very task, with no second file to
+// compare start times, and gives its current groups.
 type callerResolver struct {
 	procRoot string
 	now      func() time.Time
 
 	mu    sync.Mutex
 	cache map[uint32]cachedCaller
+	sweep *time.Timer // drops idle entries; nil while the table is empty
 }
 
 type cachedCaller struct {
 	caller
 	checked time.Time // when /proc last confirmed it
+	status  *os.File  // the thread's /proc/<tid>/status, open since it was resolved
 }
 
 func newCallerResolver(procRoot string) *callerResolver {
@@ -83,50 +93,127 @@ func (r *callerResolver) resolve(tid, uid, gid uint32) (caller, error) {
 		c.uid, c.gid = uid, gid
 		return c, nil
 	}
+	if ok {
+		status, err := readStatusFile(cached.status)
+		if err == nil && status.tgid == cached.proc.pid {
+			c := cached.caller
+			c.groups = status.groups
+			r.store(tid, cachedCaller{caller: c, checked: now, status: cached.status})
+			c.uid, c.gid = uid, gid
+			return c, nil
+		}
+		// The task has exited: tid, if it names a task at all, names another one.
+		r.forget(tid, cached.status)
+	}
 
+	file, err := openProc(fmt.Sprintf("%s/%d/status", r.procRoot, tid))
+	if err != nil {
+		return caller{}, fmt.Errorf("identify caller %d: %w", tid, err)
+	}
+	c, err := r.identify(tid, file)
+	if err != nil {
+		file.Close()
+		return caller{}, err
+	}
+	r.store(tid, cachedCaller{caller: c, checked: now, status: file})
+	c.uid, c.gid = uid, gid
+	return c, nil
+}
+
+// identify reads what names the task tid whose status file is open. The status is read after the
+// stat: a task alive when its status was opened and still alive after the stat was read by path is
+// the task that stat describes, as no two live tasks share an id.
+func (r *callerResolver) identify(tid uint32, status *os.File) (caller, error) {
 	threadStart, threadComm, err := r.readStat(tid)
 	if err != nil {
 		return caller{}, err
 	}
-	status, err := r.readStatus(tid)
+	st, err := readStatusFile(status)
 	if err != nil {
-		return caller{}, err
+		return caller{}, fmt.Errorf("identify caller %d: %w", tid, err)
 	}
-	if ok && cached.thread.start == threadStart {
-		c := cached.caller
-		c.groups = status.groups
-		r.store(tid, cachedCaller{c, now})
-		c.uid, c.gid = uid, gid
-		return c, nil
-	}
-
-	tgid := status.tgid
 	procStart, comm := threadStart, threadComm
-	if tgid != tid {
-		procStart, comm, err = r.readStat(tgid)
+	if st.tgid != tid {
+		procStart, comm, err = r.readStat(st.tgid)
 		if err != nil {
 			return caller{}, err
 		}
 	}
-	c := caller{
+	return caller{
 		thread: procKey{pid: tid, start: threadStart},
-		proc:   procKey{pid: tgid, start: procStart},
-		uid:    uid,
-		gid:    gid,
-		groups: status.groups,
+		proc:   procKey{pid: st.tgid, start: procStart},
+		groups: st.groups,
 		comm:   comm,
-	}
-	r.store(tid, cachedCaller{c, now})
-	return c, nil
+	}, nil
 }
 
+// store caches c for tid, closing the status file of an entry it replaces.
 func (r *callerResolver) store(tid uint32, c cachedCaller) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.cache[tid]; !ok && len(r.cache) >= callerCacheLimit {
+	old, ok := r.cache[tid]
+	if !ok && len(r.cache) >= callerCacheLimit {
+		for _, e := range r.cache {
+			e.status.Close()
+		}
 		clear(r.cache)
 	}
+	if ok && old.status != c.status {
+		old.status.Close()
+	}
 	r.cache[tid] = c
+	if r.sweep == nil {
+		r.sweep = time.AfterFunc(callerIdle, r.dropIdle)
+	}
+}
+
+// forget drops tid's entry if it still holds status, and closes status. A request being resolved
+// at the same time may still read it: os.File closes the descriptor only after such a read, which
+// then fails as for an exited task.
+func (r *callerResolver) forget(tid uint32, status *os.File) {
+	r.mu.Lock()
+	if e, ok := r.cache[tid]; ok && e.status == status {
+		delete(r.cache, tid)
+	}
+	r.mu.Unlock()
+	status.Close()
+}
+
+// dropIdle drops the entries of threads that made no request for callerIdle, with their files: a
+// task that has exited holds nothing in the daemon for long.
+func (r *callerResolver) dropIdle() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	for tid, e := range r.cache {
+		if now.Sub(e.checked) >= callerIdle {
+			e.status.Close()
+			delete(r.cache, tid)
+		}
+	}
+	if len(r.cache) == 0 {
+		r.sweep = nil
+		return
+	}
+	r.sweep.Reset(callerIdle)
+}
+
+// status reads the status of task tid: through the file its entry holds if that task is still
+// alive, else by path.
+func (r *callerResolver) status(tid uint32) (taskStatus, error) {
+	r.mu.Lock()
+	cached, ok := r.cache[tid]
+	r.mu.Unlock()
+	if ok {
+		if st, err := readStatusFile(cached.status); err == nil {
+			return st, nil
+		}
+	}
+	data, err := readProc(fmt.Sprintf("%s/%d/status", r.procRoot, tid))
+	if err != nil {
+		return taskStatus{}, fmt.Errorf("identify caller %d: %w", tid, err)
+	}
+	return parseStatus(data)
 }
 
 // readStat returns the start time and command name of task pid. It can
@@ -206,12 +293,47 @@ type taskStatus struct {
 	caught  uint64   // SigCgt
 }
 
-func (r *callerResolver) readStatus(tid uint32) (taskStatus, error) {
-	data, err := readProc(fmt.Sprintf("%s/%d/status", r.procRoot, tid))
-	if err != nil {
-		return taskStatus{}, fmt.Errorf("identify caller %d: %w", tid, err)
+// openProc opens a /proc file to be read again later (readStatusFile).
+func openProc(path string) (*os.File, error) {
+	for {
+		f, err := os.OpenFile(path, os.O_RDONLY, 0)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		return f, err
 	}
-	return parseStatus(data)
+}
+
+// readStatusFile reads a task's status again through its open file: one pread from the start, which
+// /proc answers with the task as it is now (ESRCH once it has exited).
+func readStatusFile(f *os.File) (taskStatus, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return taskStatus{}, err
+	}
+	buf := make([]byte, procFileHint)
+	var n int
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = unix.Pread(int(fd), buf, 0)
+			switch {
+			case rerr == unix.EINTR:
+				continue
+			case rerr == nil && n == len(buf):
+				buf = make([]byte, 2*len(buf)) // possibly cut short: read it whole
+				continue
+			}
+			return true
+		}
+	})
+	if err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return taskStatus{}, &os.PathError{Op: "read", Path: f.Name(), Err: err}
+	}
+	return parseStatus(buf[:n])
 }
 
 func parseStatus(data []byte) (taskStatus, error) {

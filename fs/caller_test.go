@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -118,32 +119,85 @@ func fakeTask(t *testing.T, root string, pid, tgid uint32, start uint64, comm st
 	}
 }
 
-func TestResolveRechecksReusedThreadIDAfterTheWindow(t *testing.T) {
-	root := t.TempDir()
-	now := time.Unix(1000, 0)
-	r := newCallerResolver(root)
-	r.now = func() time.Time { return now }
-
-	fakeTask(t, root, 100, 100, 5, "old")
-	first, err := r.resolve(100, 0, 0)
-	if err != nil || first.thread.start != 5 || first.comm != "old" {
-		t.Fatalf("first resolve: %+v, %v", first, err)
+// The resolver's recheck rests on this: a /proc file opened for a task fails to read once the task
+// has exited, so it can never describe a later task given the same id.
+func TestProcFileOfExitedTaskFailsToRead(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
 	}
-
-	// The task exits and its id is reused by a thread of another process.
-	fakeTask(t, root, 100, 200, 9, "new")
-	fakeTask(t, root, 200, 200, 8, "new")
-	now = now.Add(callerRecheck / 2)
-	if c, err := r.resolve(100, 0, 0); err != nil || c.thread != first.thread || c.proc != first.proc || c.comm != first.comm {
-		t.Fatalf("within the window: %+v, %v; want the cached %+v", c, err, first)
-	}
-	now = now.Add(callerRecheck)
-	c, err := r.resolve(100, 0, 0)
+	f, err := openProc(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.thread != (procKey{pid: 100, start: 9}) || c.proc != (procKey{pid: 200, start: 8}) || c.comm != "new" {
-		t.Fatalf("after the window the reused id resolved to %+v, want the new task", c)
+	defer f.Close()
+	if st, err := readStatusFile(f); err != nil || st.tgid != uint32(cmd.Process.Pid) {
+		t.Fatalf("live task: %+v, %v", st, err)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if st, err := readStatusFile(f); err == nil {
+		t.Fatalf("the status of an exited task read as %+v", st)
+	}
+}
+
+func TestResolveForgetsAnExitedTask(t *testing.T) {
+	now := time.Now()
+	r := newCallerResolver("/proc")
+	r.now = func() time.Time { return now }
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := uint32(cmd.Process.Pid)
+	first, err := r.resolve(pid, 0, 0)
+	if err != nil || first.comm != "sleep" {
+		t.Fatalf("first resolve: %+v, %v", first, err)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	now = now.Add(callerRecheck / 2)
+	if c, err := r.resolve(pid, 0, 0); err != nil || c.thread != first.thread {
+		t.Fatalf("within the window: %+v, %v; want the cached %+v", c, err, first)
+	}
+	now = now.Add(callerRecheck)
+	// The id names no task now (or, if already reused, another one).
+	if c, err := r.resolve(pid, 0, 0); err == nil && c.thread == first.thread {
+		t.Fatalf("after the window an exited task still resolved: %+v", c)
+	}
+	if c, ok := r.peek(pid); ok && c.thread == first.thread {
+		t.Fatalf("the exited task is still cached: %+v", c)
+	}
+}
+
+func TestResolveDropsIdleThreads(t *testing.T) {
+	now := time.Now()
+	r := newCallerResolver("/proc")
+	r.now = func() time.Time { return now }
+	pid := uint32(os.Getpid())
+	if _, err := r.resolve(pid, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	cached, ok := r.cache[pid]
+	if !ok {
+		t.Fatal("not cached")
+	}
+	r.dropIdle()
+	if _, ok := r.peek(pid); !ok {
+		t.Fatal("dropped before it was idle")
+	}
+	now = now.Add(callerIdle)
+	r.dropIdle()
+	if _, ok := r.peek(pid); ok {
+		t.Fatal("an idle thread is still cached")
+	}
+	if _, err := cached.status.Stat(); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("the idle thread's status file is still open: %v", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sweep != nil {
+		t.Fatal("the sweep still runs for an empty table")
 	}
 }
 

@@ -429,7 +429,7 @@ func (h *recordHandle) flusher(ctx context.Context) (caller, bool) {
 	var status taskStatus
 	if fc.Pid != 0 {
 		var err error
-		if status, err = h.fsys.callers.readStatus(fc.Pid); err != nil {
+		if status, err = h.fsys.callers.status(fc.Pid); err != nil {
 			h.fsys.log.Warn("cannot identify a closing task; nothing committed", "record", h.record, "tid", fc.Pid, "err", err)
 			return caller{}, false
 		}
