@@ -363,12 +363,14 @@ func (n *node) versionGetattr(v *versionNode, found *unix.Stat_t, out *fuse.Attr
 	return 0
 }
 
-// dropVersion makes the kernel drop the pages and attributes of this version node before it shows
-// another version (versionNode.release).
+// dropVersion makes the kernel drop the attributes of this version node it may cache, before the
+// node shows another version (versionNode.release). Its pages need no call: the kernel drops an
+// inode's pages at every open not answered FOPEN_KEEP_CACHE, and the first open of a version on a
+// node never is (openReader). The drop used to invalidate the pages too, which cost every
+// read-modify-write cycle a notification and the GETATTR it caused (docs/design.md, "Kernel caches").
 func (n *node) dropVersion() {
-	n.attrsCached.Store(false)
+	n.invalidateAttrs()
 	n.cachedKey.Store(nil)
-	n.NotifyContent(0, 0)
 }
 
 // renewVersion makes the kernel look the record's name up again at its next use, after a commit by

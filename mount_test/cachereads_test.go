@@ -195,3 +195,34 @@ func TestCachedReaderMappingSurvivesAWriter(t *testing.T) {
 	reader.must(map[string]any{"op": "munmap", "map": m})
 	cacheCounters(t, h, d, 1, 1)
 }
+
+// TestPrivateMappingOfADirectReadIsNotShownAsTheNextVersion: a private mapping of a record read
+// directly fills the page cache of the record's inode with that version, also after a writer opened
+// the record (the kernel drops the inode's pages at that open, and a touch of the mapping brings them
+// back). Once the writer committed another version of the same size and the mapping is gone, cached
+// reads must show the new version, not those pages: the node's first open of it is not cached, and
+// the kernel drops the pages at that open.
+func TestPrivateMappingOfADirectReadIsNotShownAsTheNextVersion(t *testing.T) {
+	h, d, r := cachedReadsMount(t)
+	reader := h.startSession(t, "reader", nil)
+	writer := h.startSession(t, "writer", nil)
+	writer.rewrite(r, `{"a":1,"b":2}`)
+	fd := reader.must(map[string]any{"op": "open", "path": r, "flags": []string{"O_RDONLY"}}).num("fd")
+	m := reader.must(map[string]any{"op": "maphold", "fd": fd, "private": true}).num("map")
+	w := writer.must(map[string]any{"op": "open", "path": r, "flags": []string{"O_WRONLY"}}).num("fd")
+	if got := reader.must(map[string]any{"op": "mapread", "map": m}).str("data"); got != `{"a":1,"b":2}` {
+		t.Fatalf("private mapping of the first version: %q", got)
+	}
+	writer.must(map[string]any{"op": "write", "fd": w, "data": `{"a":3,"b":4}`})
+	writer.must(map[string]any{"op": "close", "fd": w})
+	reader.must(map[string]any{"op": "munmap", "map": m})
+	reader.must(map[string]any{"op": "close", "fd": fd})
+	for i := range 2 {
+		cfd, got := reader.openCached(r)
+		reader.must(map[string]any{"op": "close", "fd": cfd})
+		if got != `{"a":3,"b":4}` {
+			t.Fatalf("cached read %d after the commit shows %q, want the committed version", i, got)
+		}
+	}
+	cacheCounters(t, h, d, 2, 0)
+}

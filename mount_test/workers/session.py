@@ -24,7 +24,8 @@ Reads one JSON command per line on stdin and answers one JSON line on stdout:
         opens P read-only up to C times, stopping at the first error, and keeps the descriptors open
   {"op": "mmap", "fd": N, "shared": bool, "write": bool}  -> {"data": text}
         maps the file (MAP_SHARED or MAP_PRIVATE; writable or read-only) and reads it through the map
-  {"op": "maphold", "fd": N} -> {"map": M}   maps the file shared and read-only, fstat's size, and
+  {"op": "maphold", "fd": N, "private": bool} -> {"map": M}   maps the file (shared unless private) and
+        read-only, fstat's size, and
         keeps the mapping without touching it; {"op": "mapread", "map": M} -> {"data": text} reads
         through it (a page past the kernel's size of the file kills the session with SIGBUS);
         {"op": "munmap", "map": M} unmaps it
@@ -155,7 +156,8 @@ def run(cmd):
             m.close()
     if op == "maphold":
         import mmap
-        m = mmap.mmap(cmd["fd"], os.fstat(cmd["fd"]).st_size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        flags = mmap.MAP_PRIVATE if cmd.get("private") else mmap.MAP_SHARED
+        m = mmap.mmap(cmd["fd"], os.fstat(cmd["fd"]).st_size, flags=flags, prot=mmap.PROT_READ)
         MAPS.append(m)
         return {"map": len(MAPS) - 1}
     if op == "mapread":
