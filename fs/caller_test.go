@@ -178,7 +178,9 @@ func TestResolveDropsIdleThreads(t *testing.T) {
 	if _, err := r.resolve(pid, 0, 0); err != nil {
 		t.Fatal(err)
 	}
+	r.mu.Lock()
 	cached, ok := r.cache[pid]
+	r.mu.Unlock()
 	if !ok {
 		t.Fatal("not cached")
 	}
