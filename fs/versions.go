@@ -120,8 +120,8 @@ func (v *versionNode) adopt(st *unix.Stat_t) {
 
 // release ends an open counted by openReader or openOther. When the last handle of a node that
 // stopped being cached closes, drop (which makes the kernel drop the node's attributes; its pages
-// go at the next version's first open, never cached) runs, under the node's lock so that no open comes in between, and the node shows the version found
-// next: it is cached again.
+// go at the next version's first open, never cached) runs, under the node's lock so that no open
+// comes in between, and the node shows the version found next: it is cached again.
 func (v *versionNode) release(cached bool, drop func()) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
