@@ -205,12 +205,7 @@ func (s *Store) commit(ctx context.Context, dir Dir, name string, c Commit) (res
 // errCreateRace: a record appeared at the name of a record being created.
 var errCreateRace = fmt.Errorf("a record appeared at the name while it was created: %w", unix.EEXIST)
 
-// commitLocked is one attempt of a commit, under the record's lock.
-//
-// On a local filesystem, the descriptor of the file the commit renamed over is handed to *replaced
-// instead of being closed: the last close of a removed file frees it (on ext4, about half a
-// millisecond even for a 4 KB file), which need not hold the record's lock (docs/design.md, "The
-// cost of a commit").
+// commitLocked is one attempt of a commit, under the record's lock (see install for replaced).
 func (s *Store) commitLocked(dir Dir, name string, c Commit, src *openSource, replaced *int) (res CommitResult, read fence, err error) {
 	theirs, read, err := s.readFenced(dir, name, lockSlot(dir.Ino, name), c.Known)
 	if err != nil {
@@ -261,23 +256,56 @@ func (s *Store) commitLocked(dir Dir, name string, c Commit, src *openSource, re
 		return res, read, err
 	}
 
-	var (
-		tmpFD int
-		tmp   string
-	)
 	if theirs.exists {
 		res.Identity = Identity{ID: theirs.id.ID, Gen: theirs.id.Gen + 1}
 		if splitting {
 			res.Identity.ID = NewID()
 			*c.split = true
 		}
-		tmpFD, tmp, err = s.createTemp(dir.FD, 0o600, nil)
 	} else {
 		res.Identity = Identity{ID: newID(c.NewID), Gen: 1}
-		tmpFD, tmp, err = s.createTemp(dir.FD, unixMode(c.Mode), c.Writer)
+	}
+	var afterRename func() error
+	if src != nil {
+		afterRename = func() error { return src.remove(c.Writer, sync && src.dir.Ino != dir.Ino, s) }
+	}
+	res.Version, res.Birth, err = s.install(dir, name, &theirs, installing{data: merged, id: res.Identity,
+		mode: unixMode(c.Mode), creator: c.Writer, sync: sync}, replaced, afterRename)
+	return res, read, err
+}
+
+// installing is what install writes: the bytes, the identity, whether to fsync, and for a new
+// record its mode and creator.
+type installing struct {
+	data    []byte
+	id      Identity
+	mode    uint32
+	creator *sysx.Cred
+	sync    bool
+}
+
+// install writes a new version of the record name in dir into a temporary file and renames it
+// into place: over theirs, whose mode, owner and extended attributes it takes, or, if there is no
+// record, onto a free name (errCreateRace if a record appeared there), as in.creator with in.mode.
+// afterRename, if not nil, runs after the rename (before a statx: it may change the ctime).
+//
+// On a local filesystem, the descriptor of the file the commit renamed over is handed to *replaced
+// instead of being closed: the last close of a removed file frees it (on ext4, about half a
+// millisecond even for a 4 KB file), which need not hold the record's lock (docs/design.md, "The
+// cost of a commit").
+func (s *Store) install(dir Dir, name string, theirs *current, in installing, replaced *int, afterRename func() error) (Version, uint64, error) {
+	var (
+		tmpFD int
+		tmp   string
+		err   error
+	)
+	if theirs.exists {
+		tmpFD, tmp, err = s.createTemp(dir.FD, 0o600, nil)
+	} else {
+		tmpFD, tmp, err = s.createTemp(dir.FD, in.mode, in.creator)
 	}
 	if err != nil {
-		return res, read, err
+		return Version{}, 0, err
 	}
 	renamed := false
 	defer func() {
@@ -287,26 +315,26 @@ func (s *Store) commitLocked(dir Dir, name string, c Commit, src *openSource, re
 		// Closing drops the temporary file's lock, now that recovery can no longer find it by name.
 		sysx.Close(tmpFD)
 	}()
-	if err := writeAllAt(tmpFD, merged); err != nil {
-		return res, read, fmt.Errorf("write temporary file: %w", err)
+	if err := writeAllAt(tmpFD, in.data); err != nil {
+		return Version{}, 0, fmt.Errorf("write temporary file: %w", err)
 	}
 	if theirs.exists {
 		own := ownership{mode: theirs.st.Mode & 0o7777, uid: theirs.st.Uid, gid: theirs.st.Gid}
 		if err := s.setOwnership(tmpFD, own); err != nil {
-			return res, read, err
+			return Version{}, 0, err
 		}
 		if err := copyXattrs(theirs.fd, tmpFD); err != nil {
-			return res, read, err
+			return Version{}, 0, err
 		}
 	}
-	if err := writeIdentity(tmpFD, res.Identity, int64(len(merged))); err != nil {
-		return res, read, err
+	if err := writeIdentity(tmpFD, in.id, int64(len(in.data))); err != nil {
+		return Version{}, 0, err
 	}
 	// On a network filesystem the content must be on the server before the name shows it: a client
 	// with write-behind (GlusterFS's) may otherwise show other hosts the new name with no bytes yet.
-	if sync || s.Fencing() {
+	if in.sync || s.Fencing() {
 		if err := s.fsync(tmpFD); err != nil {
-			return res, read, fmt.Errorf("fsync temporary file: %w", err)
+			return Version{}, 0, fmt.Errorf("fsync temporary file: %w", err)
 		}
 	}
 	if theirs.exists {
@@ -322,30 +350,29 @@ func (s *Store) commitLocked(dir Dir, name string, c Commit, src *openSource, re
 	} else {
 		err = renameNoReplace(dir.FD, tmp, dir.FD, name)
 		if err == unix.EEXIST {
-			return res, read, errCreateRace
+			return Version{}, 0, errCreateRace
 		}
 	}
 	if err != nil {
-		return res, read, fmt.Errorf("rename temporary file over %q: %w", name, err)
+		return Version{}, 0, fmt.Errorf("rename temporary file over %q: %w", name, err)
 	}
 	renamed = true
-	if sync {
+	if in.sync {
 		if err := s.fsync(dir.FD); err != nil {
-			return res, read, fmt.Errorf("fsync directory: %w", err)
+			return Version{}, 0, fmt.Errorf("fsync directory: %w", err)
 		}
 	}
-	if src != nil {
-		if err := src.remove(c.Writer, sync && src.dir.Ino != dir.Ino, s); err != nil {
-			return res, read, err
+	if afterRename != nil {
+		if err := afterRename(); err != nil {
+			return Version{}, 0, err
 		}
 	}
 	// After the rename: it changes the ctime on some filesystems, and Read must see the same version.
 	st, birth, err := sysx.Statx(tmpFD, "")
 	if err != nil {
-		return res, read, err
+		return Version{}, 0, err
 	}
-	res.Version, res.Birth = versionOf(&st), birth
-	return res, read, nil
+	return versionOf(&st), birth, nil
 }
 
 func newID(id uint64) uint64 {
