@@ -52,7 +52,8 @@ type Commit struct {
 	// Committed, if not nil, is called with the result of a commit that wrote the record, while the
 	// record's lock is still held: the next commit, which may take the lock as soon as it is
 	// released, then finds what Committed recorded (mergefs's own note of the record's content).
-	// It must not use the store.
+	// It must not use the store. Of a group of commits made in one replacement (see CommitAt), only
+	// the last one that changed the record is called: the record holds what its Merge returned.
 	Committed func(CommitResult)
 
 	// split, set by Split: rewrite a record whose inode has other names, under a new identity.
@@ -106,7 +107,14 @@ func (s *Store) Commit(ctx context.Context, name string, c Commit) (CommitResult
 // (reserved name) with the record's identity, owner, mode and extended attributes, fsyncs if asked or
 // by policy, renames it over the record, and fsyncs the directory if asked or by policy.
 //
-// A ctx that ends while the commit waits for the in-process lock aborts it; once the lock is held, ctx
+// Commits onto an existing record (Expect set, no Source) that wait for its lock while another commit
+// holds it are made together by the next holder, in the order they came: each Merge gets what the
+// ones before it returned, and one temporary file replaces the record for all of them (group.go).
+// Each gets its own error; those that succeed share the result (one Version, one Identity: the
+// generation counts replacements, not commits).
+//
+// A ctx that ends while the commit waits for the in-process lock aborts it, unless the holder of the
+// lock took it over already: it is then made, and its result returned. Once the lock is held, ctx
 // is no longer consulted and the commit completes. An error after the rename (a failed directory fsync)
 // means the record was replaced but its durability is not confirmed.
 func (s *Store) CommitAt(ctx context.Context, dir Dir, name string, c Commit) (CommitResult, error) {
@@ -158,11 +166,33 @@ func (s *Store) commit(ctx context.Context, dir Dir, name string, c Commit) (res
 	for i, r := range refs {
 		slots[i] = lockSlot(r.Dir.Ino, r.Name)
 	}
+	// A commit onto an existing record may be taken over by the commit holding the lock
+	// (group.go): it then waits for that one to finish it rather than for the lock.
+	var me *waiter
+	var takenOver <-chan struct{}
+	key := groupKey{dirIno: dir.Ino, name: name, id: c.Expect}
+	if src == nil && c.split == nil && c.Expect != 0 {
+		me = s.groups.join(key, c)
+		takenOver = me.done
+	}
 	start := time.Now()
-	release, err := s.lockSlots(ctx, slots)
+	release, err := s.lockSlots(ctx, slots, takenOver)
 	res.Wait = time.Since(start)
 	if err != nil {
+		if me != nil && (err == errTakenOver || !s.groups.leave(key, me)) {
+			<-me.done
+			return me.result(res.Wait)
+		}
 		return res, err
+	}
+	var batch []*waiter
+	if me != nil {
+		if batch = s.groups.take(key, me); batch == nil {
+			// Taken over between the lock's release and this commit's taking it.
+			release()
+			<-me.done
+			return me.result(res.Wait)
+		}
 	}
 	// The file a commit replaced is closed after the lock is released (deferred calls run last
 	// first): see commitLocked.
@@ -172,6 +202,25 @@ func (s *Store) commit(ctx context.Context, dir Dir, name string, c Commit) (res
 	// From here on ctx is not consulted: a commit that has started completes.
 
 	var read fence
+	if len(batch) > 1 {
+		var left Identity
+		var wrote bool
+		read, left, wrote = s.commitGroupLocked(dir, name, batch, &replaced)
+		if wrote && s.Fencing() {
+			if err := s.fenceCommit(slots[0], name, left, read); err != nil {
+				for _, w := range batch {
+					if w.err == nil {
+						w.err = err
+					}
+				}
+			}
+		}
+		// Before the lock goes: the others need not take it to learn that they are done.
+		for _, w := range batch[1:] {
+			close(w.done)
+		}
+		return me.result(res.Wait)
+	}
 	for attempt := 0; ; attempt++ {
 		wait := res.Wait
 		res, read, err = s.commitLocked(dir, name, c, src, &replaced)
@@ -186,13 +235,8 @@ func (s *Store) commit(ctx context.Context, dir Dir, name string, c Commit) (res
 	if err != nil || !s.Fencing() {
 		return res, err
 	}
-	// The fences say what this commit left, before the lock goes: the next commit, on any host,
-	// must read at least this generation.
-	if left := (fence{state: fencePresent, id: res.Identity.ID, gen: res.Identity.Gen}); left != read {
-		if err := s.writeFence(slots[0], left); err != nil {
-			s.log.Error("backing: committed, but cannot record the commit in the lock file; another host may merge onto an older version", "record", name, "err", err)
-			return res, err
-		}
+	if err := s.fenceCommit(slots[0], name, res.Identity, read); err != nil {
+		return res, err
 	}
 	if src != nil {
 		if err := s.writeFence(lockSlot(src.dir.Ino, src.name), fence{state: fenceGone}); err != nil {
@@ -200,6 +244,20 @@ func (s *Store) commit(ctx context.Context, dir Dir, name string, c Commit) (res
 		}
 	}
 	return res, nil
+}
+
+// fenceCommit records in the record's fence what a commit left (left, read at fence read), before
+// the lock goes: the next commit, on any host, must read at least this generation.
+func (s *Store) fenceCommit(slot int64, name string, left Identity, read fence) error {
+	f := fence{state: fencePresent, id: left.ID, gen: left.Gen}
+	if f == read {
+		return nil
+	}
+	if err := s.writeFence(slot, f); err != nil {
+		s.log.Error("backing: committed, but cannot record the commit in the lock file; another host may merge onto an older version", "record", name, "err", err)
+		return err
+	}
+	return nil
 }
 
 // errCreateRace: a record appeared at the name of a record being created.

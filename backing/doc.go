@@ -28,7 +28,8 @@
 // merge callback, writes the result into a temporary file in the same directory, gives it the record's
 // mode and owner, and renames it over the record, so a reader sees the old bytes or the new ones and
 // never a partial file. A commit with a Source instead writes the merged bytes into Source in place and
-// renames Source over the record.
+// renames Source over the record. Commits to one record that queue for its in-process lock are made
+// by the next holder in one replacement (group.go): merged one after the other, written once.
 //
 // # Temporary files and recovery
 //

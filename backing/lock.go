@@ -52,7 +52,7 @@ func (s *Store) LockRecords(ctx context.Context, refs ...RecordRef) (unlock func
 	if err := s.begin(); err != nil {
 		return nil, err
 	}
-	release, err := s.lockSlots(ctx, slots)
+	release, err := s.lockSlots(ctx, slots, nil)
 	if err != nil {
 		s.end()
 		return nil, err
@@ -72,7 +72,7 @@ type slotLock struct {
 	held chan struct{} // a one-slot semaphore, so that waiting can be abandoned when ctx ends
 }
 
-func (l *slotLocks) lock(ctx context.Context, slot int64) error {
+func (l *slotLocks) lock(ctx context.Context, slot int64, takenOver <-chan struct{}) error {
 	l.mu.Lock()
 	if l.entries == nil {
 		l.entries = make(map[int64]*slotLock)
@@ -91,6 +91,9 @@ func (l *slotLocks) lock(ctx context.Context, slot int64) error {
 	case <-ctx.Done():
 		l.drop(slot, e)
 		return ctx.Err()
+	case <-takenOver:
+		l.drop(slot, e)
+		return errTakenOver
 	}
 }
 
@@ -140,7 +143,10 @@ func ofdLock(fd int, typ int16, start, length int64, wait bool) error {
 // across processes. ctx can abort the wait for an in-process lock; the wait for the OFD lock is not
 // interruptible, but at most one goroutine per slot and store is in it. The returned release func must
 // be called exactly once.
-func (s *Store) lockSlots(ctx context.Context, slots []int64) (release func(), err error) {
+//
+// A commit that another may take over (group.go) gives takenOver: once it is closed, the wait for
+// an in-process lock ends with errTakenOver.
+func (s *Store) lockSlots(ctx context.Context, slots []int64, takenOver <-chan struct{}) (release func(), err error) {
 	slots = slices.Clone(slots)
 	slices.Sort(slots)
 	slots = slices.Compact(slots) // an OFD unlock would drop a byte locked twice by one description
@@ -161,7 +167,7 @@ func (s *Store) lockSlots(ctx context.Context, slots []int64) (release func(), e
 
 	if !s.skipInProcessLock {
 		for _, slot := range slots {
-			if err := s.slots.lock(ctx, slot); err != nil {
+			if err := s.slots.lock(ctx, slot, takenOver); err != nil {
 				release()
 				return nil, err
 			}

@@ -57,6 +57,7 @@ type Store struct {
 	reading   *readGate
 	log       *slog.Logger
 	slots     slotLocks
+	groups    groups // commits waiting for a record's lock (group.go)
 	recovered int
 
 	// Close waits for operations in flight; a counter rather than an RWMutex, so that a Merge callback
