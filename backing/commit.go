@@ -81,6 +81,7 @@ type CommitResult struct {
 	Identity  Identity      // of the record after the commit
 	Created   bool          // no record existed before
 	Unchanged bool          // Merge returned bytes identical to theirs and the write was skipped
+	Grouped   bool          // made in one replacement with other commits (see CommitAt)
 	Wait      time.Duration // time spent waiting for the record lock (for metrics)
 }
 

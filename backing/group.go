@@ -178,7 +178,7 @@ func (s *Store) commitGroupLocked(dir Dir, name string, batch []*waiter, replace
 	}
 	for _, w := range batch {
 		if w.err == nil {
-			w.res.Version, w.res.Birth, w.res.Identity = ver, birth, id
+			w.res.Version, w.res.Birth, w.res.Identity, w.res.Grouped = ver, birth, id, true
 		}
 	}
 	if last != nil && last.c.Committed != nil {

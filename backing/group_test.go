@@ -107,6 +107,9 @@ func TestWaitingCommitsShareOneReplacement(t *testing.T) {
 		if i == 0 {
 			first = r.res
 		}
+		if !r.res.Grouped {
+			t.Errorf("waiting commit %d: not reported as grouped", i)
+		}
 		if r.res.Identity != first.Identity || r.res.Version != first.Version || r.res.Unchanged {
 			t.Errorf("waiting commit %d left %+v, the first %+v: want one replacement for all", i, r.res, first)
 		}

@@ -317,6 +317,9 @@ func (fsys *FS) finishCommit(ev *event.Commit, req commitRequest, err error, cr 
 	if ev.Merged {
 		fsys.counters.merges.Add(1)
 	}
+	if cr.Grouped {
+		fsys.counters.grouped.Add(1)
+	}
 	for s, n := range ev.RuleMerges {
 		if c := fsys.counters.ruleMerges[s]; c != nil {
 			c.Add(uint64(n))

@@ -364,6 +364,7 @@ type Stats struct {
 	Commits       uint64 // commits that reached the backing store
 	Unchanged     uint64 // commits whose content equalled the record
 	Merges        uint64 // commits whose record had changed since their base
+	Grouped       uint64 // commits made in one replacement with others (backing.CommitAt)
 	Conflicts     uint64 // conflicting keys resolved or rejected by policy
 	Rejected      uint64 // commits refused: bad content, reject policy, a record replaced since open
 	Failed        uint64 // commits that failed in the backing store
@@ -392,10 +393,10 @@ type Stats struct {
 }
 
 type counters struct {
-	commits, unchanged, merges, conflicts, rejected, failed, fallbacks, ambiguous atomic.Uint64
-	cachedOpens, cacheRetries                                                     atomic.Uint64
-	bases                                                                         [event.Fallback + 1]atomic.Uint64
-	ruleMerges                                                                    map[merge.Strategy]*atomic.Uint64 // filled by New
+	commits, unchanged, merges, grouped, conflicts, rejected, failed, fallbacks, ambiguous atomic.Uint64
+	cachedOpens, cacheRetries                                                              atomic.Uint64
+	bases                                                                                  [event.Fallback + 1]atomic.Uint64
+	ruleMerges                                                                             map[merge.Strategy]*atomic.Uint64 // filled by New
 }
 
 // Stats returns a snapshot of the counters.
@@ -425,6 +426,7 @@ func (fsys *FS) Stats() Stats {
 		Commits:        fsys.counters.commits.Load(),
 		Unchanged:      fsys.counters.unchanged.Load(),
 		Merges:         fsys.counters.merges.Load(),
+		Grouped:        fsys.counters.grouped.Load(),
 		Conflicts:      fsys.counters.conflicts.Load(),
 		Rejected:       fsys.counters.rejected.Load(),
 		Failed:         fsys.counters.failed.Load(),

@@ -15,6 +15,7 @@ const (
 	metricCommits        = "mergefs_commits_total"
 	metricUnchanged      = "mergefs_commits_unchanged_total"
 	metricMerges         = "mergefs_merges_total"
+	metricGrouped        = "mergefs_grouped_commits_total"
 	metricConflicts      = "mergefs_conflicts_total"
 	metricRejected       = "mergefs_rejected_commits_total"
 	metricFailed         = "mergefs_failed_commits_total"
@@ -158,6 +159,8 @@ var statDescs = []statDesc{
 		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.Unchanged) }),
 	newStatDesc(metricMerges, "Commits whose record had changed since the writer's base (a real 3-way merge).", prometheus.CounterValue,
 		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.Merges) }),
+	newStatDesc(metricGrouped, "Commits made in one replacement of their record with others: commits that queued for the record's lock, taken over by the next holder.", prometheus.CounterValue,
+		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.Grouped) }),
 	newStatDesc(metricConflicts, "Conflicting keys, resolved by writer-wins or refused by reject.", prometheus.CounterValue,
 		func(s mergefs.Stats, _ journal.Stats) float64 { return float64(s.Conflicts) }),
 	newStatDesc(metricRejected, "Commits refused (invalid content or reject policy): close/fsync got EIO.", prometheus.CounterValue,

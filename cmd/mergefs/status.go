@@ -201,6 +201,7 @@ func printStatus(w io.Writer, mf map[string]*dto.MetricFamily, now time.Time) {
 	row("commits", value(mf, metricCommits), "written to the backing store")
 	row("unchanged", value(mf, metricUnchanged), "commits whose content the record already had")
 	row("merges", value(mf, metricMerges), "commits into a record changed since the writer read it")
+	row("grouped", value(mf, metricGrouped), "commits written in one replacement with others queued for the record's lock")
 	row("conflicts", value(mf, metricConflicts), fmt.Sprintf("keys changed on both sides (journaled %.0f, not journaled %.0f)",
 		value(mf, metricJournalWritten), value(mf, metricJournalDropped)))
 	row("rejected", value(mf, metricRejected), "commits refused: invalid JSON or reject policy (close got EIO)")

@@ -26,7 +26,7 @@ import (
 )
 
 var fakeStats = mergefs.Stats{
-	Commits: 1234, Unchanged: 5, Merges: 234, Conflicts: 7, Rejected: 3, Failed: 2,
+	Commits: 1234, Unchanged: 5, Merges: 234, Grouped: 57, Conflicts: 7, Rejected: 3, Failed: 2,
 	BaseFallbacks: 11, OpenRecords: 4, ReadVersions: 17, ReadBytes: 36045, ReadsEvicted: 9,
 	CachedOpens: 812, CacheRetries: 6, FileLocks: 3, LockWaiters: 1,
 }
@@ -76,7 +76,7 @@ func statusRows(t *testing.T, out string) map[string]int64 {
 func checkStatusOutput(t *testing.T, out string) {
 	t.Helper()
 	want := map[string]int64{
-		"commits": 1234, "unchanged": 5, "merges": 234, "conflicts": 7, "rejected": 3, "failed": 2,
+		"commits": 1234, "unchanged": 5, "merges": 234, "grouped": 57, "conflicts": 7, "rejected": 3, "failed": 2,
 		"base fallbacks": 11, "open records": 4, "read versions": 17, "cached opens": 812, "cache retries": 6, "file locks": 3,
 	}
 	got := statusRows(t, out)
