@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,12 +83,23 @@ func (h *harness) sessionScript(t *testing.T) (python, script string) {
 	if err := os.Chmod(h.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	src, err := os.ReadFile(filepath.Join(bins.workers, "session.py"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Written once per harness, and by rename: a session started just before may still be reading
+	// it, and rewriting it in place (truncate, write) showed that one an empty script, which exits
+	// at once without a word.
 	script = filepath.Join(h.dir, "session.py")
-	if err := os.WriteFile(script, src, 0o644); err != nil {
+	if _, err := os.Stat(script); errors.Is(err, fs.ErrNotExist) {
+		src, err := os.ReadFile(filepath.Join(bins.workers, "session.py"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmp := script + ".tmp"
+		if err := os.WriteFile(tmp, src, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, script); err != nil {
+			t.Fatal(err)
+		}
+	} else if err != nil {
 		t.Fatal(err)
 	}
 	sessionPython.once.Do(func() {
