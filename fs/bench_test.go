@@ -450,6 +450,26 @@ func BenchmarkBaseChoice(b *testing.B) {
 					}
 				}
 			})
+			// A record three other writers share: between two of this writer's reads they changed
+			// "b" (so no older read is a step from mine), and read versions of their own.
+			b.Run(sizeLabel(size)+"/shared-reads", func(b *testing.B) {
+				f, writer, id := baseChoiceFixture(b, size, 1)
+				c := f.callerOf(writer.ctx())
+				for i := 1; i < maxProcReads; i++ {
+					f.history.read(id, c.thread, c.proc, &version{data: benchRecord(size, i, 3*i)})
+					other := procKey{pid: uint32(1000000 + i%3), start: 1}
+					f.history.read(id, other, other, &version{data: benchRecord(size, i, 3*i+1+i%2)})
+				}
+				mine := benchRecord(size, maxProcReads, 3*(maxProcReads-1))
+				b.SetBytes(int64(size))
+				for b.Loop() {
+					req := commitRequest{mine: mine, bases: f.history.candidates(id, c.thread, c.proc, nil, event.NoBase)}
+					ch, err := f.chooseBase(req)
+					if err != nil || ch.from != event.Thread || ch.distance != 1 {
+						b.Fatalf("choice %+v, %v: want the writer's last read, one change away", ch, err)
+					}
+				}
+			})
 		}
 		for _, candidates := range []int{1, 32} {
 			b.Run(fmt.Sprintf("%s/choose-%d", sizeLabel(size), candidates), func(b *testing.B) {

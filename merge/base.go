@@ -55,7 +55,7 @@ func ChooseBase(mine *Summary, candidates []Candidate) Choice {
 	// hundreds of candidates (docs/design.md, "The base of a commit").
 	var orderBuf [64]ranked
 	order := orderBuf[:0]
-	if len(candidates) > len(orderBuf) {
+	if len(candidates) > len(orderBuf)/2 {
 		order = make([]ranked, 0, len(candidates))
 	}
 	for i := range candidates {
@@ -63,7 +63,7 @@ func ChooseBase(mine *Summary, candidates []Candidate) Choice {
 		if c.Summary == nil {
 			continue
 		}
-		r := ranked{seq: c.Seq, i: i}
+		r := ranked{seq: c.Seq, i: i, hash: c.Summary.hash}
 		if c.ThreadLastRead {
 			r.flags |= 2
 		}
@@ -72,27 +72,22 @@ func ChooseBase(mine *Summary, candidates []Candidate) Choice {
 		}
 		order = append(order, r)
 	}
-	slices.SortFunc(order, func(a, b ranked) int {
-		switch {
-		case a.i == b.i:
-			return 0
-		case a.before(&b):
-			return -1
-		}
-		return 1
-	})
+	scratch := orderBuf[:] // unused by order if order was allocated
+	if len(candidates) <= len(orderBuf)/2 {
+		scratch = orderBuf[len(order):]
+	}
+	sortRanked(order, scratch)
 	ch := Choice{Index: -1, RunnerUpIndex: -1, RunnerUp: -1}
 	best, second := math.MaxInt, math.MaxInt
 	var bestHash, secondHash uint64
 	for k := range order {
-		i := order[k].i
-		s := candidates[i].Summary
-		if ch.Index >= 0 && s.hash == bestHash || ch.RunnerUpIndex >= 0 && s.hash == secondHash {
+		i, hash := order[k].i, order[k].hash
+		if ch.Index >= 0 && hash == bestHash || ch.RunnerUpIndex >= 0 && hash == secondHash {
 			// The content of a candidate tried before, which was
 			// preferred: nothing changes.
 			continue
 		}
-		if second <= 1 && s.hash != mine.hash {
+		if second <= 1 && hash != mine.hash {
 			// Only a candidate equal to mine (distance 0) could still
 			// change the choice or the runner-up; any other is at least
 			// 1 from mine, not below second. With many candidates a step
@@ -107,13 +102,13 @@ func ChooseBase(mine *Summary, candidates []Candidate) Choice {
 		// the result of a content equal to one tried before whose result
 		// was past limit (limits only decrease); other equal contents are
 		// skipped above.
-		d := Distance(mine, s, limit)
+		d := Distance(mine, candidates[i].Summary, limit)
 		switch {
 		case d < best:
 			second, secondHash, ch.RunnerUpIndex = best, bestHash, ch.Index
-			best, bestHash, ch.Index = d, s.hash, i
+			best, bestHash, ch.Index = d, hash, i
 		case d < second:
-			second, secondHash, ch.RunnerUpIndex = d, s.hash, i
+			second, secondHash, ch.RunnerUpIndex = d, hash, i
 		}
 	}
 	if ch.Index < 0 {
@@ -132,6 +127,7 @@ type ranked struct {
 	flags uint8 // 2: the thread's last read, 1: the process's
 	seq   uint64
 	i     int
+	hash  uint64 // the candidate's Summary.hash, read while its order is made
 }
 
 func (r *ranked) before(o *ranked) bool {
@@ -142,4 +138,77 @@ func (r *ranked) before(o *ranked) bool {
 		return r.seq > o.seq
 	}
 	return r.i < o.i
+}
+
+// sortRanked sorts order into preference order (before), using buf as scratch if it is long enough.
+// Candidates mostly come as a few runs already in that order (a process's reads newest first, then
+// other processes' reads): those are merged, in linear time; many runs are sorted.
+func sortRanked(order, buf []ranked) {
+	runs := 1
+	for k := 1; k < len(order); k++ {
+		if order[k].before(&order[k-1]) {
+			runs++
+		}
+	}
+	switch {
+	case runs == 1:
+		return
+	case runs > 8:
+		slices.SortFunc(order, func(a, b ranked) int {
+			switch {
+			case a.i == b.i:
+				return 0
+			case a.before(&b):
+				return -1
+			}
+			return 1
+		})
+		return
+	}
+	if len(buf) < len(order) {
+		buf = make([]ranked, len(order))
+	}
+	src, dst := order, buf[:len(order)]
+	for runs > 1 {
+		// One pass merges each pair of neighbouring runs of src into dst.
+		runs = 0
+		for lo := 0; lo < len(src); {
+			mid := runEnd(src, lo)
+			hi := mid
+			if mid < len(src) {
+				hi = runEnd(src, mid)
+			}
+			mergeRuns(dst[lo:hi], src[lo:mid], src[mid:hi])
+			lo = hi
+			runs++
+		}
+		src, dst = dst, src
+	}
+	if &src[0] != &order[0] {
+		copy(order, src)
+	}
+}
+
+// runEnd is the end of the run of s in preference order that starts at lo.
+func runEnd(s []ranked, lo int) int {
+	k := lo + 1
+	for k < len(s) && !s[k].before(&s[k-1]) {
+		k++
+	}
+	return k
+}
+
+// mergeRuns merges a and b, each in preference order, into dst.
+func mergeRuns(dst, a, b []ranked) {
+	k := 0
+	for len(a) > 0 && len(b) > 0 {
+		if b[0].before(&a[0]) {
+			dst[k], b = b[0], b[1:]
+		} else {
+			dst[k], a = a[0], a[1:]
+		}
+		k++
+	}
+	k += copy(dst[k:], a)
+	copy(dst[k:], b)
 }

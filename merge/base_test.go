@@ -242,3 +242,45 @@ func boolFirst(b bool) int {
 	}
 	return 1
 }
+
+// sortRanked gives the order a full sort gives, whether the candidates come as one run in
+// preference order, a few (merged), or many (sorted).
+func TestSortRanked(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	for n := range 500 {
+		count := rng.IntN(300)
+		runs := 1 + rng.IntN(12)
+		var order []ranked
+		for k := range runs {
+			var run []ranked
+			for range count / runs {
+				r := ranked{seq: uint64(rng.IntN(1000)), i: len(order) + len(run)}
+				if rng.IntN(20) == 0 {
+					r.flags = uint8(1 + rng.IntN(3))
+				}
+				run = append(run, r)
+			}
+			if k%3 != 2 { // most runs come in preference order
+				slices.SortFunc(run, compareForTest)
+			}
+			order = append(order, run...)
+		}
+		want := slices.Clone(order)
+		slices.SortFunc(want, compareForTest)
+		got := slices.Clone(order)
+		sortRanked(got, make([]ranked, len(got)))
+		if !slices.Equal(got, want) {
+			t.Fatalf("case %d (%d candidates in %d runs): sortRanked gave %v, want %v", n, len(order), runs, got, want)
+		}
+	}
+}
+
+func compareForTest(a, b ranked) int {
+	switch {
+	case a.i == b.i:
+		return 0
+	case a.before(&b):
+		return -1
+	}
+	return 1
+}
