@@ -140,6 +140,17 @@ func (r *ranked) before(o *ranked) bool {
 	return r.i < o.i
 }
 
+// compareRanked orders by preference (before), for slices.SortFunc.
+func compareRanked(a, b ranked) int {
+	switch {
+	case a.i == b.i:
+		return 0
+	case a.before(&b):
+		return -1
+	}
+	return 1
+}
+
 // sortRanked sorts order into preference order (before), using buf as scratch if it is long enough.
 // Candidates mostly come as a few runs already in that order (a process's reads newest first, then
 // other processes' reads): those are merged, in linear time; many runs are sorted.
@@ -154,15 +165,7 @@ func sortRanked(order, buf []ranked) {
 	case runs == 1:
 		return
 	case runs > 8:
-		slices.SortFunc(order, func(a, b ranked) int {
-			switch {
-			case a.i == b.i:
-				return 0
-			case a.before(&b):
-				return -1
-			}
-			return 1
-		})
+		slices.SortFunc(order, compareRanked)
 		return
 	}
 	if len(buf) < len(order) {

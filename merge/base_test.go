@@ -261,26 +261,16 @@ func TestSortRanked(t *testing.T) {
 				run = append(run, r)
 			}
 			if k%3 != 2 { // most runs come in preference order
-				slices.SortFunc(run, compareForTest)
+				slices.SortFunc(run, compareRanked)
 			}
 			order = append(order, run...)
 		}
 		want := slices.Clone(order)
-		slices.SortFunc(want, compareForTest)
+		slices.SortFunc(want, compareRanked)
 		got := slices.Clone(order)
 		sortRanked(got, make([]ranked, len(got)))
 		if !slices.Equal(got, want) {
 			t.Fatalf("case %d (%d candidates in %d runs): sortRanked gave %v, want %v", n, len(order), runs, got, want)
 		}
 	}
-}
-
-func compareForTest(a, b ranked) int {
-	switch {
-	case a.i == b.i:
-		return 0
-	case a.before(&b):
-		return -1
-	}
-	return 1
 }
