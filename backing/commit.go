@@ -171,8 +171,11 @@ func (s *Store) commit(ctx context.Context, dir Dir, name string, c Commit) (res
 	// (group.go): it then waits for that one to finish it rather than for the lock.
 	var me *waiter
 	var takenOver <-chan struct{}
-	key := groupKey{dirIno: dir.Ino, name: name, id: c.Expect}
+	var key groupKey
 	if src == nil && c.split == nil && c.Expect != 0 {
+		if key, err = groupKeyOf(dir, name, c.Expect); err != nil {
+			return res, err
+		}
 		me = s.groups.join(key, c)
 		takenOver = me.done
 	}

@@ -23,12 +23,22 @@ const maxGroup = 32
 // errTakenOver ends a grouped commit's wait for the lock: another commit did its work.
 var errTakenOver = errors.New("commit taken over by the holder of the record's lock")
 
-// groupKey is a record's directory and name, and the identity the commit expects there: two
-// records never share one even where a directory's inode number repeats (a mount inside the root).
+// groupKey is a record's directory (as the kernel names the one its descriptor holds) and name,
+// and the identity the commit expects there. Commits of two records never share one: not even
+// where a directory's inode number and a record's identity repeat in a filesystem mounted inside
+// the root, whose owner controls both (the identity is the inode number the mount shows).
 type groupKey struct {
-	dirIno uint64
-	name   string
-	id     uint64
+	dev, ino uint64
+	name     string
+	id       uint64
+}
+
+func groupKeyOf(dir Dir, name string, id uint64) (groupKey, error) {
+	st, err := sysx.Fstat(dir.FD)
+	if err != nil {
+		return groupKey{}, fmt.Errorf("stat the record's directory: %w", err)
+	}
+	return groupKey{dev: st.Dev, ino: st.Ino, name: name, id: id}, nil
 }
 
 // waiter is a commit waiting for its record's lock.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -193,5 +194,75 @@ func TestTakenOverCommitReportsItsOutcome(t *testing.T) {
 	}
 	if n := f.s.slots.len(); n != 0 {
 		t.Errorf("%d lock entries left", n)
+	}
+}
+
+// Two records never form a group, even with the same name, the same identity and the same
+// directory inode number: as a directory on another filesystem mounted inside the root, whose
+// owner controls inode numbers and identities, has them. Here the second directory claims the
+// first one's inode number (which also puts both commits on one lock slot).
+func TestGroupsKeepToTheirDirectory(t *testing.T) {
+	root := t.TempDir()
+	s := openStore(t, root, FsyncOnRequest)
+	for _, d := range []string{"a", "b"} {
+		if err := os.Mkdir(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id := put(t, s, "a/r.json", `{}`).Identity
+	put(t, s, "b/r.json", `{}`)
+	v, err := sysx.Getxattr(filepath.Join(root, "a/r.json"), IdentityXattr, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(filepath.Join(root, "b/r.json"), IdentityXattr, v, 0); err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.OpenDir("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sysx.Close(a.FD)
+	b, err := s.OpenDir("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sysx.Close(b.FD)
+	b.Ino = a.Ino
+	slot := lockSlot(a.Ino, "r.json")
+
+	entered, release := make(chan struct{}), make(chan struct{})
+	results := make(chan error, 3)
+	inc := incrementField("holder")
+	go func() {
+		_, err := s.CommitAt(context.Background(), a, "r.json", Commit{Expect: id.ID,
+			Merge: func(theirs []byte, exists bool) ([]byte, error) {
+				close(entered)
+				<-release
+				return inc(theirs, exists)
+			}})
+		results <- err
+	}()
+	receive(t, entered, "the holder inside Merge")
+	go func() {
+		_, err := s.CommitAt(context.Background(), a, "r.json", Commit{Expect: id.ID, Merge: incrementField("a")})
+		results <- err
+	}()
+	waitForWaiters(t, s, slot, 2)
+	go func() {
+		_, err := s.CommitAt(context.Background(), b, "r.json", Commit{Expect: id.ID, Merge: incrementField("b")})
+		results <- err
+	}()
+	waitForWaiters(t, s, slot, 3)
+	close(release)
+	for range 3 {
+		if err := receive(t, results, "a commit"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for d, want := range map[string]string{"a": `{"a":1,"holder":1}`, "b": `{"b":1}`} {
+		if got := readFile(t, filepath.Join(root, d, "r.json")); got != want {
+			t.Errorf("%s/r.json is %s, want %s", d, got, want)
+		}
 	}
 }
