@@ -10,7 +10,7 @@ import (
 	"github.com/mergefs/mergefs/internal/sysx"
 )
 
-// Group commits (docs/design.md, "The cost of a commit"): commits to one record that wait for its
+// Group commits (docs/design.md, "Group commits"): commits to one record that wait for its
 // lock while another holds it are taken over by the next holder, which merges each one's changes
 // in turn (each Merge gets what the ones before it made) and replaces the record once for all of
 // them. Writers that share a record then pay one temporary file, one rename and one read of the
