@@ -359,12 +359,13 @@ func (s *Store) install(dir Dir, name string, theirs *current, in installing, re
 	var (
 		tmpFD int
 		tmp   string
+		tmpSt unix.Stat_t
 		err   error
 	)
 	if theirs.exists {
-		tmpFD, tmp, err = s.createTemp(dir.FD, 0o600, nil)
+		tmpFD, tmp, tmpSt, err = s.createTemp(dir.FD, 0o600, nil)
 	} else {
-		tmpFD, tmp, err = s.createTemp(dir.FD, in.mode, in.creator)
+		tmpFD, tmp, tmpSt, err = s.createTemp(dir.FD, in.mode, in.creator)
 	}
 	if err != nil {
 		return Version{}, 0, err
@@ -382,7 +383,7 @@ func (s *Store) install(dir Dir, name string, theirs *current, in installing, re
 	}
 	if theirs.exists {
 		own := ownership{mode: theirs.st.Mode & 0o7777, uid: theirs.st.Uid, gid: theirs.st.Gid}
-		if err := s.setOwnership(tmpFD, own); err != nil {
+		if err := s.setOwnership(tmpFD, &tmpSt, own); err != nil {
 			return Version{}, 0, err
 		}
 		if err := copyXattrs(theirs.fd, tmpFD); err != nil {
@@ -650,7 +651,7 @@ const maxTempAttempts = 8
 
 // createTemp creates a temporary file in dirfd with mode, as w, and returns it write-locked (see the
 // package comment).
-func (s *Store) createTemp(dirfd int, mode uint32, w *sysx.Cred) (fd int, name string, err error) {
+func (s *Store) createTemp(dirfd int, mode uint32, w *sysx.Cred) (fd int, name string, st unix.Stat_t, err error) {
 	for range maxTempAttempts {
 		name = fmt.Sprintf("%s%016x", tempPrefix, rand.Uint64())
 		err = sysx.AsUser(w, func() error {
@@ -662,24 +663,27 @@ func (s *Store) createTemp(dirfd int, mode uint32, w *sysx.Cred) (fd int, name s
 			continue
 		}
 		if err != nil {
-			return -1, "", fmt.Errorf("create temporary file: %w", err)
+			return -1, "", st, fmt.Errorf("create temporary file: %w", err)
 		}
 		err = ofdLock(fd, unix.F_WRLCK, 0, 0, false)
 		if err == nil {
-			if err = exactMode(dirfd, fd, mode, w); err != nil {
+			if st, err = sysx.Fstat(fd); err == nil {
+				err = exactMode(dirfd, fd, &st, mode, w)
+			}
+			if err != nil {
 				sysx.Close(fd)
 				_ = unix.Unlinkat(dirfd, name, 0)
-				return -1, "", err
+				return -1, "", st, err
 			}
 			// Recovery in another process may have locked and removed the file between our create
 			// and our lock; then the name is gone or is no longer this file.
-			same, serr := sameFile(dirfd, name, fd)
+			same, serr := sameFile(dirfd, name, &st)
 			if same {
-				return fd, name, nil
+				return fd, name, st, nil
 			}
 			sysx.Close(fd)
 			if serr != nil && serr != unix.ENOENT {
-				return -1, "", fmt.Errorf("check temporary file: %w", serr)
+				return -1, "", st, fmt.Errorf("check temporary file: %w", serr)
 			}
 			continue
 		}
@@ -687,44 +691,41 @@ func (s *Store) createTemp(dirfd int, mode uint32, w *sysx.Cred) (fd int, name s
 		// The name is ours alone (random, O_EXCL), so removing it by name cannot hit another file.
 		_ = unix.Unlinkat(dirfd, name, 0)
 		if err != unix.EAGAIN && err != unix.EACCES {
-			return -1, "", fmt.Errorf("lock temporary file: %w", err)
+			return -1, "", st, fmt.Errorf("lock temporary file: %w", err)
 		}
 	}
-	return -1, "", fmt.Errorf("create temporary file: gave up after %d attempts (name collisions or concurrent recovery): %w", maxTempAttempts, unix.EAGAIN)
+	return -1, "", st, fmt.Errorf("create temporary file: gave up after %d attempts (name collisions or concurrent recovery): %w", maxTempAttempts, unix.EAGAIN)
 }
 
-// exactMode gives a file just created in dirfd the mode asked for, where the process umask took bits
-// away; not where the directory's default ACL decided the mode, which is how the kernel creates files
-// there. As w, so that the kernel drops a set-group-ID bit w may not set, as it does at a create.
-func exactMode(dirfd, fd int, mode uint32, w *sysx.Cred) error {
-	st, err := sysx.Fstat(fd)
-	if err != nil || st.Mode&0o7777 == mode {
-		return err
+// exactMode gives a file just created in dirfd (fd, whose stat is st) the mode asked for, where the
+// process umask took bits away; not where the directory's default ACL decided the mode, which is how
+// the kernel creates files there. As w, so that the kernel drops a set-group-ID bit w may not set, as
+// it does at a create. st then has the mode asked for (the kernel may still have dropped that bit).
+func exactMode(dirfd, fd int, st *unix.Stat_t, mode uint32, w *sysx.Cred) error {
+	if st.Mode&0o7777 == mode {
+		return nil
 	}
 	if _, err := sysx.Getxattr(sysx.ProcPath(dirfd), "system.posix_acl_default", false); err == nil {
 		return nil
 	}
-	return sysx.AsUser(w, func() error { return unix.Fchmod(fd, mode) })
+	if err := sysx.AsUser(w, func() error { return unix.Fchmod(fd, mode) }); err != nil {
+		return err
+	}
+	st.Mode = st.Mode&^0o7777 | mode
+	return nil
 }
 
-func sameFile(dirfd int, name string, fd int) (bool, error) {
+// sameFile reports whether name in dirfd is the file whose stat is byFD.
+func sameFile(dirfd int, name string, byFD *unix.Stat_t) (bool, error) {
 	byName, err := sysx.Fstatat(dirfd, name)
-	if err != nil {
-		return false, err
-	}
-	byFD, err := sysx.Fstat(fd)
 	if err != nil {
 		return false, err
 	}
 	return byName.Dev == byFD.Dev && byName.Ino == byFD.Ino, nil
 }
 
-// setOwnership gives fd the mode and owner of own.
-func (s *Store) setOwnership(fd int, own ownership) error {
-	st, err := sysx.Fstat(fd)
-	if err != nil {
-		return err
-	}
+// setOwnership gives fd, whose owner is st's, the mode and owner of own.
+func (s *Store) setOwnership(fd int, st *unix.Stat_t, own ownership) error {
 	if own.uid != st.Uid || own.gid != st.Gid {
 		if err := unix.Fchown(fd, int(own.uid), int(own.gid)); err != nil {
 			return fmt.Errorf("chown temporary file to %d:%d: %w", own.uid, own.gid, err)
@@ -818,7 +819,11 @@ func (s *Store) Reserve(ctx context.Context, dir Dir, name string, mode uint32, 
 	}
 	defer sysx.Close(fd)
 	id := Identity{ID: NewID()}
-	if err := exactMode(dir.FD, fd, mode, w); err != nil {
+	created, err := sysx.Fstat(fd)
+	if err == nil {
+		err = exactMode(dir.FD, fd, &created, mode, w)
+	}
+	if err != nil {
 		return Identity{}, unix.Stat_t{}, err
 	}
 	if err := writeIdentity(fd, id, 0); err != nil {

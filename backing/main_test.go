@@ -134,7 +134,7 @@ func childHoldTemp(s *Store) error {
 		return err
 	}
 	defer sysx.Close(dir.FD)
-	fd, name, err := s.createTemp(dir.FD, 0o600, nil)
+	fd, name, _, err := s.createTemp(dir.FD, 0o600, nil)
 	if err != nil {
 		return err
 	}

@@ -93,7 +93,11 @@ func removeIfAbandoned(dirfd int, name string) (bool, error) {
 	}
 	// The name must still be the file we locked: the writer may have renamed it over its record and
 	// closed it after our open (the file we hold is then a record).
-	same, err := sameFile(dirfd, name, fd)
+	st, err := sysx.Fstat(fd)
+	if err != nil {
+		return false, err
+	}
+	same, err := sameFile(dirfd, name, &st)
 	if err == unix.ENOENT || (err == nil && !same) {
 		return false, nil
 	}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mergefs/mergefs/internal/sysx"
 )
 
 func testOptions(t *testing.T, fsync FsyncPolicy) Options {
@@ -158,6 +160,30 @@ func TestReadKnownReusesAnUnchangedFile(t *testing.T) {
 	read("the committed file", true, `{"a":1}`)
 	if sn, reused, err := s.ReadKnown(root, "r.json", nil, nil); err != nil || reused || string(sn.Data) != `{"a":1}` {
 		t.Fatalf("nothing known: %q reused %v (%v)", sn.Data, reused, err)
+	}
+	// The known file is found by a stat of the name, never through a symlink to it.
+	if err := os.Symlink("r.json", filepath.Join(dir, "link.json")); err != nil {
+		t.Fatal(err)
+	}
+	if sn, reused, err := s.ReadKnown(root, "link.json", nil, known); err == nil || reused {
+		t.Fatalf("a symlink to the known file: %q reused %v (%v), want an error", sn.Data, reused, err)
+	}
+	// A reader whose access is checked is checked on the file, known or not.
+	if os.Geteuid() == 0 {
+		if err := os.Chmod(filepath.Join(dir, "r.json"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		other := &Access{Cred: &sysx.Cred{UID: 65534, GID: 65534}, Mode: unix.R_OK}
+		if sn, reused, err := s.ReadKnown(root, "r.json", other, known); !errors.Is(err, unix.EACCES) || reused {
+			t.Fatalf("a reader who may not read the known file: %q reused %v (%v), want EACCES", sn.Data, reused, err)
+		}
+		if err := os.Chmod(filepath.Join(dir, "r.json"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		known.Version = statVersion(t, filepath.Join(dir, "r.json"))
+		if sn, reused, err := s.ReadKnown(root, "r.json", other, known); err != nil || !reused || string(sn.Data) != `{"a":1}` {
+			t.Fatalf("a reader who may read the known file: %q reused %v (%v)", sn.Data, reused, err)
+		}
 	}
 
 	// Changed in place (not by a commit): same size, new times.
@@ -693,4 +719,14 @@ func TestCreateWithoutRenameNoReplace(t *testing.T) {
 	if err := renameNoReplace(root, "src", root, "free"); err != nil {
 		t.Fatalf("rename onto a free name: %v", err)
 	}
+}
+
+// statVersion is the version of the file at path, as the store sees it.
+func statVersion(t *testing.T, path string) Version {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return versionOf(&st)
 }

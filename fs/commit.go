@@ -250,7 +250,10 @@ func (fsys *FS) syncRecord(target recordTarget, record string) syscall.Errno {
 
 // finishCommit counts and logs a commit and maps its error to an errno.
 func (fsys *FS) finishCommit(ev *event.Commit, req commitRequest, err error, cr backing.CommitResult) (syscall.Errno, bool) {
-	log := fsys.log.With("record", req.record, "pid", ev.Writer.PID, "comm", ev.Writer.Comm, "uid", ev.Writer.UID, "trigger", req.trigger)
+	// The commit's logger is made only when something is logged: most commits log nothing.
+	log := func() *slog.Logger {
+		return fsys.log.With("record", req.record, "pid", ev.Writer.PID, "comm", ev.Writer.Comm, "uid", ev.Writer.UID, "trigger", req.trigger)
+	}
 	fsys.counters.conflicts.Add(uint64(len(ev.Conflicts)))
 	if err == nil || !isInputError(err) {
 		fsys.counters.bases[ev.Base].Add(1)
@@ -260,14 +263,14 @@ func (fsys *FS) finishCommit(ev *event.Commit, req commitRequest, err error, cr 
 	}
 	if ev.Base == event.Fallback {
 		fsys.counters.fallbacks.Add(1)
-		log.Info("no read of this record is known for the writer; base is the record at the writing open", "base", ev.Base)
+		log().Info("no read of this record is known for the writer; base is the record at the writing open", "base", ev.Base)
 	}
 
 	if inputErr, ok := errors.AsType[*merge.InputError](err); ok {
 		ev.Outcome = event.Invalid
 		fsys.counters.rejected.Add(1)
 		saved := fsys.saveRejected(req)
-		log.Error("commit rejected: content is not a valid JSON record; the record is unchanged",
+		log().Error("commit rejected: content is not a valid JSON record; the record is unchanged",
 			"input", inputErr.Input, "reason", inputErr.Reason, "saved", saved)
 		return syscall.EIO, true
 	}
@@ -275,7 +278,7 @@ func (fsys *FS) finishCommit(ev *event.Commit, req commitRequest, err error, cr 
 		ev.Outcome = event.RecordChanged
 		fsys.counters.rejected.Add(1)
 		saved := fsys.saveRejected(req)
-		log.Error("commit refused: the record was removed or replaced since the writer opened it; nothing written",
+		log().Error("commit refused: the record was removed or replaced since the writer opened it; nothing written",
 			"err", err, "saved", saved)
 		return syscall.EIO, true
 	}
@@ -283,21 +286,21 @@ func (fsys *FS) finishCommit(ev *event.Commit, req commitRequest, err error, cr 
 		ev.Outcome = event.Denied
 		fsys.counters.rejected.Add(1)
 		saved := fsys.saveRejected(req)
-		log.Warn("commit refused: the writer may not write the record as it is now; nothing written",
+		log().Warn("commit refused: the writer may not write the record as it is now; nothing written",
 			"err", err, "saved", saved)
 		return errnoOf(err), true
 	}
 	if errors.Is(err, merge.ErrRejected) {
 		ev.Outcome = event.Conflict
 		fsys.counters.rejected.Add(1)
-		log.Warn("commit rejected by the reject policy: conflicting changes; the record is unchanged",
+		log().Warn("commit rejected by the reject policy: conflicting changes; the record is unchanged",
 			conflictAttrs(ev.Conflicts)...)
 		return syscall.EIO, true
 	}
 	if err != nil {
 		ev.Outcome = event.Failed
 		fsys.counters.failed.Add(1)
-		log.Error("commit failed in the backing store", "err", err)
+		log().Error("commit failed in the backing store", "err", err)
 		if errno, ok := errors.AsType[syscall.Errno](err); ok && errno != 0 {
 			return errno, false
 		}
@@ -305,7 +308,7 @@ func (fsys *FS) finishCommit(ev *event.Commit, req commitRequest, err error, cr 
 	}
 
 	if len(ev.Conflicts) > 0 {
-		log.Warn("conflicting changes resolved: the writer's values were taken", conflictAttrs(ev.Conflicts)...)
+		log().Warn("conflicting changes resolved: the writer's values were taken", conflictAttrs(ev.Conflicts)...)
 	}
 	if cr.Unchanged {
 		ev.Outcome = event.Unchanged
@@ -325,8 +328,8 @@ func (fsys *FS) finishCommit(ev *event.Commit, req commitRequest, err error, cr 
 			c.Add(uint64(n))
 		}
 	}
-	if log.Enabled(context.Background(), slog.LevelDebug) {
-		log.Debug("commit", "outcome", ev.Outcome, "base", ev.Base, "base_distance", ev.BaseDistance,
+	if fsys.log.Enabled(context.Background(), slog.LevelDebug) {
+		log().Debug("commit", "outcome", ev.Outcome, "base", ev.Base, "base_distance", ev.BaseDistance,
 			"runner_up", ev.RunnerUp, "ambiguous", ev.Ambiguous, "candidates", ev.Candidates,
 			"merged", ev.Merged, "changed", ev.Changed, "lock_wait", cr.Wait, "duration", ev.Duration)
 	}
