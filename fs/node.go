@@ -323,7 +323,10 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 		req.ino = out.Ino
 		cacheable = false
 	}
-	if cacheable && errno == 0 && n.fsys.uniform(record, st.Size) {
+	// Only the record's own size may be cached, never a handle's: the handle found above may have
+	// been released since (RELEASE comes after the close() that caused it), leaving handles that
+	// all have the record's size, while this answer is still the released handle's.
+	if cacheable && errno == 0 && int64(out.Size) == st.Size && n.fsys.uniform(record, st.Size) {
 		if _, parent := n.Parent(); parent != nil {
 			n.cachedKey.Store(&attrKey{ino: st.Ino, size: st.Size, mtime: st.Mtim, ctime: st.Ctim})
 			out.SetTimeout(recordAttrTimeout)

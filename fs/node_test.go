@@ -2,15 +2,19 @@ package fs
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
+	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/mergefs/mergefs/backing"
+	"github.com/mergefs/mergefs/merge"
 )
 
 // A record node remembers the backing file it last found carrying its identity, by device, inode,
@@ -140,5 +144,73 @@ func TestRecordOpenFlags(t *testing.T) {
 		if got := recordOpenFlags(c.flags, c.cached); got != c.want {
 			t.Errorf("flags %#o: %#x, want %#x", c.flags, got, c.want)
 		}
+	}
+}
+
+// The kernel may cache a record's attributes only where they are the record's own (the same for
+// everyone). A GETATTR from a process answers with the size of that process's most recently opened
+// handle; if that handle is released while the GETATTR is served (RELEASE comes after close()
+// returned), the handles left may all have the record's size, and the answer must still not be
+// cached: it is the released handle's size, not the record's. Cached, every later stat, of any
+// process, got that size for a second (Node's readFile then read a record cut short).
+func TestGetattrNeverCachesAHandlesOwnSize(t *testing.T) {
+	f := newTestFS(t, merge.WriterWins)
+	const record = `{"a":1}`
+	f.put(t, "r.json", record)
+	rootSt, err := statx(f.rootFD, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := gofs.NewNodeFS(&node{fsys: f.FS, id: rootSt.identity()}, &gofs.Options{})
+	caller := fuse.Caller{Owner: fuse.Owner{Uid: 0, Gid: 0}, Pid: uint32(os.Getpid())}
+	var entry fuse.EntryOut
+	if st := raw.Lookup(nil, &fuse.InHeader{NodeId: fuse.FUSE_ROOT_ID, Caller: caller}, "r.json", &entry); !st.Ok() {
+		t.Fatalf("lookup: %v", st)
+	}
+	getattr := func() fuse.AttrOut {
+		var out fuse.AttrOut
+		if st := raw.GetAttr(nil, &fuse.GetAttrIn{InHeader: fuse.InHeader{NodeId: entry.NodeId, Caller: caller}}, &out); !st.Ok() {
+			t.Fatalf("getattr: %v", st)
+		}
+		return out
+	}
+	if out := getattr(); out.Size != uint64(len(record)) || out.Timeout() == 0 {
+		t.Fatalf("no handle open: size %d, timeout %v; want %d, cached", out.Size, out.Timeout(), len(record))
+	}
+
+	// This process keeps stating the record while it opens a handle, writes to it (another size than
+	// the record's) and releases it.
+	bad := make(chan string, 1)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var out fuse.AttrOut
+			st := raw.GetAttr(nil, &fuse.GetAttrIn{InHeader: fuse.InHeader{NodeId: entry.NodeId, Caller: caller}}, &out)
+			if st.Ok() && (out.Timeout() == 0 || out.Size == uint64(len(record))) {
+				continue
+			}
+			bad <- fmt.Sprintf("GETATTR %d: %v, size %d may be cached for %v; the record has %d bytes", i, st, out.Size, out.Timeout(), len(record))
+			return
+		}
+	}()
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) && len(bad) == 0 {
+		h := f.open(t, self(), "r.json", syscall.O_RDWR)
+		write(t, self(), h, " ", int64(len(record)))
+		h.Release(context.Background())
+	}
+	close(stop)
+	<-done
+	select {
+	case msg := <-bad:
+		t.Fatal(msg)
+	default:
 	}
 }

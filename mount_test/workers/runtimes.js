@@ -216,6 +216,12 @@ async function fstatTask(a, task, barrier) {
   for (let it = 0; it < a.iterations; it++) {
     const p = path.join(a.dir, `r${(it + g) % a.records}.json`);
     const before = await fsp.readFile(p, 'utf8');
+    try {
+      decode(before);
+    } catch (e) {
+      stats.bad_reads++;
+      sample(`readFile before the rewrite: not a whole record: length ${before.length}, tail ${JSON.stringify(before.slice(-30))}`);
+    }
     const old = await fsp.open(p, 'r');
     try {
       await barrier.wait(); // the other process reads
