@@ -74,7 +74,7 @@ func runDriver(args []string) int {
 	fl.StringVar(&cfg.work, "work", "", "scratch `directory` (created; mounts and records go below it)")
 	fl.StringVar(&cfg.mergefs, "mergefs", "", "mergefs `binary`")
 	fl.StringVar(&cfg.loopback, "loopback", "", "loopback `binary`")
-	fl.IntVar(&cfg.runs, "runs", 3, "runs of every cell; the median is reported")
+	fl.IntVar(&cfg.runs, "runs", 5, "runs of every cell; the median is reported")
 	fl.DurationVar(&cfg.duration, "duration", 1500*time.Millisecond, "how long each cell runs")
 	fl.StringVar(&sizes, "sizes", "300,4096,262144", "record `sizes` in bytes")
 	fl.StringVar(&workers, "workers", "1,4,8", "worker `counts`; shared-record loads use those above 1")
