@@ -98,6 +98,7 @@ func (s *Store) openFence(mode FenceMode) error {
 		return err
 	}
 	kind, network := networkFilesystems[int64(sfs.Type)]
+	s.network = network
 	switch mode {
 	case FenceOff:
 		return nil

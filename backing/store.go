@@ -49,7 +49,8 @@ type Store struct {
 	rootFD    int
 	rootIno   uint64
 	lockFD    int
-	fenceFD   int // the lock file opened O_DIRECT|O_DSYNC, -1 when fences are not checked
+	fenceFD   int  // the lock file opened O_DIRECT|O_DSYNC, -1 when fences are not checked
+	network   bool // the backing filesystem is a network filesystem's client (networkFilesystems)
 	fenceMu   sync.Mutex
 	fenceBuf  []byte // guarded by fenceMu
 	fsyncMode FsyncPolicy
@@ -337,7 +338,7 @@ func (s *Store) readAt(dir Dir, name string, access *Access, seen bool, known *K
 		return Snapshot{}, false, err
 	}
 	defer s.end()
-	if known != nil && !s.Fencing() && (access == nil || access.Cred.IsRoot()) {
+	if known != nil && !s.network && (access == nil || access.Cred.IsRoot()) {
 		if st, err := sysx.Fstatat(dir.FD, name); err == nil && known.is(&st) {
 			return Snapshot{Data: known.Data, Stat: st, Identity: known.Identity}, true, nil
 		}
