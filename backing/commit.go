@@ -650,7 +650,7 @@ func renameat2(olddir int, oldname string, newdir int, newname string, flags uin
 const maxTempAttempts = 8
 
 // createTemp creates a temporary file in dirfd with mode, as w, and returns it write-locked (see the
-// package comment).
+// package comment), with its stat as created (its owner; its mode before exactMode).
 func (s *Store) createTemp(dirfd int, mode uint32, w *sysx.Cred) (fd int, name string, st unix.Stat_t, err error) {
 	for range maxTempAttempts {
 		name = fmt.Sprintf("%s%016x", tempPrefix, rand.Uint64())
@@ -697,10 +697,10 @@ func (s *Store) createTemp(dirfd int, mode uint32, w *sysx.Cred) (fd int, name s
 	return -1, "", st, fmt.Errorf("create temporary file: gave up after %d attempts (name collisions or concurrent recovery): %w", maxTempAttempts, unix.EAGAIN)
 }
 
-// exactMode gives a file just created in dirfd (fd, whose stat is st) the mode asked for, where the
-// process umask took bits away; not where the directory's default ACL decided the mode, which is how
-// the kernel creates files there. As w, so that the kernel drops a set-group-ID bit w may not set, as
-// it does at a create. st then has the mode asked for (the kernel may still have dropped that bit).
+// exactMode gives a file just created in dirfd (fd, whose stat as created is st) the mode asked for,
+// where the process umask took bits away; not where the directory's default ACL decided the mode,
+// which is how the kernel creates files there. As w, so that the kernel drops a set-group-ID bit w
+// may not set, as it does at a create.
 func exactMode(dirfd, fd int, st *unix.Stat_t, mode uint32, w *sysx.Cred) error {
 	if st.Mode&0o7777 == mode {
 		return nil
@@ -708,11 +708,7 @@ func exactMode(dirfd, fd int, st *unix.Stat_t, mode uint32, w *sysx.Cred) error 
 	if _, err := sysx.Getxattr(sysx.ProcPath(dirfd), "system.posix_acl_default", false); err == nil {
 		return nil
 	}
-	if err := sysx.AsUser(w, func() error { return unix.Fchmod(fd, mode) }); err != nil {
-		return err
-	}
-	st.Mode = st.Mode&^0o7777 | mode
-	return nil
+	return sysx.AsUser(w, func() error { return unix.Fchmod(fd, mode) })
 }
 
 // sameFile reports whether name in dirfd is the file whose stat is byFD.
