@@ -83,20 +83,24 @@ func (h *harness) sessionScript(t *testing.T) (python, script string) {
 	if err := os.Chmod(h.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// Written once per harness, and by rename: a session started just before may still be reading
-	// it, and rewriting it in place (truncate, write) showed that one an empty script, which exits
-	// at once without a word.
+	// Written once per harness, and by rename from a file of its own: a session started just before
+	// may still be reading it, and rewriting it in place (truncate, write) showed that one an empty
+	// script, which exits at once without a word.
 	script = filepath.Join(h.dir, "session.py")
 	if _, err := os.Stat(script); errors.Is(err, fs.ErrNotExist) {
 		src, err := os.ReadFile(filepath.Join(bins.workers, "session.py"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		tmp := script + ".tmp"
-		if err := os.WriteFile(tmp, src, 0o644); err != nil {
+		tmp, err := os.CreateTemp(h.dir, "session.py.*")
+		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Rename(tmp, script); err != nil {
+		_, werr := tmp.Write(src)
+		if err := errors.Join(werr, tmp.Chmod(0o644), tmp.Close()); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp.Name(), script); err != nil {
 			t.Fatal(err)
 		}
 	} else if err != nil {
